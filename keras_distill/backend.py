@@ -1,0 +1,90 @@
+"""The one place that decides which Keras generation keras_distill runs on.
+
+Keras 3 (`import keras`, TensorFlow backend) is the default. Setting the
+environment variable `TF_USE_LEGACY_KERAS=1` *before* importing keras_distill
+selects Keras 2 (`tf_keras`), which tensorflow-model-optimization needs.
+Every other module imports `keras` from here and uses the small helpers below
+wherever the two generations differ.
+"""
+
+import os
+
+import tensorflow as tf
+
+_TRUE_VALUES = ("1", "true", "yes")
+
+IS_LEGACY = os.environ.get("TF_USE_LEGACY_KERAS", "0").strip().lower() in _TRUE_VALUES
+
+if IS_LEGACY:
+    try:
+        import tf_keras as keras
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "TF_USE_LEGACY_KERAS=1 selects the legacy Keras generation, which "
+            "needs the `tf-keras` package. Install it with "
+            "`pip install 'keras-distill[legacy]'`."
+        ) from error
+else:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ImportError(
+            "keras_distill runs on the TensorFlow backend of Keras 3. Set "
+            "KERAS_BACKEND=tensorflow before importing it. "
+            f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
+        )
+
+GENERATION = "tf_keras" if IS_LEGACY else "keras3"
+"""Name of the active generation: `"keras3"` or `"tf_keras"`."""
+
+KERAS_VERSION = keras.__version__
+
+
+def register_serializable(cls):
+    """Registers `cls` for Keras serialization under `package="keras_distill"`."""
+    return keras.saving.register_keras_serializable(package="keras_distill")(cls)
+
+
+def serialize(obj):
+    """Serializes a Keras object (model, layer, loss) into a config dict."""
+    return keras.saving.serialize_keras_object(obj)
+
+
+def deserialize(config):
+    """Rebuilds a Keras object from a config produced by `serialize`."""
+    return keras.saving.deserialize_keras_object(config)
+
+
+def unpack_x_y_sample_weight(data):
+    """Splits a batch into `(x, y, sample_weight)`, `None` where absent."""
+    return keras.utils.unpack_x_y_sample_weight(data)
+
+
+def num_replicas_in_sync():
+    """Number of replicas the current `tf.distribute` strategy trains on."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def scale_loss(optimizer, loss):
+    """Applies the optimizer's loss scaling (mixed precision), inside the tape."""
+    if IS_LEGACY:
+        if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+            return optimizer.get_scaled_loss(loss)
+        return loss
+    return optimizer.scale_loss(loss)
+
+
+def apply_gradients(optimizer, gradients, variables):
+    """Unscales (mixed precision) and applies `gradients` to `variables`."""
+    if IS_LEGACY and isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+        gradients = optimizer.get_unscaled_gradients(gradients)
+    optimizer.apply_gradients(zip(gradients, variables))
+
+
+def compiled_metric_objects(model):
+    """The metric objects `compile(metrics=...)` created on `model`."""
+    if IS_LEGACY:
+        compiled = getattr(model, "compiled_metrics", None)
+        return list(compiled.metrics) if compiled is not None else []
+    compiled = getattr(model, "_compile_metrics", None)
+    return [compiled] if compiled is not None else []

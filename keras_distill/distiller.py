@@ -1,0 +1,426 @@
+"""The `Distiller`: a `keras.Model` that trains a student from a frozen teacher."""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_distill import backend
+from keras_distill import losses as losses_lib
+from keras_distill import validation
+from keras_distill.backend import keras
+
+HINTON = "hinton"
+KERAS_IO = "keras_io"
+_DEFAULTS = {HINTON: (0.5, 4.0), KERAS_IO: (0.1, 3.0)}
+_PREFLIGHT_BATCH = 64
+
+
+@backend.register_serializable
+class Distiller(keras.Model):
+    """Trains `student` to match a frozen `teacher` with plain `fit()`.
+
+    Per example `i` with a label, the loss is
+
+    `L_i = (1 - alpha) * H(y_i, s_i) + alpha * D(t_i, s_i)`,
+
+    where `H` is the cross-entropy of the student's logits `s` with the label
+    and `D` the distillation loss on the teacher's logits `t` (by default
+    `T^2 * KL(softmax(t/T) || softmax(s/T))`). Examples without a label
+    (x-only batches, or sparse labels equal to `label_mask_value`) use
+    `L_i = D(t_i, s_i)`. The batch loss is the sample-weighted mean of `L_i`.
+    `fit()` logs `student_loss` (mean `H` over labelled examples),
+    `distillation_loss` (mean `D`) and `loss`.
+
+    Two conventions for `alpha` (see `compile`): here `alpha` weighs the
+    distillation term (Hinton et al.). Passing `student_loss_fn` or
+    `distillation_loss_fn` to `compile` selects the keras.io example's form,
+    where `alpha` weighs the student loss.
+
+    The teacher is frozen (`teacher.trainable = False`) and runs once per step
+    with `training=False`, outside the gradient tape. `predict()`,
+    `evaluate()` metrics and `__call__` are the student's. Save the student
+    alone with `distiller.student.save(...)`.
+
+    Args:
+        student: Built `keras.Model` to train. Outputs logits.
+        teacher: Built, trained `keras.Model`.
+        teacher_outputs: `"logits"` or `"probabilities"`: what the teacher
+            returns. Defaults to `"logits"`.
+        student_output: For several outputs, the name or index of the one to
+            distil. Defaults to `None` (the only output).
+        teacher_output: Same, for the teacher. Defaults to `None`.
+        label_mask_value: Sparse label marking "no label" (one-hot rows whose
+            entries all equal it count as missing too). Defaults to `-1`.
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+
+    Example:
+        ```python
+        distiller = Distiller(student=student, teacher=teacher)
+        distiller.compile(optimizer="adam", metrics=["accuracy"],
+                          alpha=0.9, temperature=4.0)
+        distiller.fit(train_ds, epochs=10, validation_data=val_ds)
+        distiller.student.save("student.keras")
+        ```
+
+    References:
+        Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+        Network", 2015. https://arxiv.org/abs/1503.02531
+    """
+
+    def __init__(
+        self,
+        student,
+        teacher,
+        teacher_outputs="logits",
+        student_output=None,
+        teacher_output=None,
+        label_mask_value=-1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        validation.check_model("student", student)
+        validation.check_model("teacher", teacher)
+        validation.check_distinct(student, teacher)
+        validation.check_choice("teacher_outputs", teacher_outputs, validation.TEACHER_OUTPUT_KINDS)
+        self.student = student
+        self.teacher = teacher
+        self.teacher_outputs = teacher_outputs
+        self.student_output = student_output
+        self.teacher_output = teacher_output
+        self.label_mask_value = label_mask_value
+        teacher.trainable = False
+        validation.check_class_counts(
+            _static_output_shape(student, student_output, "student"),
+            _static_output_shape(teacher, teacher_output, "teacher"),
+        )
+        self._alpha = self.add_weight(
+            name="alpha", shape=(), dtype="float32", initializer="zeros", trainable=False
+        )
+        self._temperature = self.add_weight(
+            name="temperature", shape=(), dtype="float32", initializer="ones", trainable=False
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.convention = HINTON
+        self.distillation_loss = losses_lib.get("kl")
+        self.student_loss_fn = None
+        self.distillation_loss_fn = None
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        metrics=None,
+        alpha=None,
+        temperature=None,
+        distillation_loss="kl",
+        student_loss_fn=None,
+        distillation_loss_fn=None,
+        **kwargs,
+    ):
+        """Configures training.
+
+        Args:
+            optimizer: As for `keras.Model.compile`.
+            metrics: Metrics of the student, as for `keras.Model.compile`.
+            alpha: Weight in `[0, 1]`. Without `student_loss_fn` and
+                `distillation_loss_fn`: the weight of the distillation term,
+                `(1 - alpha) * H + alpha * D`; defaults to `0.5`. With either
+                of them (keras.io form): the weight of the student loss,
+                `alpha * student_loss + (1 - alpha) * distillation_loss`;
+                defaults to `0.1`.
+            temperature: Softmax temperature `T > 0`. Defaults to `4.0`
+                (`3.0` in the keras.io form).
+            distillation_loss: Name or `losses.DistillationLoss` for `D`:
+                `"kl"`, `"soft_ce"`, `"mse"` or `"dkd"`. Defaults to `"kl"`.
+            student_loss_fn: keras.io form: `loss(y, student_logits)`.
+                Defaults to sparse categorical cross-entropy from logits
+                when only `distillation_loss_fn` is given.
+            distillation_loss_fn: keras.io form: a loss on the tempered
+                probabilities, `loss(softmax(t/T), softmax(s/T)) * T^2`.
+                Defaults to `keras.losses.KLDivergence()` when only
+                `student_loss_fn` is given.
+            **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
+                `steps_per_execution`, `weighted_metrics`, `run_eagerly`).
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "The Distiller computes its own loss; choose it with `distillation_loss`, "
+                f"`alpha` and `temperature`. Received: loss={kwargs['loss']!r}"
+            )
+        kwargs.pop("loss", None)
+        keras_io_form = student_loss_fn is not None or distillation_loss_fn is not None
+        self.convention = KERAS_IO if keras_io_form else HINTON
+        default_alpha, default_temperature = _DEFAULTS[self.convention]
+        alpha = validation.check_alpha(default_alpha if alpha is None else alpha)
+        temperature = validation.check_temperature(
+            default_temperature if temperature is None else temperature
+        )
+        self.distillation_loss = losses_lib.get(distillation_loss)
+        if keras_io_form:
+            self.student_loss_fn = student_loss_fn or keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True
+            )
+            self.distillation_loss_fn = distillation_loss_fn or keras.losses.KLDivergence()
+        else:
+            self.student_loss_fn = self.distillation_loss_fn = None
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self.alpha = alpha
+        self.temperature = temperature
+
+    @property
+    def alpha(self):
+        """Current `alpha` (a float; assign to change it between steps)."""
+        return float(self._alpha.numpy())
+
+    @alpha.setter
+    def alpha(self, value):
+        self._alpha.assign(validation.check_alpha(value))
+
+    @property
+    def temperature(self):
+        """Current temperature `T` (a float; assign to change it between steps)."""
+        return float(self._temperature.numpy())
+
+    @temperature.setter
+    def temperature(self, value):
+        self._temperature.assign(validation.check_temperature(value))
+
+    @property
+    def metrics(self):
+        return [
+            self.loss_tracker,
+            self.student_loss_tracker,
+            self.distillation_loss_tracker,
+        ] + backend.compiled_metric_objects(self)
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_first_batch(x)
+        return super().fit(x, y, *args, **kwargs)
+
+    def train_step(self, data):
+        x, y, sample_weight = backend.unpack_x_y_sample_weight(data)
+        teacher_logits = self._teacher_logits(x)
+        variables = self.student.trainable_variables
+        with tf.GradientTape() as tape:
+            student_outputs = self.student(x, training=True)
+            components = self._loss_components(y, student_outputs, teacher_logits, sample_weight)
+            total = components["loss"]
+            if self.student.losses:
+                total += tf.add_n([tf.cast(loss, tf.float32) for loss in self.student.losses])
+            scaled = backend.scale_loss(self.optimizer, total / backend.num_replicas_in_sync())
+        gradients = tape.gradient(scaled, variables)
+        backend.apply_gradients(self.optimizer, gradients, variables)
+        self._track(components, teacher_logits)
+        return self.compute_metrics(x, y, student_outputs, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = backend.unpack_x_y_sample_weight(data)
+        teacher_logits = self._teacher_logits(x)
+        student_outputs = self.student(x, training=False)
+        components = self._loss_components(y, student_outputs, teacher_logits, sample_weight)
+        self._track(components, teacher_logits)
+        return self.compute_metrics(x, y, student_outputs, sample_weight)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates the student's compiled metrics; rows without labels get weight 0.
+
+        Only `weighted_metrics` honour that weight (Keras passes no sample
+        weight to `metrics`), so use `weighted_metrics` with partly labelled
+        batches. Batches without labels leave the metrics unchanged.
+        """
+        if y is None:
+            return self.get_metrics_result()
+        labels = _select(y, self.student_output, self.student, "y") if _is_nested(y) else y
+        if not _is_nested(y) and not _is_nested(y_pred):
+            logits = y_pred
+            mask = self._label_mask(labels, logits)
+            y = self._fill_missing_labels(labels, mask)
+            sample_weight = _example_weights(sample_weight, tf.shape(logits)[0]) * mask
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "student": backend.serialize(self.student),
+            "teacher": backend.serialize(self.teacher),
+            "teacher_outputs": self.teacher_outputs,
+            "student_output": self.student_output,
+            "teacher_output": self.teacher_output,
+            "label_mask_value": self.label_mask_value,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["student"] = backend.deserialize(config["student"])
+        config["teacher"] = backend.deserialize(config["teacher"])
+        return cls(**config)
+
+    def _teacher_logits(self, x):
+        outputs = _select(self.teacher(x, training=False), self.teacher_output, self.teacher, "teacher")
+        outputs = tf.stop_gradient(tf.cast(outputs, tf.float32))
+        if self.teacher_outputs == "probabilities":
+            outputs = tf.math.log(tf.maximum(outputs, 1e-12))
+        return outputs
+
+    def _label_mask(self, labels, logits):
+        """1.0 for rows that carry a label, 0.0 for rows marked missing."""
+        is_missing = tf.equal(labels, tf.cast(self.label_mask_value, labels.dtype))
+        if labels.shape.rank == logits.shape.rank and labels.shape[-1] != 1:
+            is_missing = tf.reduce_all(is_missing, axis=-1)
+        is_missing = tf.reshape(is_missing, [-1])
+        return 1.0 - tf.cast(is_missing, tf.float32)
+
+    def _fill_missing_labels(self, labels, mask):
+        """Replaces missing labels by class 0 (their weight is zero) to stay in range."""
+        keep = tf.cast(tf.reshape(mask, [-1] + [1] * (labels.shape.rank - 1)), tf.bool)
+        return tf.where(keep, labels, tf.zeros_like(labels))
+
+    def _loss_components(self, y, student_outputs, teacher_logits, sample_weight):
+        """The batch's `student_loss`, `distillation_loss` and `loss` (float32)."""
+        student_logits = tf.cast(
+            _select(student_outputs, self.student_output, self.student, "student"), tf.float32
+        )
+        weights = _example_weights(sample_weight, tf.shape(student_logits)[0])
+        labels = None
+        if y is not None:
+            labels = _select(y, self.student_output, self.student, "y") if _is_nested(y) else y
+            labels = tf.convert_to_tensor(labels)
+            mask = self._label_mask(labels, student_logits)
+            labels = self._fill_missing_labels(labels, mask)
+        else:
+            mask = tf.zeros_like(weights)
+        if self.convention == KERAS_IO:
+            return self._keras_io_components(labels, student_logits, teacher_logits, weights, mask)
+        alpha, temperature = self._alpha, self._temperature
+        target = None
+        if labels is not None:
+            teacher_top1 = tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
+            target = tf.where(mask > 0, _class_indices(labels, student_logits), teacher_top1)
+        distillation = self.distillation_loss.per_example(
+            teacher_logits, student_logits, temperature, target
+        )
+        if labels is None:
+            hard = tf.zeros_like(distillation)
+        else:
+            hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
+        per_example = mask * ((1.0 - alpha) * hard + alpha * distillation) + (1.0 - mask) * distillation
+        return {
+            "student_loss": _weighted_mean(hard, weights * mask),
+            "distillation_loss": _weighted_mean(distillation, weights),
+            "loss": _weighted_mean(per_example, weights),
+        }
+
+    def _keras_io_components(self, labels, student_logits, teacher_logits, weights, mask):
+        """keras.io form: `alpha * student_loss + (1 - alpha) * T^2 * loss(p_t, p_s)`."""
+        temperature = self._temperature
+        distillation = self.distillation_loss_fn(
+            tf.nn.softmax(teacher_logits / temperature, axis=1),
+            tf.nn.softmax(student_logits / temperature, axis=1),
+            sample_weight=weights,
+        ) * (temperature**2)
+        if labels is None:
+            zero = tf.zeros_like(distillation)
+            return {"student_loss": zero, "distillation_loss": distillation, "loss": distillation}
+        student = self.student_loss_fn(labels, student_logits, sample_weight=weights * mask)
+        loss = self._alpha * student + (1.0 - self._alpha) * distillation
+        return {"student_loss": student, "distillation_loss": distillation, "loss": loss}
+
+    def _track(self, components, teacher_logits):
+        batch_size = tf.shape(teacher_logits)[0]
+        self.loss_tracker.update_state(components["loss"], sample_weight=batch_size)
+        self.student_loss_tracker.update_state(components["student_loss"], sample_weight=batch_size)
+        self.distillation_loss_tracker.update_state(
+            components["distillation_loss"], sample_weight=batch_size
+        )
+
+    def _check_first_batch(self, data):
+        """Runs both models once on the first batch to report mistakes early."""
+        x = _first_batch_inputs(data)
+        if x is None:
+            return
+        teacher = _select(self.teacher(x, training=False), self.teacher_output, self.teacher, "teacher")
+        student = _select(self.student(x, training=False), self.student_output, self.student, "student")
+        validation.check_class_counts(tuple(student.shape), tuple(teacher.shape))
+        if self.teacher_outputs == "logits" and validation.looks_like_probabilities(teacher):
+            raise ValueError(
+                "The teacher returns probabilities (every row is in [0, 1] and sums to 1), "
+                "but the Distiller was told they are logits. Pass "
+                "`teacher_outputs='probabilities'`, or remove the teacher's final softmax. "
+                "Received: teacher_outputs='logits'"
+            )
+
+
+def _is_nested(value):
+    return isinstance(value, (dict, list, tuple))
+
+
+def _select(outputs, key, model, role):
+    """Picks the distilled output out of a model's (possibly several) outputs."""
+    if not _is_nested(outputs):
+        if key not in (None, 0) and not isinstance(key, str):
+            raise ValueError(f"`{role}_output` must be None for a single output. Received: {key!r}")
+        return outputs
+    names = list(outputs) if isinstance(outputs, dict) else list(getattr(model, "output_names", []) or [])
+    if key is None:
+        if len(outputs) == 1:
+            return outputs[names[0]] if isinstance(outputs, dict) else outputs[0]
+        raise ValueError(
+            f"The {role} has {len(outputs)} outputs {names}; name the one to distil "
+            f"with `{role}_output=`. Received: {role}_output=None"
+        )
+    if isinstance(outputs, dict):
+        if key in outputs:
+            return outputs[key]
+    elif isinstance(key, int) and -len(outputs) <= key < len(outputs):
+        return outputs[key]
+    elif key in names:
+        return outputs[names.index(key)]
+    raise ValueError(
+        f"No output {key!r} in the {role}'s outputs. Existing outputs are: {names}. "
+        f"Received: {role}_output={key!r}"
+    )
+
+
+def _static_output_shape(model, key, role):
+    """The distilled output's static shape, or `None` when the model cannot tell."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs:
+        return None
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        outputs = outputs[0]
+    return tuple(_select(outputs, key, model, role).shape)
+
+
+def _example_weights(sample_weight, batch_size):
+    if sample_weight is None:
+        return tf.ones([batch_size], tf.float32)
+    return tf.reshape(tf.cast(sample_weight, tf.float32), [batch_size])
+
+
+def _weighted_mean(values, weights):
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+
+
+def _class_indices(labels, logits):
+    if labels.shape.rank == logits.shape.rank and labels.shape[-1] != 1:
+        return tf.argmax(labels, axis=-1, output_type=tf.int32)
+    return tf.reshape(tf.cast(labels, tf.int32), [-1])
+
+
+def _first_batch_inputs(data):
+    """The inputs of the first batch of `data`, or `None` for generators and the like."""
+    if isinstance(data, tf.data.Dataset):
+        for element in data.take(1):
+            return backend.unpack_x_y_sample_weight(element)[0]
+        return None
+    leaves = tf.nest.flatten(data) if data is not None else []
+    if leaves and all(isinstance(leaf, (np.ndarray, tf.Tensor)) for leaf in leaves):
+        return tf.nest.map_structure(lambda array: array[:_PREFLIGHT_BATCH], data)
+    return None

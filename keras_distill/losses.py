@@ -1,0 +1,288 @@
+"""Distillation losses: pure functions of logits, and thin `Loss` classes.
+
+Every function takes teacher and student *logits* and returns one value per
+example (reduce it yourself, or use the matching `keras.losses.Loss` class).
+All arithmetic runs in float32 through `log_softmax`, so the results are
+stable for large logits and under mixed precision.
+
+Conventions: `p^T = softmax(z / T)` is the distribution at temperature `T`.
+"""
+
+import tensorflow as tf
+
+from keras_distill.backend import keras
+from keras_distill.backend import register_serializable
+
+_MASK_LOGIT = 1000.0
+
+
+def _tempered_log_probs(logits, temperature):
+    logits = tf.cast(logits, tf.float32)
+    return tf.nn.log_softmax(logits / temperature, axis=-1)
+
+
+def distillation_kl(teacher_logits, student_logits, temperature=1.0):
+    """Temperature-scaled KL divergence from teacher to student, per example.
+
+    `T^2 * KL(p_t^T || p_s^T) = T^2 * sum_k p_t^T[k] (log p_t^T[k] - log p_s^T[k])`
+
+    The `T^2` factor keeps the gradient scale independent of `T`.
+
+    Args:
+        teacher_logits: Tensor `(..., num_classes)`.
+        student_logits: Tensor `(..., num_classes)`.
+        temperature: Positive float `T`. Defaults to `1.0`.
+
+    Returns:
+        Float32 tensor `(...)`: one value per example.
+
+    Example:
+        >>> distillation_kl([[2.0, 0.0]], [[0.0, 0.0]], temperature=2.0)
+
+    References:
+        Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+        Network", 2015. https://arxiv.org/abs/1503.02531
+    """
+    log_p_teacher = _tempered_log_probs(teacher_logits, temperature)
+    log_p_student = _tempered_log_probs(student_logits, temperature)
+    kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
+    return kl * (temperature**2)
+
+
+def soft_target_cross_entropy(teacher_logits, student_logits, temperature=1.0):
+    """Temperature-scaled cross-entropy against the teacher's soft targets.
+
+    `T^2 * H(p_t^T, p_s^T) = -T^2 * sum_k p_t^T[k] log p_s^T[k]`
+
+    Equals `distillation_kl` plus the teacher's entropy (constant in the
+    student), so both give the same gradients.
+
+    Args:
+        teacher_logits: Tensor `(..., num_classes)`.
+        student_logits: Tensor `(..., num_classes)`.
+        temperature: Positive float `T`. Defaults to `1.0`.
+
+    Returns:
+        Float32 tensor `(...)`: one value per example.
+
+    References:
+        Hinton, Vinyals & Dean, 2015. https://arxiv.org/abs/1503.02531
+    """
+    p_teacher = tf.exp(_tempered_log_probs(teacher_logits, temperature))
+    log_p_student = _tempered_log_probs(student_logits, temperature)
+    return -tf.reduce_sum(p_teacher * log_p_student, axis=-1) * (temperature**2)
+
+
+def logit_mse(teacher_logits, student_logits):
+    """Mean squared difference of logits, per example.
+
+    `1/K * sum_k (z_s[k] - z_t[k])^2`: the high-temperature limit of
+    distillation (Hinton et al. 2015, section 2.1). No temperature applies.
+
+    Args:
+        teacher_logits: Tensor `(..., num_classes)`.
+        student_logits: Tensor `(..., num_classes)`.
+
+    Returns:
+        Float32 tensor `(...)`: one value per example.
+
+    References:
+        Ba & Caruana, "Do Deep Nets Really Need to be Deep?", 2014.
+    """
+    difference = tf.cast(student_logits, tf.float32) - tf.cast(teacher_logits, tf.float32)
+    return tf.reduce_mean(tf.square(difference), axis=-1)
+
+
+def decoupled_kd(teacher_logits, student_logits, target, temperature=1.0, alpha=1.0, beta=8.0):
+    """Decoupled knowledge distillation (DKD), per example.
+
+    `T^2 * (alpha * KL(b_t || b_s) + beta * KL(q_t || q_s))`, where `b` is the
+    binary (target, non-target) split of `p^T` (TCKD) and `q` is `p^T`
+    renormalised over the non-target classes (NCKD).
+
+    Args:
+        teacher_logits: Tensor `(batch, num_classes)`.
+        student_logits: Tensor `(batch, num_classes)`.
+        target: Integer class indices `(batch,)`.
+        temperature: Positive float `T`. Defaults to `1.0`.
+        alpha: Weight of the target-class term (TCKD). Defaults to `1.0`.
+        beta: Weight of the non-target term (NCKD). Defaults to `8.0`.
+
+    Returns:
+        Float32 tensor `(batch,)`.
+
+    References:
+        Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022.
+        https://arxiv.org/abs/2203.08679
+    """
+    teacher_logits = tf.cast(teacher_logits, tf.float32) / temperature
+    student_logits = tf.cast(student_logits, tf.float32) / temperature
+    num_classes = tf.shape(student_logits)[-1]
+    target_mask = tf.one_hot(tf.cast(tf.reshape(target, [-1]), tf.int32), num_classes)
+
+    def binary_log_probs(logits):
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        log_target = tf.reduce_sum(log_probs * target_mask, axis=-1)
+        log_rest = tf.reduce_logsumexp(logits - _MASK_LOGIT * target_mask, axis=-1)
+        log_rest -= tf.reduce_logsumexp(logits, axis=-1)
+        return tf.stack([log_target, log_rest], axis=-1)
+
+    log_b_teacher = binary_log_probs(teacher_logits)
+    log_b_student = binary_log_probs(student_logits)
+    tckd = tf.reduce_sum(tf.exp(log_b_teacher) * (log_b_teacher - log_b_student), axis=-1)
+
+    log_q_teacher = tf.nn.log_softmax(teacher_logits - _MASK_LOGIT * target_mask, axis=-1)
+    log_q_student = tf.nn.log_softmax(student_logits - _MASK_LOGIT * target_mask, axis=-1)
+    nckd = tf.reduce_sum(tf.exp(log_q_teacher) * (log_q_teacher - log_q_student), axis=-1)
+    return (alpha * tckd + beta * nckd) * (temperature**2)
+
+
+def hard_label_cross_entropy(labels, student_logits):
+    """Cross-entropy `H(y, softmax(z_s))` per example, sparse or one-hot labels.
+
+    Labels with the same rank as the logits are one-hot (or soft) rows;
+    otherwise they are integer class indices.
+    """
+    student_logits = tf.cast(student_logits, tf.float32)
+    if labels.shape.rank == student_logits.shape.rank and labels.shape[-1] != 1:
+        return tf.nn.softmax_cross_entropy_with_logits(tf.cast(labels, tf.float32), student_logits)
+    labels = tf.reshape(tf.cast(labels, tf.int32), tf.shape(student_logits)[:-1])
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, student_logits)
+
+
+class DistillationLoss(keras.losses.Loss):
+    """Base class: `y_true` is the teacher's logits, `y_pred` the student's.
+
+    Subclasses implement `per_example(teacher_logits, student_logits,
+    temperature, target)`. The `Distiller` calls `per_example` with its own
+    temperature and the hard labels; used on its own, the loss applies
+    `self.temperature`.
+
+    Args:
+        temperature: Positive float. Defaults to `1.0`.
+        name: Name of the loss.
+    """
+
+    def __init__(self, temperature=1.0, name=None):
+        super().__init__(name=name)
+        self.temperature = temperature
+
+    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        return self.per_example(y_true, y_pred, self.temperature)
+
+    def get_config(self):
+        return {"name": self.name, "temperature": self.temperature}
+
+
+@register_serializable
+class DistillationKL(DistillationLoss):
+    """`keras.losses.Loss` for `distillation_kl` (the default)."""
+
+    def __init__(self, temperature=1.0, name="distillation_kl"):
+        super().__init__(temperature=temperature, name=name)
+
+    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
+        temperature = self.temperature if temperature is None else temperature
+        return distillation_kl(teacher_logits, student_logits, temperature)
+
+
+@register_serializable
+class SoftTargetCrossEntropy(DistillationLoss):
+    """`keras.losses.Loss` for `soft_target_cross_entropy`."""
+
+    def __init__(self, temperature=1.0, name="soft_target_cross_entropy"):
+        super().__init__(temperature=temperature, name=name)
+
+    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
+        temperature = self.temperature if temperature is None else temperature
+        return soft_target_cross_entropy(teacher_logits, student_logits, temperature)
+
+
+@register_serializable
+class LogitMSE(DistillationLoss):
+    """`keras.losses.Loss` for `logit_mse` (temperature has no effect)."""
+
+    def __init__(self, temperature=1.0, name="logit_mse"):
+        super().__init__(temperature=temperature, name=name)
+
+    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
+        return logit_mse(teacher_logits, student_logits)
+
+
+@register_serializable
+class DecoupledKD(DistillationLoss):
+    """`keras.losses.Loss` for `decoupled_kd`.
+
+    Without hard labels (`target=None`, e.g. used on its own or on unlabelled
+    examples) the teacher's top-1 class is the target.
+
+    Args:
+        temperature: Positive float. Defaults to `1.0`.
+        alpha: Weight of TCKD. Defaults to `1.0`.
+        beta: Weight of NCKD. Defaults to `8.0`.
+    """
+
+    def __init__(self, temperature=1.0, alpha=1.0, beta=8.0, name="decoupled_kd"):
+        super().__init__(temperature=temperature, name=name)
+        self.alpha = alpha
+        self.beta = beta
+
+    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
+        temperature = self.temperature if temperature is None else temperature
+        if target is None:
+            target = tf.argmax(teacher_logits, axis=-1)
+        return decoupled_kd(
+            teacher_logits, student_logits, target, temperature, self.alpha, self.beta
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
+_REGISTRY = {
+    "kl": DistillationKL,
+    "distillation_kl": DistillationKL,
+    "soft_ce": SoftTargetCrossEntropy,
+    "soft_target_cross_entropy": SoftTargetCrossEntropy,
+    "mse": LogitMSE,
+    "logit_mse": LogitMSE,
+    "dkd": DecoupledKD,
+    "decoupled_kd": DecoupledKD,
+}
+
+
+def get(identifier):
+    """Returns a `DistillationLoss` from a name, an instance or a config.
+
+    Args:
+        identifier: One of `"kl"`, `"soft_ce"`, `"mse"`, `"dkd"` (or their
+            long names), a `DistillationLoss` instance, or its config dict.
+
+    Returns:
+        A `DistillationLoss` instance.
+
+    Example:
+        >>> keras_distill.losses.get("dkd").beta
+        8.0
+    """
+    if isinstance(identifier, DistillationLoss):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.strip().lower()
+        if key not in _REGISTRY:
+            raise ValueError(
+                f"Unknown distillation loss: {identifier!r}. Valid names are: "
+                f"{sorted(_REGISTRY)}. Received: identifier={identifier!r}"
+            )
+        return _REGISTRY[key]()
+    if isinstance(identifier, dict):
+        loss = keras.saving.deserialize_keras_object(identifier)
+        if isinstance(loss, DistillationLoss):
+            return loss
+    raise ValueError(
+        "Expected a distillation loss name, a `DistillationLoss` instance or "
+        f"its config. Received: identifier={identifier!r}"
+    )
