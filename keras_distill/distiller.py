@@ -207,10 +207,9 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             student_outputs = self.student(x, training=True)
             components = self._loss_components(y, student_outputs, teacher_logits, sample_weight)
-            total = components["loss"]
-            if self.student.losses:
-                total += tf.add_n([tf.cast(loss, tf.float32) for loss in self.student.losses])
-            scaled = backend.scale_loss(self.optimizer, total / backend.num_replicas_in_sync())
+            scaled = backend.scale_loss(
+                self.optimizer, components["loss"] / backend.num_replicas_in_sync()
+            )
         gradients = tape.gradient(scaled, variables)
         backend.apply_gradients(self.optimizer, gradients, variables)
         self._track(components, teacher_logits)
@@ -280,7 +279,17 @@ class Distiller(keras.Model):
         return tf.where(keep, labels, tf.zeros_like(labels))
 
     def _loss_components(self, y, student_outputs, teacher_logits, sample_weight):
-        """The batch's `student_loss`, `distillation_loss` and `loss` (float32)."""
+        """The batch's `student_loss`, `distillation_loss` and `loss` (float32).
+
+        `loss` includes the student's regularization losses, as in Keras.
+        """
+        components = self._distillation_components(y, student_outputs, teacher_logits, sample_weight)
+        if self.student.losses:
+            regularization = [tf.cast(loss, tf.float32) for loss in self.student.losses]
+            components["loss"] = components["loss"] + tf.add_n(regularization)
+        return components
+
+    def _distillation_components(self, y, student_outputs, teacher_logits, sample_weight):
         student_logits = tf.cast(
             _select(student_outputs, self.student_output, self.student, "student"), tf.float32
         )
