@@ -105,6 +105,7 @@ class Distiller(keras.Model):
         self.distillation_loss = losses_lib.get("kl")
         self.student_loss_fn = None
         self.distillation_loss_fn = None
+        self.built = True  # Student and teacher are built; the distiller adds no layer of its own.
 
     def compile(
         self,
@@ -397,10 +398,10 @@ def _select(outputs, key, model, role):
 def _static_output_shape(model, key, role):
     """The distilled output's static shape, or `None` when the model cannot tell."""
     try:
-        outputs = model.outputs
+        outputs = model.output
     except (AttributeError, ValueError):
         return None
-    if not outputs:
+    if outputs is None:
         return None
     if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
         outputs = outputs[0]
