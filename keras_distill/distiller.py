@@ -6,6 +6,10 @@ import tensorflow as tf
 from keras_distill import backend
 from keras_distill import losses as losses_lib
 from keras_distill import validation
+from keras_distill.adapters import FeatureAdapter
+from keras_distill.capture import LayerCapture
+from keras_distill.matches import AttentionMatch
+from keras_distill.matches import FeatureMatch
 from keras_distill.backend import keras
 
 HINTON = "hinton"
@@ -30,6 +34,11 @@ class Distiller(keras.Model):
     `fit()` logs `student_loss` (mean `H` over labelled examples),
     `distillation_loss` (mean `D`) and `loss`.
 
+    Feature and attention matches add `weight * loss` terms to `L`, each
+    logged under its match's name. Their layers are captured in the same
+    forward pass that produces the logits: one teacher and one student call
+    per step, however many matches there are.
+
     Two conventions for `alpha` (see `compile`): here `alpha` weighs the
     distillation term (Hinton et al.). Passing `student_loss_fn` or
     `distillation_loss_fn` to `compile` selects the keras.io example's form,
@@ -50,6 +59,8 @@ class Distiller(keras.Model):
         teacher_output: Same, for the teacher. Defaults to `None`.
         label_mask_value: Sparse label marking "no label" (one-hot rows whose
             entries all equal it count as missing too). Defaults to `-1`.
+        feature_matches: List of `FeatureMatch`. Defaults to none.
+        attention_matches: List of `AttentionMatch`. Defaults to none.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -74,6 +85,8 @@ class Distiller(keras.Model):
         student_output=None,
         teacher_output=None,
         label_mask_value=-1,
+        feature_matches=None,
+        attention_matches=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -105,7 +118,20 @@ class Distiller(keras.Model):
         self.distillation_loss = losses_lib.get("kl")
         self.student_loss_fn = None
         self.distillation_loss_fn = None
-        self.built = True  # Student and teacher are built; the distiller adds no layer of its own.
+        self.matches = _check_matches(feature_matches, FeatureMatch, "feature_matches")
+        self.matches += _check_matches(attention_matches, AttentionMatch, "attention_matches")
+        _check_unique_names(self.matches)
+        self._student_capture = LayerCapture(
+            student, [(m.student_layer, m.kind) for m in self.matches], "student"
+        )
+        self._teacher_capture = LayerCapture(
+            teacher, [(m.teacher_layer, m.kind) for m in self.matches], "teacher"
+        )
+        self.match_trackers = [keras.metrics.Mean(name=m.name) for m in self.matches]
+        self.adapters = {}
+        self._adapters_built = False
+        self._build_adapters(self._static_feature_shapes())
+        self.built = True  # Student and teacher are built; adapters are built from their shapes.
 
     def compile(
         self,
@@ -192,6 +218,7 @@ class Distiller(keras.Model):
             self.loss_tracker,
             self.student_loss_tracker,
             self.distillation_loss_tracker,
+            *self.match_trackers,
         ] + backend.compiled_metric_objects(self)
 
     def call(self, inputs, training=False):
@@ -203,11 +230,14 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = backend.unpack_x_y_sample_weight(data)
-        teacher_logits = self._teacher_logits(x)
-        variables = self.student.trainable_variables
+        teacher_logits, teacher_features = self._teacher_forward(x)
+        variables = self._student_side_variables()
         with tf.GradientTape() as tape:
-            student_outputs = self.student(x, training=True)
-            components = self._loss_components(y, student_outputs, teacher_logits, sample_weight)
+            with self._student_capture.recording() as student_features:
+                student_outputs = self.student(x, training=True)
+            components = self._loss_components(
+                y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
+            )
             scaled = backend.scale_loss(
                 self.optimizer, components["loss"] / backend.num_replicas_in_sync()
             )
@@ -218,9 +248,12 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = backend.unpack_x_y_sample_weight(data)
-        teacher_logits = self._teacher_logits(x)
-        student_outputs = self.student(x, training=False)
-        components = self._loss_components(y, student_outputs, teacher_logits, sample_weight)
+        teacher_logits, teacher_features = self._teacher_forward(x)
+        with self._student_capture.recording() as student_features:
+            student_outputs = self.student(x, training=False)
+        components = self._loss_components(
+            y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
+        )
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 
@@ -250,6 +283,8 @@ class Distiller(keras.Model):
             "student_output": self.student_output,
             "teacher_output": self.teacher_output,
             "label_mask_value": self.label_mask_value,
+            "feature_matches": [m.get_config() for m in self.matches if m.kind == "output"],
+            "attention_matches": [m.get_config() for m in self.matches if m.kind == "attention"],
         }
 
     @classmethod
@@ -257,14 +292,76 @@ class Distiller(keras.Model):
         config = dict(config)
         config["student"] = backend.deserialize(config["student"])
         config["teacher"] = backend.deserialize(config["teacher"])
+        config["feature_matches"] = [FeatureMatch(**c) for c in config.get("feature_matches") or []]
+        config["attention_matches"] = [
+            AttentionMatch(**c) for c in config.get("attention_matches") or []
+        ]
         return cls(**config)
 
-    def _teacher_logits(self, x):
-        outputs = _select(self.teacher(x, training=False), self.teacher_output, self.teacher, "teacher")
+    def build_adapters(self, x):
+        """Builds the matches' adapters from one forward pass on inputs `x`.
+
+        `fit()` does this on its first batch; call it yourself before a
+        custom training loop when a model cannot tell its layers' shapes
+        (subclassed models).
+        """
+        _, teacher_features = self._teacher_forward(x)
+        with self._student_capture.recording() as student_features:
+            self.student(x, training=False)
+        shapes = {}
+        for match in self.matches:
+            student_value = student_features[(match.student_layer, match.kind)]
+            teacher_value = teacher_features[(match.teacher_layer, match.kind)]
+            shapes[match.name] = (tuple(student_value.shape), tuple(teacher_value.shape))
+        self._build_adapters(shapes)
+
+    def _student_side_variables(self):
+        variables = list(self.student.trainable_variables)
+        for adapter in self.adapters.values():
+            variables.extend(adapter.trainable_variables)
+        return variables
+
+    def _static_feature_shapes(self):
+        """`{match name: (student shape, teacher shape)}` where the graph tells them."""
+        shapes = {}
+        for match in self.matches:
+            student_layer = self._student_capture.layers[(match.student_layer, match.kind)]
+            teacher_layer = self._teacher_capture.layers[(match.teacher_layer, match.kind)]
+            try:
+                shapes[match.name] = (tuple(student_layer.output.shape), tuple(teacher_layer.output.shape))
+            except (AttributeError, ValueError, RuntimeError):
+                return None
+        return shapes
+
+    def _build_adapters(self, shapes):
+        if self._adapters_built or shapes is None:
+            return
+        for match in self.matches:
+            if not isinstance(match.adapter, str):
+                self.adapters[match.name] = match.adapter
+                continue
+            student_shape, teacher_shape = shapes[match.name]
+            plan = match.adapter_plan(student_shape, teacher_shape)
+            if plan is None:
+                continue
+            project, resize = plan
+            adapter = FeatureAdapter(teacher_shape[1:], project=project, resize=resize,
+                                     name=f"adapter_{match.name}")
+            adapter.build(student_shape)
+            self.adapters[match.name] = adapter
+        self._adapters_built = True
+
+    def _teacher_forward(self, x):
+        """The teacher's logits (float32) and captured features, without gradients."""
+        with self._teacher_capture.recording() as captured:
+            outputs = self.teacher(x, training=False)
+        outputs = _select(outputs, self.teacher_output, self.teacher, "teacher")
         outputs = tf.stop_gradient(tf.cast(outputs, tf.float32))
         if self.teacher_outputs == "probabilities":
             outputs = tf.math.log(tf.maximum(outputs, 1e-12))
-        return outputs
+        return outputs, tf.nest.map_structure(
+            lambda value: value if value is None else tf.stop_gradient(value), dict(captured)
+        )
 
     def _label_mask(self, labels, logits):
         """1.0 for rows that carry a label, 0.0 for rows marked missing."""
@@ -279,12 +376,20 @@ class Distiller(keras.Model):
         keep = tf.cast(tf.reshape(mask, [-1] + [1] * (labels.shape.rank - 1)), tf.bool)
         return tf.where(keep, labels, tf.zeros_like(labels))
 
-    def _loss_components(self, y, student_outputs, teacher_logits, sample_weight):
-        """The batch's `student_loss`, `distillation_loss` and `loss` (float32).
+    def _loss_components(
+        self, y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
+    ):
+        """The batch's `student_loss`, `distillation_loss`, one value per match, and `loss`.
 
-        `loss` includes the student's regularization losses, as in Keras.
+        `loss` includes the weighted matches and the student's regularization
+        losses, as in Keras.
         """
         components = self._distillation_components(y, student_outputs, teacher_logits, sample_weight)
+        weights = _example_weights(sample_weight, tf.shape(teacher_logits)[0])
+        for match in self.matches:
+            value = self._match_value(match, student_features, teacher_features, weights)
+            components[match.name] = value
+            components["loss"] = components["loss"] + match.weight * value
         if self.student.losses:
             regularization = [tf.cast(loss, tf.float32) for loss in self.student.losses]
             components["loss"] = components["loss"] + tf.add_n(regularization)
@@ -324,6 +429,19 @@ class Distiller(keras.Model):
             "loss": _weighted_mean(per_example, weights),
         }
 
+    def _match_value(self, match, student_features, teacher_features, weights):
+        student = student_features[(match.student_layer, match.kind)]
+        teacher = teacher_features[(match.teacher_layer, match.kind)]
+        mask = None
+        if match.kind == "attention":
+            (student, mask), (teacher, _) = student, teacher
+        elif match.name in self.adapters:
+            student = self.adapters[match.name](student)
+        value = match.loss_fn(student, teacher, mask)
+        if value.shape.rank == 1:
+            return _weighted_mean(value, weights)
+        return value
+
     def _keras_io_components(self, labels, student_logits, teacher_logits, weights, mask):
         """keras.io form: `alpha * student_loss + (1 - alpha) * T^2 * loss(p_t, p_s)`."""
         temperature = self._temperature
@@ -341,6 +459,8 @@ class Distiller(keras.Model):
 
     def _track(self, components, teacher_logits):
         batch_size = tf.shape(teacher_logits)[0]
+        for match, tracker in zip(self.matches, self.match_trackers):
+            tracker.update_state(components[match.name], sample_weight=batch_size)
         self.loss_tracker.update_state(components["loss"], sample_weight=batch_size)
         self.student_loss_tracker.update_state(components["student_loss"], sample_weight=batch_size)
         self.distillation_loss_tracker.update_state(
@@ -352,6 +472,8 @@ class Distiller(keras.Model):
         x = _first_batch_inputs(data)
         if x is None:
             return
+        if self.matches and not self._adapters_built:
+            self.build_adapters(x)
         teacher = _select(self.teacher(x, training=False), self.teacher_output, self.teacher, "teacher")
         student = _select(self.student(x, training=False), self.student_output, self.student, "student")
         validation.check_class_counts(tuple(student.shape), tuple(teacher.shape))
@@ -362,6 +484,28 @@ class Distiller(keras.Model):
                 "`teacher_outputs='probabilities'`, or remove the teacher's final softmax. "
                 "Received: teacher_outputs='logits'"
             )
+
+
+def _check_matches(matches, cls, argument):
+    matches = list(matches or [])
+    for match in matches:
+        if not isinstance(match, cls):
+            raise ValueError(
+                f"`{argument}` must be a list of {cls.__name__}. "
+                f"Received: an element of type {type(match).__name__}: {match!r}"
+            )
+    return matches
+
+
+def _check_unique_names(matches):
+    names = [match.name for match in matches]
+    reserved = {"loss", "student_loss", "distillation_loss"}
+    clashes = sorted({n for n in names if names.count(n) > 1 or n in reserved})
+    if clashes:
+        raise ValueError(
+            "Each match needs its own name for the fit() history (pass `name=`). "
+            f"Received: duplicate or reserved names {clashes}"
+        )
 
 
 def _is_nested(value):
