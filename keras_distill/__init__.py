@@ -1,16 +1,24 @@
 """keras_distill: knowledge distillation for Keras and TensorFlow."""
 
 from keras_distill import datasets
+from keras_distill import feature_losses
 from keras_distill import losses
+from keras_distill.adapters import FeatureAdapter
 from keras_distill.backend import GENERATION
 from keras_distill.distiller import Distiller
+from keras_distill.matches import AttentionMatch
+from keras_distill.matches import FeatureMatch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionMatch",
     "Distiller",
+    "FeatureAdapter",
+    "FeatureMatch",
     "GENERATION",
     "datasets",
+    "feature_losses",
     "losses",
     "__version__",
 ]

@@ -268,7 +268,8 @@ class Distiller(keras.Model):
             return self.get_metrics_result()
         labels = _select(y, self.student_output, self.student, "y") if _is_nested(y) else y
         if not _is_nested(y) and not _is_nested(y_pred):
-            logits = y_pred
+            logits = tf.convert_to_tensor(y_pred)
+            labels = tf.convert_to_tensor(labels)
             mask = self._label_mask(labels, logits)
             y = self._fill_missing_labels(labels, mask)
             sample_weight = _example_weights(sample_weight, tf.shape(logits)[0]) * mask
