@@ -96,9 +96,9 @@ def test_captured_features_equal_the_layers_outputs():
     _, teacher_features = distiller._teacher_forward(x)
     with distiller._student_capture.recording() as student_features:
         student(x)
-    probe = keras.Model(student.inputs, student.get_layer("s_block2").output)
+    probe = keras.Model(student.inputs[0], student.get_layer("s_block2").output)
     np.testing.assert_allclose(student_features[("s_block2", "output")], probe(x), rtol=1e-6)
-    probe = keras.Model(teacher.inputs, teacher.get_layer("t_block2").output)
+    probe = keras.Model(teacher.inputs[0], teacher.get_layer("t_block2").output)
     np.testing.assert_allclose(teacher_features[("t_block2", "output")], probe(x), rtol=1e-6)
 
 
@@ -112,8 +112,8 @@ def test_captured_attention_equals_the_layers_scores():
     scores, mask = features[("t_mha_1", "attention")]
     assert tuple(scores.shape) == (32, 4, 6, 6)
     layer = teacher.get_layer("t_mha_1")
-    hidden = keras.Model(teacher.inputs, teacher.get_layer("t_mha_0").output)(tokens)
-    hidden = hidden + keras.Model(teacher.inputs, teacher.get_layer("t_embedding").output)(tokens)
+    hidden = keras.Model(teacher.inputs[0], teacher.get_layer("t_mha_0").output)(tokens)
+    hidden = hidden + keras.Model(teacher.inputs[0], teacher.get_layer("t_embedding").output)(tokens)
     keep = tokens != 0
     padding = keep[:, :, None] & keep[:, None, :]
     _, expected = layer(hidden, hidden, attention_mask=padding, return_attention_scores=True)
@@ -154,8 +154,8 @@ def test_total_loss_adds_weighted_matches(teacher_student_images=None):
     distiller = compiled(Distiller(student=student, teacher=teacher, feature_matches=[
         FeatureMatch("s_block2", "t_block2", loss="mse", weight=2.0)]))
     logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
-    s_feature = keras.Model(student.inputs, student.get_layer("s_block2").output)(x).numpy()
-    t_feature = keras.Model(teacher.inputs, teacher.get_layer("t_block2").output)(x).numpy()
+    s_feature = keras.Model(student.inputs[0], student.get_layer("s_block2").output)(x).numpy()
+    t_feature = keras.Model(teacher.inputs[0], teacher.get_layer("t_block2").output)(x).numpy()
     mse = ((s_feature - t_feature) ** 2).reshape(32, -1).mean()
     np.testing.assert_allclose(logs["mse_s_block2"], mse, rtol=1e-5)
     np.testing.assert_allclose(logs["loss"], base["loss"] + 2.0 * mse, rtol=1e-5)
