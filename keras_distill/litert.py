@@ -1,0 +1,139 @@
+"""Run `.tflite` files with the LiteRT interpreter: outputs and latency.
+
+`ai_edge_litert` is imported only when a file is run (`tf.lite.Interpreter`
+is deprecated). Integer input and output tensors are quantized and
+dequantized here, so callers always pass and receive float32 arrays.
+"""
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+_INSTALL_HINT = (
+    "Running .tflite files needs the LiteRT interpreter. Install it with "
+    "`pip install 'keras-distill[litert]'` or `pip install ai-edge-litert`."
+)
+
+
+def load_interpreter(model, num_threads=None):
+    """A LiteRT `Interpreter` for a `.tflite` path or the file's bytes.
+
+    Args:
+        model: Path of a `.tflite` file, or its content as `bytes`.
+        num_threads: Interpreter threads. Defaults to `None` (LiteRT's choice).
+
+    Returns:
+        An `ai_edge_litert.interpreter.Interpreter`.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as error:
+        raise ImportError(_INSTALL_HINT) from error
+    if isinstance(model, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(model), num_threads=num_threads)
+    return Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+
+
+def _quantize_input(values, detail):
+    if detail["dtype"] in (np.int8, np.uint8, np.int16):
+        scale, zero_point = detail["quantization"]
+        info = np.iinfo(detail["dtype"])
+        values = np.round(values / scale + zero_point)
+        return np.clip(values, info.min, info.max).astype(detail["dtype"])
+    return values.astype(detail["dtype"])
+
+
+def _dequantize_output(values, detail):
+    if detail["dtype"] in (np.int8, np.uint8, np.int16):
+        scale, zero_point = detail["quantization"]
+        return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return values.astype(np.float32)
+
+
+def _prepare(interpreter, batch_shape):
+    detail = interpreter.get_input_details()[0]
+    if tuple(detail["shape"]) != tuple(batch_shape):
+        interpreter.resize_tensor_input(detail["index"], list(batch_shape))
+    interpreter.allocate_tensors()
+    return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+
+def run_tflite(model, x, batch_size=None, interpreter=None):
+    """Runs a single-input, single-output `.tflite` model on `x`.
+
+    int8/uint8 inputs are quantized with the file's scale and zero point,
+    and such outputs dequantized, so `x` and the result are float32.
+
+    Args:
+        model: Path of a `.tflite` file, or its bytes.
+        x: Array of inputs, batch first.
+        batch_size: Rows per `invoke()`. Defaults to `None` (all rows at once).
+        interpreter: An interpreter already loaded for `model`, to reuse.
+            Defaults to `None` (a new one).
+
+    Returns:
+        A float32 NumPy array of outputs, one row per row of `x`.
+
+    Example:
+        ```python
+        logits = run_tflite("student.tflite", x_test)
+        accuracy = (logits.argmax(-1) == y_test).mean()
+        ```
+    """
+    x = np.asarray(x, dtype=np.float32)
+    interpreter = interpreter or load_interpreter(model)
+    batch_size = len(x) if batch_size is None else int(batch_size)
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size]
+        in_detail, out_detail = _prepare(interpreter, batch.shape)
+        interpreter.set_tensor(in_detail["index"], _quantize_input(batch, in_detail))
+        interpreter.invoke()
+        outputs.append(_dequantize_output(interpreter.get_tensor(out_detail["index"]), out_detail))
+    return np.concatenate(outputs, axis=0)
+
+
+def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2):
+    """Times `invoke()` of a `.tflite` model on one batch of `x`, in milliseconds.
+
+    Timings on shared CPUs jump at random, so both the minimum (steadiest)
+    and the median are returned; compare files with the minimum.
+
+    Args:
+        model: Path of a `.tflite` file, or its bytes.
+        x: Inputs; the first `batch_size` rows are used (repeated when fewer).
+        batch_size: Rows per call. Defaults to `1`.
+        repeats: Timed calls. Defaults to `9`.
+        warmup: Untimed calls first. Defaults to `2`.
+
+    Returns:
+        `{"batch_size", "repeats", "min_ms", "median_ms"}`.
+
+    Example:
+        ```python
+        tflite_latency("student.tflite", x_test)["min_ms"]
+        ```
+    """
+    for name, value in (("batch_size", batch_size), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    x = np.asarray(x, dtype=np.float32)
+    batch = x[np.resize(np.arange(len(x)), batch_size)]
+    interpreter = load_interpreter(model)
+    in_detail, _ = _prepare(interpreter, batch.shape)
+    interpreter.set_tensor(in_detail["index"], _quantize_input(batch, in_detail))
+    for _ in range(max(int(warmup), 1)):
+        interpreter.invoke()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "min_ms": min(times),
+        "median_ms": statistics.median(times),
+    }
