@@ -6,6 +6,11 @@ from keras_distill import losses
 from keras_distill.adapters import FeatureAdapter
 from keras_distill.backend import GENERATION
 from keras_distill.distiller import Distiller
+from keras_distill.export import ParityError
+from keras_distill.export import export_tflite
+from keras_distill.export_report import ExportReport
+from keras_distill.litert import run_tflite
+from keras_distill.litert import tflite_latency
 from keras_distill.matches import AttentionMatch
 from keras_distill.matches import FeatureMatch
 
@@ -14,11 +19,16 @@ __version__ = "0.1.0"
 __all__ = [
     "AttentionMatch",
     "Distiller",
+    "ExportReport",
     "FeatureAdapter",
     "FeatureMatch",
     "GENERATION",
+    "ParityError",
     "datasets",
+    "export_tflite",
     "feature_losses",
     "losses",
+    "run_tflite",
+    "tflite_latency",
     "__version__",
 ]
