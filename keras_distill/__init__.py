@@ -3,6 +3,10 @@
 from keras_distill import datasets
 from keras_distill import feature_losses
 from keras_distill import losses
+from keras_distill import augment
+from keras_distill import report
+from keras_distill import schedules
+from keras_distill import transfer
 from keras_distill.adapters import FeatureAdapter
 from keras_distill.backend import GENERATION
 from keras_distill.distiller import Distiller
@@ -13,6 +17,9 @@ from keras_distill.litert import run_tflite
 from keras_distill.litert import tflite_latency
 from keras_distill.matches import AttentionMatch
 from keras_distill.matches import FeatureMatch
+from keras_distill.report import Report
+from keras_distill.report import compare
+from keras_distill.schedules import DistillationScheduler
 
 __version__ = "0.1.0"
 
@@ -30,5 +37,12 @@ __all__ = [
     "losses",
     "run_tflite",
     "tflite_latency",
+    "DistillationScheduler",
+    "Report",
+    "augment",
+    "compare",
+    "report",
+    "schedules",
+    "transfer",
     "__version__",
 ]

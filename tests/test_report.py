@@ -175,3 +175,13 @@ def test_other_errors(tmp_path, data, teacher, student):
         metrics_np.expected_calibration_error(np.ones(4), np.ones(4))
     with pytest.raises(ValueError, match=r"Received: reference_outputs.shape=\(2, 3\)"):
         metrics_np.top1_agreement(np.ones((2, 2)), np.ones((2, 3)))
+
+
+def test_public_names():
+    import keras_distill
+
+    for name in ("compare", "Report", "DistillationScheduler", "report", "schedules",
+                 "augment", "transfer"):
+        assert name in keras_distill.__all__, name
+    assert keras_distill.compare is report_lib.compare
+    assert keras_distill.schedules.DistillationScheduler is keras_distill.DistillationScheduler
