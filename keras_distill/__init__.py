@@ -9,6 +9,7 @@ from keras_distill import schedules
 from keras_distill import transfer
 from keras_distill.adapters import FeatureAdapter
 from keras_distill.backend import GENERATION
+from keras_distill.cache import TeacherCache
 from keras_distill.distiller import Distiller
 from keras_distill.export import ParityError
 from keras_distill.export import export_tflite
@@ -31,6 +32,7 @@ __all__ = [
     "FeatureMatch",
     "GENERATION",
     "ParityError",
+    "TeacherCache",
     "datasets",
     "export_tflite",
     "feature_losses",

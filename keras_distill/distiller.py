@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras_distill import backend
 from keras_distill import losses as losses_lib
 from keras_distill import validation
+from keras_distill import cache as cache_lib
 from keras_distill.adapters import FeatureAdapter
 from keras_distill.capture import LayerCapture
 from keras_distill.matches import AttentionMatch
@@ -51,7 +52,8 @@ class Distiller(keras.Model):
 
     Args:
         student: Built `keras.Model` to train. Outputs logits.
-        teacher: Built, trained `keras.Model`.
+        teacher: Built, trained `keras.Model`, or a `TeacherCache` of its
+            outputs (then feed `cache.dataset(...)`; no teacher runs).
         teacher_outputs: `"logits"` or `"probabilities"`: what the teacher
             returns. Defaults to `"logits"`.
         student_output: For several outputs, the name or index of the one to
@@ -91,8 +93,19 @@ class Distiller(keras.Model):
     ):
         super().__init__(**kwargs)
         validation.check_model("student", student)
-        validation.check_model("teacher", teacher)
-        validation.check_distinct(student, teacher)
+        self.cache = teacher if isinstance(teacher, cache_lib.TeacherCache) else None
+        if self.cache is None:
+            validation.check_model("teacher", teacher)
+            validation.check_distinct(student, teacher)
+            teacher.trainable = False
+            teacher_shape = _static_output_shape(teacher, teacher_output, "teacher")
+        else:
+            if feature_matches or attention_matches:
+                raise ValueError(
+                    "Feature and attention matches need the live teacher; a TeacherCache holds "
+                    "logits only. Received: teacher=TeacherCache with matches"
+                )
+            teacher, teacher_shape = None, (None, self.cache.num_classes)
         validation.check_choice("teacher_outputs", teacher_outputs, validation.TEACHER_OUTPUT_KINDS)
         self.student = student
         self.teacher = teacher
@@ -100,10 +113,8 @@ class Distiller(keras.Model):
         self.student_output = student_output
         self.teacher_output = teacher_output
         self.label_mask_value = label_mask_value
-        teacher.trainable = False
         validation.check_class_counts(
-            _static_output_shape(student, student_output, "student"),
-            _static_output_shape(teacher, teacher_output, "teacher"),
+            _static_output_shape(student, student_output, "student"), teacher_shape
         )
         self._alpha = self.add_weight(
             name="alpha", shape=(), dtype="float32", initializer="zeros", trainable=False
@@ -222,6 +233,8 @@ class Distiller(keras.Model):
         ] + backend.compiled_metric_objects(self)
 
     def call(self, inputs, training=False):
+        if cache_lib.is_cached_batch(inputs):
+            inputs = inputs[cache_lib.INPUTS_KEY]
         return self.student(inputs, training=training)
 
     def fit(self, x=None, y=None, *args, **kwargs):
@@ -230,7 +243,7 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = backend.unpack_x_y_sample_weight(data)
-        teacher_logits, teacher_features = self._teacher_forward(x)
+        x, teacher_logits, teacher_features = self._teacher_forward(x)
         variables = self._student_side_variables()
         with tf.GradientTape() as tape:
             with self._student_capture.recording() as student_features:
@@ -248,7 +261,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = backend.unpack_x_y_sample_weight(data)
-        teacher_logits, teacher_features = self._teacher_forward(x)
+        x, teacher_logits, teacher_features = self._teacher_forward(x)
         with self._student_capture.recording() as student_features:
             student_outputs = self.student(x, training=False)
         components = self._loss_components(
@@ -279,7 +292,7 @@ class Distiller(keras.Model):
         return {
             "name": self.name,
             "student": backend.serialize(self.student),
-            "teacher": backend.serialize(self.teacher),
+            "teacher": None if self.teacher is None else backend.serialize(self.teacher),
             "teacher_outputs": self.teacher_outputs,
             "student_output": self.student_output,
             "teacher_output": self.teacher_output,
@@ -306,7 +319,7 @@ class Distiller(keras.Model):
         custom training loop when a model cannot tell its layers' shapes
         (subclassed models).
         """
-        _, teacher_features = self._teacher_forward(x)
+        x, _, teacher_features = self._teacher_forward(x)
         with self._student_capture.recording() as student_features:
             self.student(x, training=False)
         shapes = {}
@@ -353,14 +366,25 @@ class Distiller(keras.Model):
         self._adapters_built = True
 
     def _teacher_forward(self, x):
-        """The teacher's logits (float32) and captured features, without gradients."""
+        """`(student inputs, teacher logits (float32), captured teacher features)`.
+
+        With a cache, the logits come with the batch and no teacher runs.
+        """
+        if cache_lib.is_cached_batch(x):
+            logits = tf.cast(x[cache_lib.LOGITS_KEY], tf.float32)
+            return x[cache_lib.INPUTS_KEY], logits, {}
+        if self.cache is not None:
+            raise ValueError(
+                "This Distiller reads the teacher's outputs from a TeacherCache: train it on "
+                "`cache.dataset(x, y)`. Received: a batch without cached teacher logits"
+            )
         with self._teacher_capture.recording() as captured:
             outputs = self.teacher(x, training=False)
         outputs = _select(outputs, self.teacher_output, self.teacher, "teacher")
         outputs = tf.stop_gradient(tf.cast(outputs, tf.float32))
         if self.teacher_outputs == "probabilities":
             outputs = tf.math.log(tf.maximum(outputs, 1e-12))
-        return outputs, tf.nest.map_structure(
+        return x, outputs, tf.nest.map_structure(
             lambda value: value if value is None else tf.stop_gradient(value), dict(captured)
         )
 
@@ -471,7 +495,7 @@ class Distiller(keras.Model):
     def _check_first_batch(self, data):
         """Runs both models once on the first batch to report mistakes early."""
         x = _first_batch_inputs(data)
-        if x is None:
+        if x is None or self.cache is not None:
             return
         if self.matches and not self._adapters_built:
             self.build_adapters(x)

@@ -93,7 +93,7 @@ def test_captured_features_equal_the_layers_outputs():
     student, teacher = cnn("s", 4, 1), cnn("t", 6, 2)
     distiller = Distiller(student=student, teacher=teacher, feature_matches=[
         FeatureMatch("s_block2", "t_block2", loss="mse")])
-    _, teacher_features = distiller._teacher_forward(x)
+    _, _, teacher_features = distiller._teacher_forward(x)
     with distiller._student_capture.recording() as student_features:
         student(x)
     probe = keras.Model(student.inputs[0], student.get_layer("s_block2").output)
@@ -108,7 +108,7 @@ def test_captured_attention_equals_the_layers_scores():
     student = transformer("s", 1, 2, 2)
     distiller = Distiller(student=student, teacher=teacher,
                           attention_matches=[AttentionMatch("s_mha_0", "t_mha_1")])
-    _, features = distiller._teacher_forward(tokens)
+    _, _, features = distiller._teacher_forward(tokens)
     scores, mask = features[("t_mha_1", "attention")]
     assert tuple(scores.shape) == (32, 4, 6, 6)
     layer = teacher.get_layer("t_mha_1")
