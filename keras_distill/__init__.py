@@ -21,6 +21,11 @@ from keras_distill.matches import FeatureMatch
 from keras_distill.report import Report
 from keras_distill.report import compare
 from keras_distill.schedules import DistillationScheduler
+from keras_distill.pruning import prune
+from keras_distill.pruning import weight_sparsity
+from keras_distill.quantization import keras_quantize
+from keras_distill.quantization import quantization_aware_training
+from keras_distill.quantization import unquantizable_layers
 
 __version__ = "0.1.0"
 
@@ -46,5 +51,10 @@ __all__ = [
     "report",
     "schedules",
     "transfer",
+    "keras_quantize",
+    "prune",
+    "quantization_aware_training",
+    "unquantizable_layers",
+    "weight_sparsity",
     "__version__",
 ]
