@@ -65,6 +65,14 @@ def num_replicas_in_sync():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def global_sum(value):
+    """Sum of `value` over all replicas (itself outside a multi-replica step)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
 def scale_loss(optimizer, loss):
     """Applies the optimizer's loss scaling (mixed precision), inside the tape."""
     if IS_LEGACY:

@@ -238,6 +238,7 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_strategy()
         self._check_first_batch(x)
         return super().fit(x, y, *args, **kwargs)
 
@@ -251,9 +252,7 @@ class Distiller(keras.Model):
             components = self._loss_components(
                 y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
             )
-            scaled = backend.scale_loss(
-                self.optimizer, components["loss"] / backend.num_replicas_in_sync()
-            )
+            scaled = backend.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
         backend.apply_gradients(self.optimizer, gradients, variables)
         self._track(components, teacher_logits)
@@ -407,7 +406,9 @@ class Distiller(keras.Model):
         """The batch's `student_loss`, `distillation_loss`, one value per match, and `loss`.
 
         `loss` includes the weighted matches and the student's regularization
-        losses, as in Keras.
+        losses, as in Keras. Under `tf.distribute` each replica returns its
+        share: the values summed over replicas are the global batch's values
+        (sample-weighted means use the global sum of weights).
         """
         components = self._distillation_components(y, student_outputs, teacher_logits, sample_weight)
         weights = _example_weights(sample_weight, tf.shape(teacher_logits)[0])
@@ -416,8 +417,8 @@ class Distiller(keras.Model):
             components[match.name] = value
             components["loss"] = components["loss"] + match.weight * value
         if self.student.losses:
-            regularization = [tf.cast(loss, tf.float32) for loss in self.student.losses]
-            components["loss"] = components["loss"] + tf.add_n(regularization)
+            regularization = tf.add_n([tf.cast(loss, tf.float32) for loss in self.student.losses])
+            components["loss"] = components["loss"] + regularization / backend.num_replicas_in_sync()
         return components
 
     def _distillation_components(self, y, student_outputs, teacher_logits, sample_weight):
@@ -465,7 +466,7 @@ class Distiller(keras.Model):
         value = match.loss_fn(student, teacher, mask)
         if value.shape.rank == 1:
             return _weighted_mean(value, weights)
-        return value
+        return value / backend.num_replicas_in_sync()
 
     def _keras_io_components(self, labels, student_logits, teacher_logits, weights, mask):
         """keras.io form: `alpha * student_loss + (1 - alpha) * T^2 * loss(p_t, p_s)`."""
@@ -474,23 +475,36 @@ class Distiller(keras.Model):
             tf.nn.softmax(teacher_logits / temperature, axis=1),
             tf.nn.softmax(student_logits / temperature, axis=1),
             sample_weight=weights,
-        ) * (temperature**2)
+        ) * (temperature**2) / backend.num_replicas_in_sync()
         if labels is None:
             zero = tf.zeros_like(distillation)
             return {"student_loss": zero, "distillation_loss": distillation, "loss": distillation}
         student = self.student_loss_fn(labels, student_logits, sample_weight=weights * mask)
+        student = student / backend.num_replicas_in_sync()
         loss = self._alpha * student + (1.0 - self._alpha) * distillation
         return {"student_loss": student, "distillation_loss": distillation, "loss": loss}
 
     def _track(self, components, teacher_logits):
+        """Logs the global batch's values (replica shares times the replica count)."""
         batch_size = tf.shape(teacher_logits)[0]
-        for match, tracker in zip(self.matches, self.match_trackers):
-            tracker.update_state(components[match.name], sample_weight=batch_size)
-        self.loss_tracker.update_state(components["loss"], sample_weight=batch_size)
-        self.student_loss_tracker.update_state(components["student_loss"], sample_weight=batch_size)
-        self.distillation_loss_tracker.update_state(
-            components["distillation_loss"], sample_weight=batch_size
-        )
+        replicas = backend.num_replicas_in_sync()
+        trackers = [
+            ("loss", self.loss_tracker),
+            ("student_loss", self.student_loss_tracker),
+            ("distillation_loss", self.distillation_loss_tracker),
+        ] + [(match.name, tracker) for match, tracker in zip(self.matches, self.match_trackers)]
+        for name, tracker in trackers:
+            tracker.update_state(components[name] * replicas, sample_weight=batch_size)
+
+    def _check_strategy(self):
+        strategy = self.distribute_strategy
+        if not backend.IS_LEGACY and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise ValueError(
+                "MultiWorkerMirroredStrategy does not work with Keras 3's fit() "
+                "(keras-team/keras#20585). Set TF_USE_LEGACY_KERAS=1 before importing "
+                "keras_distill to train on several workers with tf_keras. "
+                "Received: strategy=MultiWorkerMirroredStrategy"
+            )
 
     def _check_first_batch(self, data):
         """Runs both models once on the first batch to report mistakes early."""
@@ -584,7 +598,10 @@ def _example_weights(sample_weight, batch_size):
 
 
 def _weighted_mean(values, weights):
-    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+    """This replica's share of the global weighted mean `sum(w * v) / sum(w)`."""
+    return tf.math.divide_no_nan(
+        tf.reduce_sum(values * weights), backend.global_sum(tf.reduce_sum(weights))
+    )
 
 
 def _class_indices(labels, logits):
