@@ -28,7 +28,8 @@ class Report:
     """What `compare()` measured: one row per model, the settings, and optionally a history.
 
     Each row is a dict with `name`, `model` (the Keras model's name),
-    `parameters`, `file_size_bytes` (the `.keras` file), `accuracy`,
+    `parameters`, `file_size_bytes` (the `.keras` file without optimizer
+    state), `accuracy`,
     `agreement` (top-1 agreement with the teacher), `ece` (expected
     calibration error, 15 equal-width bins unless set otherwise), and
     `latency` (`{"batch_<b>": {"min_ms", "median_ms", ...}}`).
@@ -240,8 +241,19 @@ def compare(
 
 
 def saved_size(model):
-    """Size in bytes of `model` saved as a `.keras` file (written to a temporary folder)."""
+    """Size in bytes of `model` saved as a `.keras` file, without optimizer state.
+
+    The model is cloned uncompiled (same config and weights) before saving,
+    so a model that was trained with `compile`/`fit` and one that was
+    trained inside a `Distiller` compare on equal terms: the size is what
+    ships. Models that cannot be cloned are saved as they are.
+    """
+    try:
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+    except Exception:  # noqa: BLE001 - subclassed models may not clone
+        clone = model
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.keras")
-        model.save(path)
+        clone.save(path)
         return int(os.path.getsize(path))

@@ -185,3 +185,17 @@ def test_public_names():
         assert name in keras_distill.__all__, name
     assert keras_distill.compare is report_lib.compare
     assert keras_distill.schedules.DistillationScheduler is keras_distill.DistillationScheduler
+
+
+def test_saved_size_ignores_optimizer_state(tmp_path, data, student):
+    x, y = data
+    student.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student.fit(x, y, epochs=1, verbose=0)
+    student.save(tmp_path / "with_optimizer.keras")
+    with_optimizer = (tmp_path / "with_optimizer.keras").stat().st_size
+    clone = keras.models.clone_model(student)
+    clone.set_weights(student.get_weights())
+    clone.save(tmp_path / "plain.keras")
+    plain = (tmp_path / "plain.keras").stat().st_size
+    assert with_optimizer > plain
+    assert report_lib.saved_size(student) == plain

@@ -1,0 +1,278 @@
+"""Quality benchmark: when does distillation help, and by how much?
+
+On generated MNIST-1D and scikit-learn digits, over several seeds, trains a
+teacher, the student alone, and the same student with several distillation
+recipes, and prints test accuracy (mean +- standard error over seeds), the
+paired difference to the student alone, and the gap recovery
+
+    R = (acc(recipe) - acc(alone)) / (acc(teacher) - acc(alone))
+
+computed from the means. Seeds change the initialisations and the batch
+order; the data split is fixed per dataset, so differences are paired.
+
+    python benchmarks/quality.py                 # 5 seeds, both datasets
+    python benchmarks/quality.py --quick         # 2 seeds, fewer epochs (smoke run)
+    python benchmarks/quality.py --seeds 0 1 2 --datasets digits --out outputs/quality.json
+
+Results and commands are recorded in docs/quality.md.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from keras_distill import Distiller  # noqa: E402
+from keras_distill import FeatureMatch  # noqa: E402
+from keras_distill import augment  # noqa: E402
+from keras_distill import datasets  # noqa: E402
+from keras_distill import schedules  # noqa: E402
+from keras_distill import transfer  # noqa: E402
+from keras_distill.backend import GENERATION  # noqa: E402
+from keras_distill.backend import keras  # noqa: E402
+
+NUM_CLASSES = 10
+
+
+# ---------------------------------------------------------------- models
+
+def mnist1d_teacher():
+    inputs = keras.Input((40,))
+    x = keras.layers.Reshape((40, 1))(inputs)
+    x = keras.layers.Conv1D(32, 5, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling1D(2)(x)
+    x = keras.layers.Conv1D(32, 5, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling1D(2)(x)
+    x = keras.layers.Conv1D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Flatten(name="t_features")(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="cnn_teacher")
+
+
+def mnist1d_student():
+    """MLP student: fits the training set and overfits (test far below train)."""
+    inputs = keras.Input((40,))
+    x = keras.layers.Dense(64, activation="relu")(inputs)
+    x = keras.layers.Dense(64, activation="relu", name="s_features")(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="mlp_student")
+
+
+def mnist1d_small_cnn():
+    """Tiny global-pooling CNN: underfits (train and test accuracy close and low)."""
+    inputs = keras.Input((40,))
+    x = keras.layers.Reshape((40, 1))(inputs)
+    x = keras.layers.Conv1D(8, 5, padding="same", activation="relu")(x)
+    x = keras.layers.Conv1D(8, 5, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="gap_cnn_student")
+
+
+def digits_teacher():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten(name="t_features")(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="cnn_teacher")
+
+
+def digits_student():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(32, activation="relu", name="s_features")(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="mlp_student")
+
+
+def digits_small_cnn():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="gap_cnn_student")
+
+
+# ---------------------------------------------------------------- setups
+
+def load(name, args):
+    if name == "mnist1d":
+        (x, y), (x_test, y_test) = datasets.mnist1d(num_samples=5000, seed=42)
+        # Transfer set: more generated signals from another seed, used without labels.
+        (extra, _), _ = datasets.mnist1d(num_samples=args.transfer_size, train_split=1.0, seed=7)
+        return {
+            "data": (x, y, x_test, y_test), "extra": extra,
+            "teacher": mnist1d_teacher, "student": mnist1d_student, "small": mnist1d_small_cnn,
+            "augmentation": augment.signal_augmentation(max_shift=3, noise_std=0.05),
+            "batch_size": 128, "epochs": args.epochs or 20,
+        }
+    (x, y), (x_test, y_test) = datasets.digits(train_fraction=0.5, seed=0)
+    return {
+        "data": (x, y, x_test, y_test), "extra": None,
+        "teacher": digits_teacher, "student": digits_student, "small": digits_small_cnn,
+        "augmentation": augment.image_augmentation(max_translation=1),
+        "batch_size": 64, "epochs": args.epochs or 30,
+    }
+
+
+def accuracy(model, x, y):
+    return float(np.mean(model.predict(x, batch_size=512, verbose=0).argmax(-1) == y))
+
+
+def train_alone(build, seed, x, y, epochs, batch_size, dataset=None):
+    keras.utils.set_random_seed(seed)
+    model = build()
+    model.compile(optimizer=keras.optimizers.Adam(2e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if dataset is None:
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    else:
+        model.fit(dataset, epochs=epochs, verbose=0)
+    return model
+
+
+def distil(build, teacher, seed, train, epochs, batch_size, alpha=0.5, temperature=2.0,
+           loss="kl", feature=False, callbacks=None):
+    """Trains a fresh student from `teacher`; `train` is `(x, y)`, `(x,)` or a tf.data.Dataset."""
+    keras.utils.set_random_seed(seed)
+    student = build()
+    matches = [FeatureMatch("s_features", "t_features", loss="mse", weight=feature)] if feature else None
+    distiller = Distiller(student=student, teacher=teacher, feature_matches=matches)
+    distiller.compile(optimizer=keras.optimizers.Adam(2e-3), alpha=alpha,
+                      temperature=temperature, distillation_loss=loss)
+    if isinstance(train, tuple):
+        distiller.fit(*train, epochs=epochs, batch_size=batch_size, shuffle=True,
+                      callbacks=callbacks, verbose=0)
+    else:
+        distiller.fit(train, epochs=epochs, callbacks=callbacks, verbose=0)
+    return student
+
+
+def run_seed(setup, seed, grid, quick):
+    x, y, x_test, y_test = setup["data"]
+    epochs, batch = setup["epochs"], setup["batch_size"]
+    build = setup["student"]
+    results = {}
+
+    def record(name, model):
+        results[name] = accuracy(model, x_test, y_test)
+        return model
+
+    teacher = train_alone(setup["teacher"], 1000 + seed, x, y, epochs, batch)
+    record("teacher", teacher)
+    alone = record("student alone", train_alone(build, seed, x, y, epochs, batch))
+    results["student alone (train accuracy)"] = accuracy(alone, x, y)
+    for alpha, temperature in grid:
+        record(f"KD a={alpha} T={temperature:g}",
+               distil(build, teacher, seed, (x, y), epochs, batch, alpha, temperature))
+    augmented = augment.function_matching_dataset(
+        x, y, setup["augmentation"], batch_size=batch, seed=seed)
+    record("student alone + augmentation",
+           train_alone(build, seed, x, y, epochs, batch, dataset=augmented))
+    record("KD a=0.5 T=2 + consistent augmentation",
+           distil(build, teacher, seed, augmented, epochs, batch))
+    if not quick:
+        mixed = augment.function_matching_dataset(
+            x, None, setup["augmentation"], mixup_alpha=1.0, batch_size=batch, seed=seed)
+        record("function matching (augment + mixup, x-only, T=2)",
+               distil(build, teacher, seed, mixed, epochs, batch, alpha=1.0))
+    if setup["extra"] is not None:
+        x_all, y_all = transfer.transfer_set(x, y, setup["extra"])
+        transfer_ds = augment.function_matching_dataset(x_all, y_all, batch_size=batch, seed=seed)
+        record("KD a=0.5 T=2 + transfer set",
+               distil(build, teacher, seed, transfer_ds, epochs, batch))
+    record("DKD a=0.5 T=4", distil(build, teacher, seed, (x, y), epochs, batch, 0.5, 4.0, "dkd"))
+    record("KD a=0.5 T=2 + feature match (MSE, projection)",
+           distil(build, teacher, seed, (x, y), epochs, batch, feature=1.0))
+    anneal = schedules.DistillationScheduler(temperature=schedules.linear(8.0, 1.0, epochs))
+    record("KD a=0.5, T annealed 8->1 (DistillationScheduler)",
+           distil(build, teacher, seed, (x, y), epochs, batch, callbacks=[anneal]))
+    small = setup["small"]
+    small_alone = record("small GAP-CNN alone", train_alone(small, seed, x, y, epochs, batch))
+    results["small GAP-CNN alone (train accuracy)"] = accuracy(small_alone, x, y)
+    record("small GAP-CNN KD a=0.9 T=4",
+           distil(small, teacher, seed, (x, y), epochs, batch, 0.9, 4.0))
+    return results
+
+
+def summarise(per_seed):
+    names = list(per_seed[0])
+    table = {}
+    for name in names:
+        values = np.array([r[name] for r in per_seed])
+        se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+        table[name] = {"mean": float(values.mean()), "se": float(se), "values": values.tolist()}
+    return table
+
+
+def gap_stats(per_seed, table, name, alone, teacher):
+    diff = np.array([r[name] - r[alone] for r in per_seed])
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    gap = table[teacher]["mean"] - table[alone]["mean"]
+    recovery = (table[name]["mean"] - table[alone]["mean"]) / gap if gap > 0 else float("nan")
+    return float(diff.mean()), float(se), float(recovery)
+
+
+def markdown(name, per_seed, table):
+    lines = [f"### {name} ({len(per_seed)} seeds)", "",
+             "| recipe | test accuracy | vs alone (paired) | R |", "|---|---|---|---|"]
+    for recipe, stats in table.items():
+        cell = f"{100 * stats['mean']:.2f} +- {100 * stats['se']:.2f}"
+        if recipe.startswith("small"):
+            alone = "small GAP-CNN alone"
+        else:
+            alone = "student alone"
+        if recipe in ("teacher", alone) or "train accuracy" in recipe:
+            lines.append(f"| {recipe} | {cell} | | |")
+            continue
+        diff, se, recovery = gap_stats(per_seed, table, recipe, alone, "teacher")
+        lines.append(f"| {recipe} | {cell} | {100 * diff:+.2f} +- {100 * se:.2f} | {recovery:.2f} |")
+    return "\n".join(lines)
+
+
+def save(everything, path):
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(everything, handle, indent=1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--datasets", nargs="+", default=["mnist1d", "digits"],
+                        choices=["mnist1d", "digits"])
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every run; defaults to 20 on MNIST-1D, 30 on digits")
+    parser.add_argument("--transfer-size", type=int, default=4000,
+                        help="unlabelled MNIST-1D examples in the transfer set")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 seeds, 8 epochs, no mixup run: checks that everything runs")
+    parser.add_argument("--out", default="outputs/quality.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs = args.seeds[:2], 8
+    grid = [(0.5, 2.0), (0.5, 4.0), (0.9, 2.0), (0.9, 4.0)]
+    started = time.perf_counter()
+    everything = {"generation": GENERATION, "seeds": args.seeds, "epochs": args.epochs,
+                  "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
+                  "datasets": {}}
+    for name in args.datasets:
+        setup = load(name, args)
+        per_seed = []
+        for seed in args.seeds:
+            per_seed.append(run_seed(setup, seed, grid, args.quick))
+            print(f"[{name}] seed {seed} done at {time.perf_counter() - started:.0f} s", flush=True)
+            table = summarise(per_seed)
+            everything["datasets"][name] = {"per_seed": per_seed, "summary": table}
+            everything["seconds"] = time.perf_counter() - started
+            save(everything, args.out)  # after every seed, so a stopped run keeps its results
+        print(markdown(name, per_seed, table), flush=True)
+    print(f"wrote {args.out} ({everything['seconds']:.0f} s, {GENERATION})")
+
+
+if __name__ == "__main__":
+    main()
