@@ -26,6 +26,9 @@ from keras_distill.pruning import weight_sparsity
 from keras_distill.quantization import keras_quantize
 from keras_distill.quantization import quantization_aware_training
 from keras_distill.quantization import unquantizable_layers
+from keras_distill.chain import compress
+from keras_distill.chain_report import ChainReport
+from keras_distill.sizes import gzip_size
 
 __version__ = "0.1.0"
 
@@ -56,5 +59,8 @@ __all__ = [
     "quantization_aware_training",
     "unquantizable_layers",
     "weight_sparsity",
+    "ChainReport",
+    "compress",
+    "gzip_size",
     "__version__",
 ]
