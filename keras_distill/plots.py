@@ -74,6 +74,7 @@ def plot_history(history, path, keys=None, title=None):
                 axes.plot(range(1, len(series) + 1), series, marker=".", label=label)
         axes.set_title(name)
         axes.set_xlabel("epoch")
+        axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     if title:
