@@ -142,6 +142,7 @@ class Distiller(keras.Model):
         self.adapters = {}
         self._adapters_built = False
         self._build_adapters(self._static_feature_shapes())
+        self._first_batch_checked = False
         self.built = True  # Student and teacher are built; adapters are built from their shapes.
 
     def compile(
@@ -239,7 +240,8 @@ class Distiller(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_strategy()
-        self._check_first_batch(x)
+        if not self._first_batch_checked:
+            self._check_first_batch(x)
         return super().fit(x, y, *args, **kwargs)
 
     def train_step(self, data):
@@ -507,7 +509,7 @@ class Distiller(keras.Model):
             )
 
     def _check_first_batch(self, data):
-        """Runs both models once on the first batch to report mistakes early."""
+        """Runs both models once on the first batch of the first `fit()` to report mistakes early."""
         x = _first_batch_inputs(data)
         if x is None or self.cache is not None:
             return
@@ -523,6 +525,7 @@ class Distiller(keras.Model):
                 "`teacher_outputs='probabilities'`, or remove the teacher's final softmax. "
                 "Received: teacher_outputs='logits'"
             )
+        self._first_batch_checked = True
 
 
 def _check_matches(matches, cls, argument):

@@ -299,3 +299,12 @@ def test_regularization_losses_of_the_student_join_the_total(teacher, data):
     got = evaluate(distiller, x, y)
     np.testing.assert_allclose(got["loss"], expected["loss"] + penalty, rtol=1e-5)
     np.testing.assert_allclose(got["student_loss"], expected["student_loss"], rtol=1e-5)
+
+
+def test_a_refused_teacher_stays_refused_on_the_next_fit(teacher, student, data):
+    x, y = data
+    probabilities = keras.Model(teacher.inputs[0], keras.layers.Softmax()(teacher.outputs[0]))
+    distiller = compiled(Distiller(student=student, teacher=probabilities))
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"The teacher returns probabilities"):
+            distiller.fit(x, y, epochs=1, verbose=0)
