@@ -151,7 +151,7 @@ def distil(build, teacher, seed, train, epochs, batch_size, alpha=0.5, temperatu
     return student
 
 
-def run_seed(setup, seed, grid, quick):
+def run_seed(setup, seed, grid, quick, patience=None, only_patience=False):
     x, y, x_test, y_test = setup["data"]
     epochs, batch = setup["epochs"], setup["batch_size"]
     build = setup["student"]
@@ -163,6 +163,16 @@ def run_seed(setup, seed, grid, quick):
 
     teacher = train_alone(setup["teacher"], 1000 + seed, x, y, epochs, batch)
     record("teacher", teacher)
+    if patience:
+        # Patient training (Beyer et al. 2022): the same student and recipe, more epochs.
+        long_alone = record(f"student alone, {patience} epochs",
+                            train_alone(build, seed, x, y, patience, batch))
+        results[f"student alone, {patience} epochs (train accuracy)"] = accuracy(long_alone, x, y)
+        for alpha in (0.2, 0.5):
+            record(f"KD a={alpha} T=2, {patience} epochs",
+                   distil(build, teacher, seed, (x, y), patience, batch, alpha, 2.0))
+    if only_patience:
+        return results
     alone = record("student alone", train_alone(build, seed, x, y, epochs, batch))
     results["student alone (train accuracy)"] = accuracy(alone, x, y)
     for alpha, temperature in grid:
@@ -223,9 +233,11 @@ def markdown(name, per_seed, table):
         cell = f"{100 * stats['mean']:.2f} +- {100 * stats['se']:.2f}"
         if recipe.startswith("small"):
             alone = "small GAP-CNN alone"
+        elif " epochs" in recipe and not recipe.startswith("student"):
+            alone = "student alone, " + recipe.split(", ")[-1]
         else:
             alone = "student alone"
-        if recipe in ("teacher", alone) or "train accuracy" in recipe:
+        if recipe in ("teacher", alone) or "train accuracy" in recipe or alone not in table:
             lines.append(f"| {recipe} | {cell} | | |")
             continue
         diff, se, recovery = gap_stats(per_seed, table, recipe, alone, "teacher")
@@ -251,6 +263,10 @@ def main(argv=None):
                         help="unlabelled MNIST-1D examples in the transfer set")
     parser.add_argument("--quick", action="store_true",
                         help="2 seeds, 8 epochs, no mixup run: checks that everything runs")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="also train the student alone and with KD for this many epochs")
+    parser.add_argument("--only-patience", action="store_true",
+                        help="with --patience: only the teacher and the long runs")
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)
     if args.quick:
@@ -264,7 +280,8 @@ def main(argv=None):
         setup = load(name, args)
         per_seed = []
         for seed in args.seeds:
-            per_seed.append(run_seed(setup, seed, grid, args.quick))
+            per_seed.append(run_seed(setup, seed, grid, args.quick, args.patience,
+                                     args.only_patience))
             print(f"[{name}] seed {seed} done at {time.perf_counter() - started:.0f} s", flush=True)
             table = summarise(per_seed)
             everything["datasets"][name] = {"per_seed": per_seed, "summary": table}
