@@ -241,7 +241,7 @@ class Distiller(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_strategy()
         if not self._first_batch_checked:
-            self._check_first_batch(x)
+            self._check_first_batch(x, y)
         return super().fit(x, y, *args, **kwargs)
 
     def train_step(self, data):
@@ -498,6 +498,19 @@ class Distiller(keras.Model):
         for name, tracker in trackers:
             tracker.update_state(components[name] * replicas, sample_weight=batch_size)
 
+    def _run(self, role, model, x):
+        """Calls `model` on `x`, turning a failure into an error that says what was fed."""
+        try:
+            return model(x, training=False)
+        except Exception as error:  # Keras and TensorFlow raise many types here.
+            expected = [tuple(t.shape) for t in getattr(model, "inputs", None) or []]
+            received = [tuple(np.shape(leaf)) for leaf in tf.nest.flatten(x)]
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"The {role} cannot run on `x` ({reason}). Expected inputs of shape "
+                f"{expected or 'unknown'}. Received: x with shape {received}"
+            ) from None
+
     def _check_strategy(self):
         strategy = self.distribute_strategy
         if not backend.IS_LEGACY and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -508,16 +521,27 @@ class Distiller(keras.Model):
                 "Received: strategy=MultiWorkerMirroredStrategy"
             )
 
-    def _check_first_batch(self, data):
-        """Runs both models once on the first batch of the first `fit()` to report mistakes early."""
-        x = _first_batch_inputs(data)
-        if x is None or self.cache is not None:
+    def _check_first_batch(self, x, y=None):
+        """Checks the data and both models on the first batch of the first `fit()`.
+
+        Arrays are checked whole (lengths, finiteness, label range); datasets
+        on their first batch. Generators and `PyDataset`s are not checked.
+        """
+        batch = _first_batch(x, y)
+        if batch is None or self.cache is not None:
             return
+        x_batch, y_batch = batch
+        if isinstance(x, (np.ndarray, dict, list, tuple)):
+            validation.check_data_arrays(x, y)
+        validation.check_finite("x", x_batch)
         if self.matches and not self._adapters_built:
-            self.build_adapters(x)
-        teacher = _select(self.teacher(x, training=False), self.teacher_output, self.teacher, "teacher")
-        student = _select(self.student(x, training=False), self.student_output, self.student, "student")
+            self.build_adapters(x_batch)
+        teacher = _select(self._run("teacher", self.teacher, x_batch), self.teacher_output,
+                          self.teacher, "teacher")
+        student = _select(self._run("student", self.student, x_batch), self.student_output,
+                          self.student, "student")
         validation.check_class_counts(tuple(student.shape), tuple(teacher.shape))
+        validation.check_finite("teacher outputs", teacher)
         if self.teacher_outputs == "logits" and validation.looks_like_probabilities(teacher):
             raise ValueError(
                 "The teacher returns probabilities (every row is in [0, 1] and sums to 1), "
@@ -525,6 +549,9 @@ class Distiller(keras.Model):
                 "`teacher_outputs='probabilities'`, or remove the teacher's final softmax. "
                 "Received: teacher_outputs='logits'"
             )
+        labels = y if isinstance(y, np.ndarray) else y_batch
+        if labels is not None and not _is_nested(labels):
+            validation.check_labels(np.asarray(labels), student.shape[-1], self.label_mask_value)
         self._first_batch_checked = True
 
 
@@ -613,13 +640,24 @@ def _class_indices(labels, logits):
     return tf.reshape(tf.cast(labels, tf.int32), [-1])
 
 
-def _first_batch_inputs(data):
-    """The inputs of the first batch of `data`, or `None` for generators and the like."""
-    if isinstance(data, tf.data.Dataset):
-        for element in data.take(1):
-            return backend.unpack_x_y_sample_weight(element)[0]
+def _first_batch(x, y=None):
+    """`(x, y)` of the first batch, or `None` for generators and the like.
+
+    Raises:
+        ValueError: when the data holds no example.
+    """
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            x_batch, y_batch, _ = backend.unpack_x_y_sample_weight(element)
+            return x_batch, y_batch
+        raise ValueError("The dataset is empty: there is nothing to train on. Received: x=<empty tf.data.Dataset>")
+    leaves = tf.nest.flatten(x) if x is not None else []
+    if not leaves or not all(isinstance(leaf, (np.ndarray, tf.Tensor)) for leaf in leaves):
         return None
-    leaves = tf.nest.flatten(data) if data is not None else []
-    if leaves and all(isinstance(leaf, (np.ndarray, tf.Tensor)) for leaf in leaves):
-        return tf.nest.map_structure(lambda array: array[:_PREFLIGHT_BATCH], data)
-    return None
+    if any(len(leaf) == 0 for leaf in leaves):
+        raise ValueError("`x` is empty: there is nothing to train on. Received: x with 0 examples")
+
+    def head(array):
+        return array[:_PREFLIGHT_BATCH]
+
+    return tf.nest.map_structure(head, x), None if y is None else tf.nest.map_structure(head, y)

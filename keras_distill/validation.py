@@ -100,3 +100,60 @@ def looks_like_probabilities(outputs, atol=1e-3):
         return False
     in_range = np.all(values >= 0.0) and np.all(values <= 1.0)
     return bool(in_range and np.allclose(values.sum(axis=-1), 1.0, atol=atol))
+
+
+def check_finite(name, values):
+    """Raises when a float array (or nest of them) holds NaN or Inf."""
+    for leaf in _leaves(values):
+        array = np.asarray(leaf)
+        if array.dtype.kind not in "fc" or np.all(np.isfinite(array)):
+            continue
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=-1)
+        first = int(np.argmax(bad))
+        raise ValueError(
+            f"`{name}` contains NaN or Inf values ({int(bad.sum())} of {len(array)} examples, "
+            f"the first at index {first}). Received: {name}[{first}] with "
+            f"{np.asarray(array[first]).ravel()[:6].tolist()}..."
+        )
+
+
+def check_data_arrays(x, y):
+    """Raises unless every array in `x` and `y` has the same number of examples."""
+    lengths = {len(leaf) for leaf in _leaves(x)}
+    label_lengths = {len(leaf) for leaf in _leaves(y)} if y is not None else set()
+    if len(lengths | label_lengths) > 1:
+        raise ValueError(
+            "`x` and `y` must hold the same number of examples. "
+            f"Received: x with {sorted(lengths)} and y with {sorted(label_lengths)} examples"
+        )
+    check_finite("x", x)
+
+
+def check_labels(labels, num_classes, mask_value):
+    """Raises when labels do not fit `num_classes` (sparse range or one-hot width)."""
+    if labels.ndim >= 2 and labels.shape[-1] != 1:
+        if labels.shape[-1] != num_classes:
+            raise ValueError(
+                f"One-hot labels need {num_classes} columns, one per class of the models. "
+                f"Received: y with shape {labels.shape}"
+            )
+        return
+    present = labels[labels != mask_value]
+    if present.size == 0:
+        return
+    low, high = present.min(), present.max()
+    if low < 0 or high >= num_classes or np.any(present != np.round(present)):
+        raise ValueError(
+            f"Sparse labels must be class indices in [0, {num_classes - 1}] (or {mask_value} for "
+            f"a missing label). Received: y with values from {low} to {high}"
+        )
+
+
+def _leaves(values):
+    if values is None:
+        return []
+    if isinstance(values, dict):
+        return [leaf for value in values.values() for leaf in _leaves(value)]
+    if isinstance(values, (list, tuple)):
+        return [leaf for value in values for leaf in _leaves(value)]
+    return [values]

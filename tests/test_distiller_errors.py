@@ -122,3 +122,88 @@ def test_unknown_output_name(teacher):
         "No output 'c' in the student's outputs. Existing outputs are: ['a', 'b']. "
         "Received: student_output='c'"
     )
+
+
+@pytest.fixture
+def ready(teacher, student):
+    distiller = Distiller(student=student, teacher=teacher)
+    distiller.compile(optimizer="adam")
+    return distiller
+
+
+def test_labels_out_of_range(ready, data):
+    x, y = data
+    bad = y.copy()
+    bad[5] = 7
+    with pytest.raises(ValueError) as error:
+        ready.fit(x, bad, verbose=0)
+    assert str(error.value) == (
+        "Sparse labels must be class indices in [0, 2] (or -1 for a missing label). "
+        "Received: y with values from 0 to 7"
+    )
+
+
+def test_one_hot_width_mismatch(ready, data):
+    import numpy as np
+
+    x, y = data
+    with pytest.raises(ValueError) as error:
+        ready.fit(x, np.eye(5, dtype="float32")[y], verbose=0)
+    assert str(error.value) == (
+        "One-hot labels need 3 columns, one per class of the models. Received: y with shape (128, 5)"
+    )
+
+
+def test_nan_inputs_are_found_before_training(ready, data):
+    x, y = data
+    bad = x.copy()
+    bad[9, 2] = float("nan")
+    weights = [w.copy() for w in ready.student.get_weights()]
+    with pytest.raises(ValueError) as error:
+        ready.fit(bad, y, verbose=0)
+    assert str(error.value).startswith(
+        "`x` contains NaN or Inf values (1 of 128 examples, the first at index 9). Received: x[9] with ["
+    )
+    assert all((a == b).all() for a, b in zip(weights, ready.student.get_weights()))
+
+
+def test_non_finite_teacher_outputs(student, data):
+    x, y = data
+    inputs = keras.Input((8,))
+    teacher = keras.Model(inputs, keras.layers.Dense(3, bias_initializer=keras.initializers.Constant(float("inf")))(inputs))
+    distiller = Distiller(student=student, teacher=teacher)
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"^`teacher outputs` contains NaN or Inf values \(64 of 64 examples"):
+        distiller.fit(x, y, verbose=0)
+
+
+def test_length_mismatch(ready, data):
+    x, y = data
+    with pytest.raises(ValueError) as error:
+        ready.fit(x, y[:-1], verbose=0)
+    assert str(error.value) == (
+        "`x` and `y` must hold the same number of examples. Received: x with [128] and y with [127] examples"
+    )
+
+
+def test_input_shape_mismatch(ready, data):
+    import numpy as np
+
+    x, y = data
+    with pytest.raises(ValueError) as error:
+        ready.fit(np.zeros((16, 5), "float32"), y[:16], verbose=0)
+    message = str(error.value)
+    assert message.startswith("The teacher cannot run on `x` (")
+    assert message.endswith("Expected inputs of shape [(None, 8)]. Received: x with shape [(16, 5)]")
+
+
+def test_empty_data(ready):
+    import numpy as np
+    import tensorflow as tf
+
+    with pytest.raises(ValueError) as error:
+        ready.fit(np.zeros((0, 8), "float32"), np.zeros((0,), "int32"), verbose=0)
+    assert str(error.value) == "`x` is empty: there is nothing to train on. Received: x with 0 examples"
+    empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 8), "float32"), np.zeros((0,), "int32"))).batch(4)
+    with pytest.raises(ValueError, match=r"^The dataset is empty: there is nothing to train on"):
+        ready.fit(empty, verbose=0)
