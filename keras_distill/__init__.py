@@ -4,12 +4,15 @@ from keras_distill import datasets
 from keras_distill import feature_losses
 from keras_distill import losses
 from keras_distill import augment
+from keras_distill import callbacks
+from keras_distill import io
 from keras_distill import report
 from keras_distill import schedules
 from keras_distill import transfer
 from keras_distill.adapters import FeatureAdapter
 from keras_distill.backend import GENERATION
 from keras_distill.cache import TeacherCache
+from keras_distill.callbacks import StopOnNonFinite
 from keras_distill.distiller import Distiller
 from keras_distill.export import ParityError
 from keras_distill.export import export_tflite
@@ -62,5 +65,8 @@ __all__ = [
     "ChainReport",
     "compress",
     "gzip_size",
+    "StopOnNonFinite",
+    "callbacks",
+    "io",
     "__version__",
 ]
