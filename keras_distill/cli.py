@@ -103,7 +103,7 @@ def _add_distill(commands):
                          help="back up the training state to DIR after each epoch and resume "
                               "from it when the same command runs again")
     distill.add_argument("--history", metavar="HISTORY.json", help="save the fit() history as JSON")
-    distill.add_argument("--verbose", default="1", choices=("0", "1", "2"),
+    distill.add_argument("--verbose", default="1", metavar="{0,1,2}",
                          help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")
     distill.add_argument("--unsafe-allow-lambda", action="store_true",
                          help="load models with Lambda layers (they can run arbitrary code; "
@@ -185,6 +185,7 @@ def main(argv=None):
 def run_distill(args):
     """`keras-distill distill`: trains the student and saves it to `--out`."""
     options = _distill_options(args)
+    verbose = int(_choice("--verbose", args.verbose, ("0", "1", "2")))
     _check_suffix("--out", args.out, ".keras")
     from keras_distill import io
     from keras_distill.backend import keras
@@ -212,7 +213,7 @@ def run_distill(args):
         callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=args.backup_dir))
     history = distiller.fit(
         x, y, epochs=options["epochs"], batch_size=options["batch_size"],
-        validation_data=validation, callbacks=callbacks, verbose=int(args.verbose),
+        validation_data=validation, callbacks=callbacks, verbose=verbose,
     )
     if guard.message:
         raise CliError(f"{guard.message} The student was not saved. Received: --out={args.out}")

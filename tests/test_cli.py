@@ -1,0 +1,244 @@
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_data
+from conftest import make_mlp
+from keras_distill import cli
+from keras_distill import io
+from keras_distill.backend import keras
+
+# TensorFlow's native logging writes these lines to stderr while it is imported.
+_NATIVE_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl)")
+
+
+def run_cli(*args, cwd):
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_distill.cli", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=300,
+    )
+    stderr = [line for line in completed.stderr.splitlines() if not _NATIVE_LOG.match(line)]
+    return completed.returncode, completed.stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, trained_teacher):
+    folder = tmp_path_factory.mktemp("cli")
+    io.save_model(trained_teacher, str(folder / "teacher.keras"))
+    io.save_model(make_mlp(8, "student", seed=2), str(folder / "student.keras"))
+    for name, seed, size in (("train", 0, 128), ("val", 1, 64), ("test", 2, 64)):
+        x, y = make_data(size, seed=seed)
+        np.savez(folder / f"{name}.npz", x=x, y=y)
+    return folder
+
+
+def call(capsys, *args):
+    """Runs `cli.main` in this process; returns (exit code, stdout, stderr lines)."""
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.splitlines()
+
+
+def scalars(folder):
+    """`{tag: [values by step]}` read back from the TensorBoard event files in `folder`."""
+    values = {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                values.setdefault(value.tag, []).append((event.step, number))
+    return {tag: [v for _, v in sorted(items)] for tag, items in values.items()}
+
+
+def test_distill_end_to_end(files):
+    (files / "config.yaml").write_text("alpha: 0.7\ntemperature: 3\nepochs: 2\nlearning_rate: 0.01\n")
+    code, out, err = run_cli(
+        "distill", "--teacher", "teacher.keras", "--student", "student.keras",
+        "--data", "train.npz", "--val", "val.npz", "--config", "config.yaml", "--epochs", "3",
+        "--batch-size", "16", "--out", "out/distilled.keras", "--tensorboard", "tb",
+        "--history", "history.json", "--verbose", "2", cwd=files,
+    )
+    assert code == 0, err
+    assert "student_loss" in out and "distillation_loss" in out
+    assert out.strip().endswith("Saved the student to out/distilled.keras")
+    history = json.loads((files / "history.json").read_text())
+    assert len(history["loss"]) == 3  # The command line wins over the config file.
+    assert {"student_loss", "distillation_loss", "val_distillation_loss", "accuracy"} <= set(history)
+    # alpha=0.7 from the config: every batch loss is 0.3 * H + 0.7 * D, so the epoch means are too.
+    np.testing.assert_allclose(
+        history["loss"],
+        0.3 * np.array(history["student_loss"]) + 0.7 * np.array(history["distillation_loss"]),
+        rtol=1e-4,
+    )
+    student = io.load_model(str(files / "out" / "distilled.keras"))
+    initial = io.load_model(str(files / "student.keras"))
+    assert not np.allclose(student.get_weights()[0], initial.get_weights()[0])
+
+    # TensorBoard: every loss component, per epoch, with the values of the history.
+    logged = scalars(str(files / "tb" / "train"))
+    for name in ("loss", "student_loss", "distillation_loss"):
+        np.testing.assert_allclose(logged[f"epoch_{name}"], history[name], rtol=1e-5)
+    validation = scalars(str(files / "tb" / "validation"))
+    np.testing.assert_allclose(
+        validation["epoch_distillation_loss"], history["val_distillation_loss"], rtol=1e-5
+    )
+
+
+def test_export_prints_the_parity_report(files):
+    code, out, err = run_cli(
+        "export", "teacher.keras", "--out", "teacher_int8.tflite", "--quantization", "int8",
+        "--calibration", "train.npz", "--min-agreement", "0.5", "--json", "export.json", cwd=files,
+    )
+    assert code == 0, err
+    assert out.startswith("TFLite export\n")
+    report = json.loads((files / "export.json").read_text())
+    assert report["quantization"] == "int8" and report["passed"]
+    assert report["file_size_bytes"] == os.path.getsize(files / "teacher_int8.tflite")
+
+
+def test_report_writes_table_json_and_png(files):
+    code, out, err = run_cli(
+        "report", "--teacher", "teacher.keras", "--student", "student.keras", "--data", "test.npz",
+        "--out-dir", "report", "--latency-repeats", "0", cwd=files,
+    )
+    assert code == 0, err
+    assert "| model |" in out
+    report = json.loads((files / "report" / "report.json").read_text())
+    x, y = make_data(64, seed=2)
+    rows = {row["name"]: row for row in report["models"]}
+    for name in ("teacher", "student"):
+        model = io.load_model(str(files / f"{name}.keras"))
+        expected = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+        assert rows[name]["accuracy"] == pytest.approx(expected)
+    with open(files / "report" / "accuracy_vs_size.png", "rb") as stream:
+        assert stream.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_input_in_a_subprocess_is_one_line_without_traceback(files):
+    (files / "truncated.keras").write_bytes((files / "teacher.keras").read_bytes()[:100])
+    code, out, err = run_cli(
+        "distill", "--teacher", "truncated.keras", "--student", "student.keras",
+        "--data", "train.npz", "--out", "never.keras", cwd=files,
+    )
+    assert code == 1
+    assert err == [
+        "keras-distill: error: `--teacher` is not a valid `.keras` file: it is truncated or "
+        "corrupted (not a complete zip archive). Received: --teacher='truncated.keras'"
+    ]
+    assert not (files / "never.keras").exists()
+
+
+DISTILL = ("distill", "--teacher", "teacher.keras", "--student", "student.keras",
+           "--data", "train.npz", "--out", "o.keras")
+
+
+@pytest.mark.parametrize(
+    "extra,code,message",
+    [
+        (("--alpha", "1.5"), 1, "`--alpha` must be a number in [0.0, 1.0]. Received: --alpha=1.5"),
+        (("--temperature", "0"), 1,
+         "`--temperature` must be a number > 0.0. Received: --temperature=0"),
+        (("--epochs", "two"), 1, "`--epochs` must be an integer >= 1. Received: --epochs=two"),
+        (("--optimizer", "lion"), 1,
+         "`--optimizer` must be one of ['adam', 'adamw', 'rmsprop', 'sgd']. Received: --optimizer=lion"),
+        (("--verbose", "5"), 1, "`--verbose` must be one of ['0', '1', '2']. Received: --verbose=5"),
+        (("--frobnicate",), 2,
+         "unrecognized arguments: --frobnicate (see `keras-distill --help`)"),
+    ],
+)
+def test_distill_option_errors(files, capsys, monkeypatch, extra, code, message):
+    monkeypatch.chdir(files)
+    got_code, out, err = call(capsys, *DISTILL, *extra)
+    assert (got_code, err) == (code, [f"keras-distill: error: {message}"])
+
+
+def test_file_errors(files, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(files)
+    np.savez(tmp_path / "no_labels.npz", x=np.zeros((4, 8), "float32"))
+    (tmp_path / "bad.yaml").write_text("alpha: 0.5\nwarmup: 3\n")
+    inputs = keras.Input((8,))
+    lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda t: t + 1.0, name="shift")(inputs))
+    lambda_model.save(str(tmp_path / "lambda.keras"))
+    cases = [
+        ({"--teacher": "missing.keras"},
+         "`--teacher` must be an existing `.keras` file; no such file. Received: --teacher='missing.keras'"),
+        ({"--data": str(tmp_path / "no_labels.npz")},
+         f"`--data` must hold arrays named ['x', 'y']; 'y' is missing. Existing arrays: ['x']. "
+         f"Received: --data={str(tmp_path / 'no_labels.npz')!r}"),
+        ({"--out": "o.h5"}, "`--out` must be a file path ending in '.keras'. Received: --out=o.h5"),
+        ({"--config": str(tmp_path / "bad.yaml")},
+         "`--config` has unknown options ['warmup']. Valid options are: ['alpha', 'batch_size', "
+         "'distillation_loss', 'epochs', 'learning_rate', 'optimizer', 'seed', 'temperature']. "
+         f"Received: --config={tmp_path / 'bad.yaml'}"),
+        ({"--student": str(tmp_path / "lambda.keras")},
+         "`--student` holds a model with Lambda layers ['shift'], which can run arbitrary Python "
+         "code, so it is not loaded. Opt in only for files you trust (`allow_lambda=True`, or "
+         "`--unsafe-allow-lambda` on the command line). "
+         f"Received: --student={str(tmp_path / 'lambda.keras')!r}"),
+    ]
+    for replacements, message in cases:
+        args = list(DISTILL)
+        for option, value in replacements.items():
+            if option in args:
+                args[args.index(option) + 1] = value
+            else:
+                args += [option, value]
+        code, out, err = call(capsys, *args)
+        assert (code, err) == (1, [f"keras-distill: error: {message}"]), replacements
+    assert not os.path.exists("o.keras")
+
+
+def test_export_errors(files, capsys, monkeypatch):
+    monkeypatch.chdir(files)
+    code, _, err = call(capsys, "export", "teacher.keras", "--out", "t.tflite",
+                        "--quantization", "int4")
+    assert (code, err) == (1, [
+        "keras-distill: error: `--quantization` must be one of ['none', 'dynamic', 'float16', "
+        "'int8']. Received: --quantization=int4"
+    ])
+    code, _, err = call(capsys, "export", "teacher.keras", "--out", "t.tflite",
+                        "--quantization", "int8")
+    assert (code, err) == (1, [
+        "keras-distill: error: `--quantization int8` needs `--calibration` (a .npz file with "
+        "typical inputs `x`) to calibrate the activation ranges. Received: --calibration=None"
+    ])
+    code, _, err = call(capsys, "export", "--out", "t.tflite")
+    assert (code, err) == (2, [
+        "keras-distill: error: the following arguments are required: MODEL.keras "
+        "(see `keras-distill export --help`)"
+    ])
+    assert not os.path.exists("t.tflite")
+
+
+def test_help_describes_every_option(capsys):
+    expected = {
+        "distill": ["--teacher", "--student", "--data", "--val", "--alpha", "--temperature",
+                    "--epochs", "--batch-size", "--out", "--tensorboard", "--config",
+                    "--unsafe-allow-lambda"],
+        "export": ["--out", "--quantization", "--calibration", "{none,dynamic,float16,int8}"],
+        "report": ["--teacher", "--student", "--data", "--out-dir"],
+    }
+    for command, options in expected.items():
+        with pytest.raises(SystemExit) as info:
+            cli.main([command, "--help"])
+        assert info.value.code == 0
+        text = capsys.readouterr().out
+        for option in options:
+            assert option in text, (command, option)
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ".npz archives with arrays `x` (inputs) and `y` (labels)" in text
+
+
+def test_console_entry_point_is_declared():
+    (entry,) = metadata.entry_points(group="console_scripts", name="keras-distill")
+    assert entry.value == "keras_distill.cli:main"
