@@ -104,3 +104,12 @@ def test_argument_errors():
     with pytest.raises(ValueError) as info:
         StopOnNonFinite(monitor="loss")
     assert str(info.value) == "`monitor` must be a list of log names or None. Received: monitor='loss'"
+
+
+def test_public_names():
+    import keras_distill
+
+    assert {"StopOnNonFinite", "callbacks", "io"} <= set(keras_distill.__all__)
+    assert keras_distill.StopOnNonFinite is keras_distill.callbacks.StopOnNonFinite
+    for name in ("load_model", "save_model", "load_arrays", "load_config"):
+        assert callable(getattr(keras_distill.io, name)), name
