@@ -64,9 +64,10 @@ def test_distill_end_to_end(files):
         "distill", "--teacher", "teacher.keras", "--student", "student.keras",
         "--data", "train.npz", "--val", "val.npz", "--config", "config.yaml", "--epochs", "3",
         "--batch-size", "16", "--out", "out/distilled.keras", "--tensorboard", "tb",
-        "--history", "history.json", "--verbose", "2", cwd=files,
+        "--history", "history.json", "--backup-dir", "backup", "--verbose", "2", cwd=files,
     )
     assert code == 0, err
+    assert not (files / "backup").exists()  # BackupAndRestore removes its state after success.
     assert "student_loss" in out and "distillation_loss" in out
     assert out.strip().endswith("Saved the student to out/distilled.keras")
     history = json.loads((files / "history.json").read_text())
@@ -242,3 +243,36 @@ def test_help_describes_every_option(capsys):
 def test_console_entry_point_is_declared():
     (entry,) = metadata.entry_points(group="console_scripts", name="keras-distill")
     assert entry.value == "keras_distill.cli:main"
+
+
+def test_distill_stops_on_non_finite_loss_and_saves_nothing(files, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    inputs = keras.Input((8,))
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    kernel = np.zeros((8, 3), "float32")
+    kernel[0] = [1e10, -1e10, 0.0]  # Finite logits for ordinary rows, +-inf for x0 = 1e30.
+    teacher.set_weights([kernel, np.zeros(3, "float32")])
+    io.save_model(teacher, "teacher.keras")
+    x, y = make_data(128, seed=6)
+    x[100, 0] = 1e30  # Batch 6 of 16 rows; the first-batch check sees rows 0-63.
+    np.savez("train.npz", x=x, y=y)
+    (tmp_path / "kept.keras").write_bytes(b"previous content")
+    code, _, err = call(
+        capsys, "distill", "--teacher", "teacher.keras", "--student", str(files / "student.keras"),
+        "--data", "train.npz", "--batch-size", "16", "--epochs", "2", "--verbose", "0",
+        "--out", "kept.keras",
+    )
+    assert code == 1 and len(err) == 1
+    # fit() shuffles, so the poisoned row lands in a batch that depends on the generation.
+    match = re.fullmatch(
+        r"keras-distill: error: Non-finite loss at epoch 0, batch (\d+): distillation_loss=nan, "
+        r"loss=nan\. Training stopped; weights restored to (.*)\. The student was not saved\. "
+        r"Received: --out=kept\.keras",
+        err[0],
+    )
+    assert match, err[0]
+    batch = int(match.group(1))
+    assert match.group(2) == (
+        f"the end of epoch 0, batch {batch - 1}" if batch else "the weights before training"
+    )
+    assert (tmp_path / "kept.keras").read_bytes() == b"previous content"
