@@ -168,9 +168,15 @@ def run_seed(setup, seed, grid, quick, patience=None, only_patience=False):
         long_alone = record(f"student alone, {patience} epochs",
                             train_alone(build, seed, x, y, patience, batch))
         results[f"student alone, {patience} epochs (train accuracy)"] = accuracy(long_alone, x, y)
-        for alpha in (0.2, 0.5):
+        # Where a transfer set exists, its long run replaces the low-alpha one (time budget).
+        for alpha in (0.5,) if setup["extra"] is not None else (0.2, 0.5):
             record(f"KD a={alpha} T=2, {patience} epochs",
                    distil(build, teacher, seed, (x, y), patience, batch, alpha, 2.0))
+        if setup["extra"] is not None:
+            x_all, y_all = transfer.transfer_set(x, y, setup["extra"])
+            transfer_ds = augment.function_matching_dataset(x_all, y_all, batch_size=batch, seed=seed)
+            record(f"KD a=0.5 T=2 + transfer set, {patience} epochs",
+                   distil(build, teacher, seed, transfer_ds, patience, batch))
     if only_patience:
         return results
     alone = record("student alone", train_alone(build, seed, x, y, epochs, batch))
