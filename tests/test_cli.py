@@ -67,7 +67,8 @@ def test_distill_end_to_end(files):
         "--history", "history.json", "--backup-dir", "backup", "--verbose", "2", cwd=files,
     )
     assert code == 0, err
-    assert not (files / "backup").exists()  # BackupAndRestore removes its state after success.
+    # BackupAndRestore removes its state after success (tf_keras leaves the empty folder).
+    assert not (files / "backup").exists() or not any((files / "backup").iterdir())
     assert "student_loss" in out and "distillation_loss" in out
     assert out.strip().endswith("Saved the student to out/distilled.keras")
     history = json.loads((files / "history.json").read_text())
