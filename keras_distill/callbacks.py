@@ -61,7 +61,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
         super().__init__()
         if restore not in self.RESTORE_MODES:
             raise ValueError(
-                f"`restore` must be one of {list(self.RESTORE_MODES)}. Received: restore={restore!r}"
+                f"`restore` must be one of {list(self.RESTORE_MODES)}. "
+                f"Received: restore={restore!r}"
             )
         if monitor is not None and (isinstance(monitor, str) or not all(
             isinstance(name, str) for name in monitor

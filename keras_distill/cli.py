@@ -80,17 +80,22 @@ def _add_distill(commands):
     )
     distill.add_argument("--teacher", required=True, metavar="T.keras", help="the trained teacher")
     distill.add_argument("--student", required=True, metavar="S.keras", help="the student to train")
-    distill.add_argument("--data", required=True, metavar="TRAIN.npz", help=f"training data, {_DATA_HELP}")
+    distill.add_argument("--data", required=True, metavar="TRAIN.npz",
+                         help=f"training data, {_DATA_HELP}")
     distill.add_argument("--val", metavar="VAL.npz", help="validation data, same format")
     distill.add_argument("--out", required=True, metavar="OUT.keras",
                          help="where to save the trained student (written atomically)")
     defaults = DISTILL_DEFAULTS
-    distill.add_argument("--alpha", help=f"weight of the distillation term in [0, 1] (default {defaults['alpha']})")
-    distill.add_argument("--temperature", help=f"softmax temperature T > 0 (default {defaults['temperature']})")
+    distill.add_argument("--alpha", help="weight of the distillation term in [0, 1] "
+                         f"(default {defaults['alpha']})")
+    distill.add_argument("--temperature",
+                         help=f"softmax temperature T > 0 (default {defaults['temperature']})")
     distill.add_argument("--epochs", help=f"number of epochs (default {defaults['epochs']})")
     distill.add_argument("--batch-size", help=f"batch size (default {defaults['batch_size']})")
-    distill.add_argument("--learning-rate", help=f"learning rate (default {defaults['learning_rate']})")
-    distill.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default {defaults['optimizer']})")
+    distill.add_argument("--learning-rate",
+                         help=f"learning rate (default {defaults['learning_rate']})")
+    distill.add_argument("--optimizer",
+                         help=f"one of {', '.join(OPTIMIZERS)} (default {defaults['optimizer']})")
     distill.add_argument("--distillation-loss",
                          help=f"kl, soft_ce, mse or dkd (default {defaults['distillation_loss']})")
     distill.add_argument("--seed", help=f"random seed (default {defaults['seed']})")
@@ -122,11 +127,14 @@ def _add_export(commands):
         ),
     )
     export.add_argument("model", metavar="MODEL.keras", help="the model to export")
-    export.add_argument("--out", required=True, metavar="OUT.tflite", help="the .tflite file to write")
-    export.add_argument("--quantization", default="none", metavar="{" + ",".join(QUANTIZATIONS) + "}",
+    export.add_argument("--out", required=True, metavar="OUT.tflite",
+                        help="the .tflite file to write")
+    export.add_argument("--quantization", default="none",
+                        metavar="{" + ",".join(QUANTIZATIONS) + "}",
                         help="post-training quantization (default none); int8 needs --calibration")
     export.add_argument("--calibration", metavar="DATA.npz",
-                        help="calibration inputs: a .npz file with an array `x` (`y` is not needed)")
+                        help="calibration inputs: a .npz file with an array `x` "
+                             "(`y` is not needed)")
     export.add_argument("--max-abs-diff", metavar="D",
                         help="fail when max |keras - tflite| exceeds D")
     export.add_argument("--min-agreement", metavar="A",
@@ -149,7 +157,8 @@ def _add_report(commands):
     )
     report.add_argument("--teacher", required=True, metavar="T.keras", help="the teacher")
     report.add_argument("--student", required=True, metavar="S.keras", help="the student")
-    report.add_argument("--data", required=True, metavar="TEST.npz", help=f"test data, {_DATA_HELP}")
+    report.add_argument("--data", required=True, metavar="TEST.npz",
+                        help=f"test data, {_DATA_HELP}")
     report.add_argument("--out-dir", default="keras_distill_report", metavar="DIR",
                         help="folder for report.json and accuracy_vs_size.png "
                              "(default keras_distill_report)")
@@ -344,7 +353,9 @@ def _choice(name, value, choices):
 
 def _check_suffix(name, path, suffix):
     if not str(path).lower().endswith(suffix):
-        raise CliError(f"`{name}` must be a file path ending in '{suffix}'. Received: {name}={path}")
+        raise CliError(
+            f"`{name}` must be a file path ending in '{suffix}'. Received: {name}={path}"
+        )
 
 
 def _load(io, name, path, allow_lambda):

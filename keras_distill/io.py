@@ -176,24 +176,29 @@ def _load_model(path, name, safe_mode=True, allow_lambda=False, compile=False, c
 
 
 def _read_keras_config(path, name):
-    corrupted = (
-        f"`{name}` is not a valid `.keras` file: it is truncated or corrupted "
-        "({reason}). Received: " + f"{name}={path!r}"
-    )
+    def corrupted(reason):
+        return ValueError(
+            f"`{name}` is not a valid `.keras` file: it is truncated or corrupted ({reason}). "
+            f"Received: {name}={path!r}"
+        )
+
     if not zipfile.is_zipfile(path):
-        raise ValueError(corrupted.format(reason="not a complete zip archive"))
+        raise corrupted("not a complete zip archive")
     try:
         with zipfile.ZipFile(path) as archive:
             bad_member = archive.testzip()
-            if bad_member is not None:
-                raise ValueError(corrupted.format(reason=f"member {bad_member!r} fails its CRC"))
             members = archive.namelist()
-            for member in _KERAS_MEMBERS:
-                if member not in members:
-                    raise ValueError(corrupted.format(reason=f"no {member!r} inside"))
-            return json.loads(archive.read("config.json").decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(corrupted.format(reason=_first_line(error))) from error
+            content = None
+            if bad_member is None and all(member in members for member in _KERAS_MEMBERS):
+                content = json.loads(archive.read("config.json").decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as error:
+        raise corrupted(_first_line(error)) from error
+    if bad_member is not None:
+        raise corrupted(f"member {bad_member!r} fails its CRC")
+    for member in _KERAS_MEMBERS:
+        if member not in members:
+            raise corrupted(f"no {member!r} inside")
+    return content
 
 
 def _lambda_layer_names(config):
