@@ -1,7 +1,9 @@
 """Distil a CNN teacher into a small MLP student on MNIST-1D (generated offline).
 
 Prints the test accuracy of the teacher, of the student trained alone, and of
-the same student distilled from the teacher, then saves the distilled student.
+the same student distilled from the teacher, saves the distilled student, and
+writes a comparison report (`report.json`, `history.png`,
+`accuracy_vs_size.png`) next to it.
 
     python examples/mnist1d_distill.py [--epochs 30] [--out outputs/]
 """
@@ -13,6 +15,7 @@ import time
 import numpy as np
 
 from keras_distill import Distiller
+from keras_distill import compare
 from keras_distill import datasets
 from keras_distill.backend import keras
 
@@ -102,7 +105,13 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "mnist1d_student.keras")
     student.save(path)
-    print(f"saved the distilled student to {path} ({time.perf_counter() - started:.0f} s)")
+    report = compare(teacher, student, x_test, y_test, others={"student alone": alone}, history=history)
+    print(report)
+    report.save_json(os.path.join(args.out, "report.json"))
+    report.plot_history(os.path.join(args.out, "history.png"))
+    report.plot_accuracy_vs_size(os.path.join(args.out, "accuracy_vs_size.png"))
+    print(f"saved the distilled student, report.json, history.png and accuracy_vs_size.png "
+          f"to {args.out}/ ({time.perf_counter() - started:.0f} s)")
     return results
 
 

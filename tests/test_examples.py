@@ -19,7 +19,8 @@ def test_mnist1d_distill(tmp_path, capsys):
     results = load("mnist1d_distill").main(["--epochs", "1", "--out", str(tmp_path)])
     assert set(results) == {"teacher (CNN)", "student alone (MLP)", "student distilled (MLP)"}
     assert all(0.0 <= value <= 1.0 for value in results.values())
-    assert os.path.exists(tmp_path / "mnist1d_student.keras")
+    for name in ("mnist1d_student.keras", "report.json", "history.png", "accuracy_vs_size.png"):
+        assert os.path.getsize(tmp_path / name) > 0, name
     assert "| teacher (CNN)" in capsys.readouterr().out
 
 
