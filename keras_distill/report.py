@@ -249,9 +249,10 @@ def saved_size(model):
     ships. Models that cannot be cloned are saved as they are.
     """
     try:
-        clone = keras.models.clone_model(model)
+        # Rebuilt from its config: `clone_model` of a compiled Keras 3 model keeps the optimizer.
+        clone = type(model).from_config(model.get_config())
         clone.set_weights(model.get_weights())
-    except Exception:  # noqa: BLE001 - subclassed models may not clone
+    except Exception:  # noqa: BLE001 - subclassed models may not rebuild from config
         clone = model
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.keras")

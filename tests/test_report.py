@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from conftest import make_mlp
+
 from keras_distill import Distiller
 from keras_distill import metrics_np
 from keras_distill import report as report_lib
@@ -193,9 +195,10 @@ def test_saved_size_ignores_optimizer_state(tmp_path, data, student):
     student.fit(x, y, epochs=1, verbose=0)
     student.save(tmp_path / "with_optimizer.keras")
     with_optimizer = (tmp_path / "with_optimizer.keras").stat().st_size
-    clone = keras.models.clone_model(student)
-    clone.set_weights(student.get_weights())
-    clone.save(tmp_path / "plain.keras")
+    fresh = make_mlp(8, "student", seed=2)  # the same architecture, never compiled
+    fresh.set_weights(student.get_weights())
+    fresh.save(tmp_path / "plain.keras")
     plain = (tmp_path / "plain.keras").stat().st_size
-    assert with_optimizer > plain
-    assert report_lib.saved_size(student) == plain
+    assert with_optimizer > plain + 2000  # Adam state: two slots per weight and the iteration count
+    # Equal up to the archive's metadata (names, dates), far below the size with the optimizer.
+    assert abs(report_lib.saved_size(student) - plain) < 0.01 * plain
