@@ -14,13 +14,12 @@ cache on a fixed, pre-augmented copy of the data.
 """
 
 import hashlib
-import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from keras_distill import validation
+from keras_distill.files import atomic_path
 
 INPUTS_KEY = "inputs"
 LOGITS_KEY = "teacher_logits"
@@ -155,22 +154,14 @@ class TeacherCache:
 
     def save(self, path):
         """Writes the cache to `path` (`.npz`) atomically."""
-        folder = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(
-                    file,
-                    logits=self.logits,
-                    indices=self.indices if self.indices is not None else np.zeros((0,), np.int32),
-                    meta=np.array([self.num_examples, self.num_classes], np.int64),
-                    digest=np.array(self.digest),
-                )
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        with atomic_path(path, suffix=".npz") as temporary:
+            np.savez(
+                temporary,
+                logits=self.logits,
+                indices=self.indices if self.indices is not None else np.zeros((0,), np.int32),
+                meta=np.array([self.num_examples, self.num_classes], np.int64),
+                digest=np.array(self.digest),
+            )
 
     @classmethod
     def load(cls, path):

@@ -1,7 +1,9 @@
 """`ChainReport`: one row per compression stage, as a table, JSON and a PNG."""
 
 import json
-import os
+
+from keras_distill.files import atomic_path
+from keras_distill.files import write_text
 
 COLUMNS = (
     ("stage", "stage", "{}"),
@@ -65,10 +67,8 @@ class ChainReport:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save_json(self, path):
-        """Writes `to_json()` to `path` and returns `path`."""
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json() + "\n")
-        return path
+        """Writes `to_json()` to `path` atomically and returns `path`."""
+        return write_text(path, self.to_json() + "\n")
 
     def to_markdown(self):
         """The table as GitHub Markdown."""
@@ -123,8 +123,7 @@ class ChainReport:
         axes.set_title(title)
         axes.grid(True, alpha=0.3)
         axes.legend()
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
         figure.tight_layout()
-        figure.savefig(path)
+        with atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary, format="png")
         return path

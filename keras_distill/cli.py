@@ -14,6 +14,8 @@ import math
 import os
 import sys
 
+from keras_distill.files import write_text
+
 PROG = "keras-distill"
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -258,7 +260,7 @@ def run_export(args):
     )
     print(report)
     if args.json:
-        _write_text(args.json, report.to_json())
+        write_text(args.json, report.to_json())
     return 0
 
 
@@ -379,23 +381,7 @@ def _accuracy(keras, y):
 
 
 def _write_json(path, content):
-    _write_text(path, json.dumps(content, indent=2))
-
-
-def _write_text(path, text):
-    """Writes `text` to `path` atomically (temporary file, then `os.replace`)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_text(path, json.dumps(content, indent=2))
 
 
 def _one_line(error):

@@ -11,6 +11,7 @@ from keras_distill.backend import GENERATION
 from keras_distill.backend import IS_LEGACY
 from keras_distill.backend import keras
 from keras_distill.export_report import ExportReport
+from keras_distill.files import atomic_path
 from keras_distill.litert import load_interpreter
 from keras_distill.litert import run_tflite
 
@@ -121,16 +122,9 @@ def export_tflite(
     sample_inputs = _rows(sample_inputs, None, "sample_inputs")
     keras_outputs = _predict(model, sample_inputs)
     content = _convert(model, quantization, calibration, int8_io)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    with atomic_path(path, suffix=".tflite") as temporary:
+        with open(temporary, "wb") as stream:
             stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
         interpreter = load_interpreter(temporary)
         tflite_outputs = run_tflite(temporary, sample_inputs, interpreter=interpreter)
         input_detail = interpreter.get_input_details()[0]
@@ -154,11 +148,6 @@ def export_tflite(
                 + f". The file was not written. Received: path={path!r}",
                 report,
             )
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
     return report
 
 

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 
+from keras_distill.files import write_text
+
 _ROWS = (
     ("path", "file", "{}"),
     ("quantization", "quantization", "{}"),
@@ -127,10 +129,8 @@ class ExportReport:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save_json(self, path):
-        """Writes `to_json()` to `path` and returns `path`."""
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json() + "\n")
-        return path
+        """Writes `to_json()` to `path` atomically and returns `path`."""
+        return write_text(path, self.to_json() + "\n")
 
     def __str__(self):
         values = self.to_dict()

@@ -7,13 +7,13 @@ Nothing here unpickles: `.keras` files load with Keras `safe_mode=True`,
 import errno
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from keras_distill.backend import GENERATION
 from keras_distill.backend import keras
+from keras_distill.files import atomic_path
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 _KERAS_MEMBERS = ("config.json",)
@@ -83,27 +83,14 @@ def save_model(model, path):
             f"`model` must be a keras.Model of the active Keras ({GENERATION}). "
             f"Received: model={type(model).__module__}.{type(model).__name__}"
         )
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = None
     try:
-        os.makedirs(folder, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp.keras"
-        )
-        os.close(handle)
-        model.save(temporary)
-        with open(temporary, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-        temporary = None
+        with atomic_path(path, suffix=".tmp.keras") as temporary:
+            model.save(temporary)
     except Exception as error:
         cause = _os_error(error)
         if cause is None:
             raise
-        raise _write_error(cause, path, folder) from error
-    finally:
-        if temporary is not None and os.path.exists(temporary):
-            os.remove(temporary)
+        raise _write_error(cause, path, os.path.dirname(os.path.abspath(path))) from error
     return path
 
 

@@ -7,6 +7,8 @@ matplotlib is imported only when a plot is drawn, and draws off-screen
 import math
 import os
 
+from keras_distill.files import atomic_path
+
 
 def _figure(width, height):
     try:
@@ -124,8 +126,6 @@ def plot_accuracy_vs_size(rows, path, size_key="file_size_bytes", title=None):
 
 def _save(figure, path):
     path = os.fspath(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    figure.savefig(path, format="png")
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary, format="png")
     return path

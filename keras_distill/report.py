@@ -11,6 +11,7 @@ from keras_distill import plots
 from keras_distill.backend import GENERATION
 from keras_distill.backend import KERAS_VERSION
 from keras_distill.backend import keras
+from keras_distill.files import write_text
 from keras_distill.latency import measure_latency
 
 COLUMNS = (
@@ -63,13 +64,7 @@ class Report:
 
     def save_json(self, path):
         """Writes `to_json()` to `path` (folders are created) and returns `path`."""
-        path = os.fspath(path)
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json())
-            handle.write("\n")
-        return path
+        return write_text(os.fspath(path), self.to_json() + "\n")
 
     @classmethod
     def from_json(cls, text):

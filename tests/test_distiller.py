@@ -2,10 +2,8 @@ import numpy as np
 import pytest
 
 from conftest import NUM_CLASSES
-from conftest import make_data
 from conftest import make_mlp
 from keras_distill import Distiller
-from keras_distill.backend import IS_LEGACY
 from keras_distill.backend import keras
 
 ALPHA, TEMPERATURE = 0.7, 3.0

@@ -170,7 +170,7 @@ def test_failure_after_writing_removes_the_temporary_file(tmp_path, model, monke
     path = tmp_path / "sub" / "m.tflite"
 
     def broken(*args, **kwargs):
-        assert any(name.endswith(".tmp") for name in os.listdir(tmp_path / "sub"))
+        assert any(name.startswith(".m.tflite.") for name in os.listdir(tmp_path / "sub"))
         raise RuntimeError("interpreter exploded")
 
     monkeypatch.setattr(export_lib, "run_tflite", broken)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import make_mlp
+from keras_distill import files
 from keras_distill import io
 from keras_distill.backend import keras
 
@@ -249,7 +250,7 @@ def test_read_only_folder_emulated(saved, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     with pytest.raises(PermissionError) as info:
         io.save_model(model, path)
     assert str(info.value) == (

@@ -5,7 +5,6 @@ import pytest
 
 from conftest import make_mlp
 from keras_distill import Distiller
-from keras_distill.backend import IS_LEGACY
 from keras_distill.backend import keras
 
 

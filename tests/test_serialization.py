@@ -3,7 +3,6 @@ import zipfile
 
 import h5py
 import numpy as np
-import pytest
 
 from conftest import make_mlp
 from keras_distill import Distiller

@@ -1,0 +1,46 @@
+"""Atomic file writes: a file is either the old one or the complete new one, never partial."""
+
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=".tmp"):
+    """Yields a temporary path beside `path`; moves it onto `path` if the block succeeds.
+
+    The temporary file lives in the destination folder (so `os.replace` is
+    atomic), is synced to disk before the move, and is removed if anything
+    fails, leaving an existing `path` untouched. Missing folders are created.
+
+    Args:
+        path: The destination.
+        suffix: Ending of the temporary name, for writers that check it
+            (e.g. `".keras"`, `".npz"`, `".png"`). Defaults to `".tmp"`.
+
+    Example:
+        ```python
+        with atomic_path("report.png", suffix=".png") as temporary:
+            figure.savefig(temporary)
+        ```
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
+    os.close(handle)
+    try:
+        yield temporary
+        with open(temporary, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path, text):
+    """Writes `text` (UTF-8) to `path` atomically and returns `path`."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            stream.write(text)
+    return path

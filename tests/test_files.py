@@ -1,0 +1,27 @@
+import os
+
+import pytest
+
+from keras_distill.files import atomic_path
+from keras_distill.files import write_text
+
+
+def test_write_text_replaces_the_file(tmp_path):
+    path = tmp_path / "sub" / "out.json"
+    write_text(str(path), "first")
+    write_text(str(path), "second")
+    assert path.read_text() == "second"
+    assert os.listdir(path.parent) == ["out.json"]
+
+
+def test_a_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "out.png"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(str(path), suffix=".png") as temporary:
+            assert temporary.endswith(".png") and os.path.dirname(temporary) == str(tmp_path)
+            with open(temporary, "wb") as stream:
+                stream.write(b"half")
+            raise RuntimeError("boom")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.png"]
