@@ -177,14 +177,9 @@ def candidates(args, x, y, teacher):
     return rows
 
 
-def time_keras(rows, repeats):
-    models = {}
-    for name, (build, dataset) in rows.items():
-        model = build()
-        data = dataset()
-        model.fit(data, epochs=1, verbose=0)  # trace and warm up
-        models[name] = (model, data)
-    times = {name: [] for name in rows}
+def time_alternated(models, repeats):
+    """`{name: [ms per epoch]}`: one epoch of each warmed-up `(model, data)` in turn, `repeats` times."""
+    times = {name: [] for name in models}
     for _ in range(repeats):
         for name, (model, data) in models.items():
             start = time.perf_counter()
@@ -193,24 +188,27 @@ def time_keras(rows, repeats):
     return times
 
 
+def warmed_up(model, data):
+    model.fit(data, epochs=1, verbose=0)  # trace and warm up
+    return model, data
+
+
+def time_keras(rows, repeats):
+    models = {name: warmed_up(build(), dataset()) for name, (build, dataset) in rows.items()}
+    return time_alternated(models, repeats)
+
+
 def time_mixed_precision(args, x, y, teacher, repeats):
-    times = {}
+    models = {}
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(1)
         model = Distiller(student=student_model(), teacher=teacher)
         model.compile(optimizer="adam", alpha=ALPHA, temperature=TEMPERATURE)
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch)
-        model.fit(data, epochs=1, verbose=0)
-        times[f"ours, {policy}"] = (model, data)
+        models[f"ours, {policy}"] = warmed_up(model, data)
     keras.mixed_precision.set_global_policy("float32")
-    result = {name: [] for name in times}
-    for _ in range(repeats):
-        for name, (model, data) in times.items():
-            start = time.perf_counter()
-            model.fit(data, epochs=1, verbose=0)
-            result[name].append((time.perf_counter() - start) * 1000.0)
-    return result
+    return time_alternated(models, repeats)
 
 
 def time_torch(args, x, y, repeats):

@@ -2,7 +2,7 @@
 
 import json
 
-from keras_distill.files import atomic_path
+from keras_distill import plots
 from keras_distill.files import write_text
 
 COLUMNS = (
@@ -100,14 +100,7 @@ class ChainReport:
         Returns:
             `path`.
         """
-        try:
-            from matplotlib.figure import Figure
-        except ImportError as error:
-            raise ImportError(
-                "Plots need matplotlib. Install it with `pip install 'keras-distill[examples]'` "
-                "or `pip install matplotlib`."
-            ) from error
-        figure = Figure(figsize=(6, 4), dpi=100)
+        figure = plots.new_figure(6, 4)
         axes = figure.add_subplot(1, 1, 1)
         points = [r for r in self.rows if r.get("tflite_bytes") and r.get("accuracy") is not None]
         for key, marker in (("tflite_bytes", "o"), ("gzip_bytes", "s")):
@@ -124,6 +117,4 @@ class ChainReport:
         axes.grid(True, alpha=0.3)
         axes.legend()
         figure.tight_layout()
-        with atomic_path(path, suffix=".png") as temporary:
-            figure.savefig(temporary, format="png")
-        return path
+        return plots.save_png(figure, path)

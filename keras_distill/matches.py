@@ -78,15 +78,19 @@ class FeatureMatch:
             return (False, True)
         return None
 
-    def get_config(self):
+    def _common_config(self):
         return {
             "student_layer": self.student_layer,
             "teacher_layer": self.teacher_layer,
             "loss": self.loss,
             "weight": self.weight,
-            "adapter": self.adapter if isinstance(self.adapter, str) else "auto",
             "name": self.name,
         }
+
+    def get_config(self):
+        """The constructor arguments (a layer given as `adapter` is stored as `"auto"`)."""
+        adapter = self.adapter if isinstance(self.adapter, str) else "auto"
+        return {**self._common_config(), "adapter": adapter}
 
     @classmethod
     def from_config(cls, config):
@@ -144,14 +148,7 @@ class AttentionMatch(FeatureMatch):
         return None
 
     def get_config(self):
-        return {
-            "student_layer": self.student_layer,
-            "teacher_layer": self.teacher_layer,
-            "loss": self.loss,
-            "weight": self.weight,
-            "average_heads": self.average_heads,
-            "name": self.name,
-        }
+        return {**self._common_config(), "average_heads": self.average_heads}
 
     @classmethod
     def uniform(cls, student_layers, teacher_layers, **kwargs):

@@ -10,7 +10,8 @@ import os
 from keras_distill.files import atomic_path
 
 
-def _figure(width, height):
+def new_figure(width, height):
+    """A matplotlib `Figure` drawn off-screen (matplotlib is imported here)."""
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
@@ -67,7 +68,7 @@ def plot_history(history, path, keys=None, title=None):
         names = list(keys)
     columns = min(3, len(names))
     rows = math.ceil(len(names) / columns)
-    figure = _figure(4.0 * columns, 3.0 * rows)
+    figure = new_figure(4.0 * columns, 3.0 * rows)
     for index, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, index + 1)
         for label, key in (("train", name), ("validation", f"val_{name}")):
@@ -82,7 +83,7 @@ def plot_history(history, path, keys=None, title=None):
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_accuracy_vs_size(rows, path, size_key="file_size_bytes", title=None):
@@ -104,7 +105,7 @@ def plot_accuracy_vs_size(rows, path, size_key="file_size_bytes", title=None):
             "`size_key` must be one of ['file_size_bytes', 'parameters']. "
             f"Received: size_key={size_key!r}"
         )
-    figure = _figure(5.5, 4.0)
+    figure = new_figure(5.5, 4.0)
     axes = figure.add_subplot(1, 1, 1)
     scale, unit = (1024.0, "file size (KiB)") if size_key == "file_size_bytes" else (1.0, "parameters")
     for row in rows:
@@ -121,10 +122,11 @@ def plot_accuracy_vs_size(rows, path, size_key="file_size_bytes", title=None):
     if title:
         axes.set_title(title)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
-def _save(figure, path):
+def save_png(figure, path):
+    """Writes `figure` to `path` as PNG atomically and returns `path`."""
     path = os.fspath(path)
     with atomic_path(path, suffix=".png") as temporary:
         figure.savefig(temporary, format="png")

@@ -27,6 +27,7 @@ def cnn(prefix, filters, seed, pool_first=False):
     return keras.Model(inputs, keras.layers.Dense(CLASSES, name=f"{prefix}_logits")(x), name=prefix)
 
 
+@keras.saving.register_keras_serializable(package="tests")
 class PaddingMask(keras.layers.Layer):
     """`(batch, L)` token ids -> `(batch, L, L)` mask: both positions are tokens (id != 0)."""
 
@@ -240,3 +241,13 @@ def test_match_argument_errors():
     with pytest.raises(ValueError, match=r"duplicate or reserved names \['mse_s_block2'\]"):
         Distiller(student=student, teacher=teacher, feature_matches=[
             FeatureMatch("s_block2", "t_block2"), FeatureMatch("s_block2", "t_block1")])
+
+
+def test_matches_survive_the_distiller_config():
+    student, teacher = transformer("s", 1, 2, 2), transformer("t", 2, 4, 1)
+    distiller = Distiller(student=student, teacher=teacher,
+                          attention_matches=[AttentionMatch("s_mha_0", "t_mha_1", loss="mse", weight=2.0)],
+                          feature_matches=[FeatureMatch("s_embedding", "t_embedding", loss="cosine")])
+    rebuilt = Distiller.from_config(distiller.get_config())
+    assert [m.get_config() for m in rebuilt.matches] == [m.get_config() for m in distiller.matches]
+    assert [type(m) for m in rebuilt.matches] == [FeatureMatch, AttentionMatch]
