@@ -33,7 +33,16 @@ def load_interpreter(model, num_threads=None):
         raise ImportError(_INSTALL_HINT) from error
     if isinstance(model, (bytes, bytearray)):
         return Interpreter(model_content=bytes(model), num_threads=num_threads)
-    return Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise ValueError(f"No .tflite file at this path. Received: model={path!r}")
+    try:
+        return Interpreter(model_path=path, num_threads=num_threads)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"The .tflite file is corrupted or truncated ({str(error).strip()}; "
+            f"{os.path.getsize(path)} bytes). Export it again. Received: model={path!r}"
+        ) from None
 
 
 def _quantize_input(values, detail):

@@ -229,3 +229,26 @@ def test_error_keras_quantized_model(tmp_path, model):
         "`quantization='int8'` (and `representative_data`) instead. "
         "Received: model='student' with quantized layers ['student_hidden', 'student_logits']"
     )
+
+
+def test_corrupted_truncated_and_missing_tflite_files(tmp_path, model):
+    from keras_distill.litert import load_interpreter
+
+    path = str(tmp_path / "m.tflite")
+    export_tflite(model, path)
+    content = open(path, "rb").read()
+    truncated = str(tmp_path / "truncated.tflite")
+    with open(truncated, "wb") as stream:
+        stream.write(content[: len(content) // 3])
+    garbage = str(tmp_path / "garbage.tflite")
+    with open(garbage, "wb") as stream:
+        stream.write(b"not a model" * 10)
+    for broken in (truncated, garbage):
+        with pytest.raises(ValueError) as info:
+            load_interpreter(broken)
+        message = str(info.value)
+        assert message.startswith("The .tflite file is corrupted or truncated (")
+        assert message.endswith(f"Export it again. Received: model={broken!r}")
+    with pytest.raises(ValueError) as info:
+        load_interpreter(str(tmp_path / "missing.tflite"))
+    assert str(info.value) == f"No .tflite file at this path. Received: model={str(tmp_path / 'missing.tflite')!r}"
