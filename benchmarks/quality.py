@@ -13,6 +13,13 @@ order; the data split is fixed per dataset, so differences are paired.
     python benchmarks/quality.py                 # 5 seeds, both datasets
     python benchmarks/quality.py --quick         # 2 seeds, fewer epochs (smoke run)
     python benchmarks/quality.py --seeds 0 1 2 --datasets digits --out outputs/quality.json
+    python benchmarks/quality.py --recipe --out outputs/quality_recipe.json
+
+`--recipe` runs the recommended recipe with hyperparameters selected on a
+validation split carved from the training data (never the test set): the
+student alone and every candidate train on the same labelled part with the
+same early stopping on validation accuracy; the candidate with the best mean
+validation accuracy over seeds is reported on the test set.
 
 Results and commands are recorded in docs/quality.md.
 """
@@ -28,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from keras_distill import Distiller  # noqa: E402
+from keras_distill import TeacherCache  # noqa: E402
 from keras_distill import FeatureMatch  # noqa: E402
 from keras_distill import augment  # noqa: E402
 from keras_distill import datasets  # noqa: E402
@@ -135,10 +143,14 @@ def train_alone(build, seed, x, y, epochs, batch_size, dataset=None):
 
 
 def distil(build, teacher, seed, train, epochs, batch_size, alpha=0.5, temperature=2.0,
-           loss="kl", feature=False, callbacks=None):
-    """Trains a fresh student from `teacher`; `train` is `(x, y)`, `(x,)` or a tf.data.Dataset."""
-    keras.utils.set_random_seed(seed)
-    student = build()
+           loss="kl", feature=False, callbacks=None, student=None):
+    """Trains a fresh student from `teacher`; `train` is `(x, y)`, `(x,)` or a tf.data.Dataset.
+
+    `teacher` may be a `TeacherCache` (then `train` must come from `cache.dataset`).
+    """
+    if student is None:
+        keras.utils.set_random_seed(seed)
+        student = build()
     matches = [FeatureMatch("s_features", "t_features", loss="mse", weight=feature)] if feature else None
     distiller = Distiller(student=student, teacher=teacher, feature_matches=matches)
     distiller.compile(optimizer=keras.optimizers.Adam(2e-3), alpha=alpha,
@@ -214,6 +226,144 @@ def run_seed(setup, seed, grid, quick, patience=None, only_patience=False):
     return results
 
 
+# ---------------------------------------------------------------- recipe mode
+
+class BestOnValidation(keras.callbacks.Callback):
+    """Early stopping on the student's validation accuracy; restores its best weights.
+
+    Used identically for the student alone and for every distilled student, so
+    both get the same stopping protocol. `tie_break="later"` lets an epoch that
+    equals the best accuracy replace it (and restart the patience): with a small
+    validation set (180 digits) accuracy plateaus, and keeping the earliest
+    epoch of a plateau stops training long before the student has fitted.
+    """
+
+    def __init__(self, student, x_val, y_val, patience, tie_break="earlier"):
+        super().__init__()
+        self.student, self.x_val, self.y_val, self.patience = student, x_val, y_val, patience
+        self.later = {"earlier": False, "later": True}[tie_break]
+        self.best, self.best_epoch, self.best_weights = -1.0, 0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = np.asarray(self.student(self.x_val, training=False))
+        value = float(np.mean(logits.argmax(-1) == self.y_val))
+        if value > self.best or (self.later and value == self.best):
+            self.best, self.best_epoch = value, epoch + 1
+            self.best_weights = self.student.get_weights()
+        elif epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.student.set_weights(self.best_weights)
+
+
+def validation_split(x, y, fraction=0.2, seed=0):
+    """Fixed split of the labelled training data into (train, validation) parts."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = int(round((1 - fraction) * len(y)))
+    return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+
+
+def recipe_setup(name, args):
+    """Candidates `(alpha, T, transfer)`: transfer is None, "generated" or "mixup"."""
+    setup = load(name, args)
+    if name == "mnist1d":
+        setup.update(candidates=[(0.5, 1.0, "generated"), (0.5, 2.0, "generated"),
+                                 (0.9, 2.0, "generated")],
+                     max_epochs=args.max_epochs or 60, transfer_batch=256)
+    else:
+        # No further digits exist: the transfer set is fixed mixup views of the labelled
+        # images (4 per image), labelled by the teacher only.
+        setup.update(candidates=[(0.1, 1.0, None), (0.3, 2.0, None),
+                                 (0.5, 1.0, "mixup"), (0.5, 2.0, "mixup")],
+                     max_epochs=args.max_epochs or 150, transfer_batch=128)
+    return setup
+
+
+def transfer_inputs(setup, kind, x_fit, seed):
+    if kind == "generated":
+        return setup["extra"]
+    keras.utils.set_random_seed(seed)
+    return np.asarray(augment.mixup(np.concatenate([x_fit] * 4)))
+
+
+def run_recipe_seed(setup, seed, patience, tie_break):
+    """Teacher, student alone and each candidate, all early-stopped on the same validation split."""
+    x, y, x_test, y_test = setup["data"]
+    (x_fit, y_fit), (x_val, y_val) = validation_split(x, y)
+    batch, build, max_epochs = setup["batch_size"], setup["student"], setup["max_epochs"]
+    results = {}
+
+    def record(name, model, stopper=None):
+        results[name] = accuracy(model, x_test, y_test)
+        results[name + " (validation)"] = accuracy(model, x_val, y_val)
+        if stopper is not None:
+            results[name + " (epochs)"] = stopper.best_epoch
+        return model
+
+    teacher = record("teacher", train_alone(setup["teacher"], 1000 + seed, x_fit, y_fit,
+                                            setup["epochs"], batch))
+    keras.utils.set_random_seed(seed)
+    alone = build()
+    stopper = BestOnValidation(alone, x_val, y_val, patience, tie_break)
+    alone.compile(optimizer=keras.optimizers.Adam(2e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    alone.fit(x_fit, y_fit, epochs=max_epochs, batch_size=batch, callbacks=[stopper], verbose=0)
+    record("student alone", alone, stopper)
+    for alpha, temperature, kind in setup["candidates"]:
+        if kind is None:
+            x_all, y_all = x_fit, y_fit
+        else:
+            x_all, y_all = transfer.transfer_set(x_fit, y_fit,
+                                                 transfer_inputs(setup, kind, x_fit, seed))
+        # The teacher runs once over these inputs; training reads its stored logits.
+        cache = TeacherCache.build(teacher, x_all)
+        batch_size = batch if kind is None else setup["transfer_batch"]
+        keras.utils.set_random_seed(seed)
+        student = build()
+        stopper = BestOnValidation(student, x_val, y_val, patience, tie_break)
+        distil(build, cache, seed, cache.dataset(x_all, y_all, batch_size=batch_size, seed=seed),
+               max_epochs, batch, alpha, temperature, callbacks=[stopper], student=student)
+        record(candidate_name(setup, alpha, temperature, kind, len(x_all) - len(x_fit)),
+               student, stopper)
+    return results
+
+
+def candidate_name(setup, alpha, temperature, kind, size=None):
+    if size is None:
+        size = len(setup["extra"]) if kind == "generated" else None
+    extra = {None: "", "generated": f" + transfer set ({size} generated)",
+             "mixup": " + transfer set (4 mixup views per image)"}[kind]
+    return f"KD a={alpha:g} T={temperature:g}{extra}"
+
+
+def recipe_markdown(name, per_seed, table, setup):
+    """Validation accuracy of every candidate, the selected one, and its test numbers."""
+    names = ["student alone"] + [candidate_name(setup, *c) for c in setup["candidates"]]
+    selected = max(names[1:], key=lambda n: table[n + " (validation)"]["mean"])
+    lines = [f"### {name}: recipe mode ({len(per_seed)} seeds, selected on validation)", "",
+             "| run | validation accuracy | epochs (best) | test accuracy | vs alone (paired) "
+             "| R |",
+             "|---|---|---|---|---|---|"]
+    teacher = table["teacher"]
+    lines.append(f"| teacher | {100 * table['teacher (validation)']['mean']:.2f} | | "
+                 f"{100 * teacher['mean']:.2f} +- {100 * teacher['se']:.2f} | | |")
+    for run in names:
+        val = table[run + " (validation)"]["mean"]
+        epochs = table[run + " (epochs)"]["mean"]
+        test = table[run]
+        label = f"**{run} (selected)**" if run == selected else run
+        cells = (f"| {label} | {100 * val:.2f} | {epochs:.0f} | "
+                 f"{100 * test['mean']:.2f} +- {100 * test['se']:.2f} |")
+        if run == "student alone":
+            lines.append(cells + " | |")
+            continue
+        diff, se, recovery = gap_stats(per_seed, table, run, "student alone", "teacher")
+        lines.append(cells + f" {100 * diff:+.2f} +- {100 * se:.2f} | {recovery:.2f} |")
+    return "\n".join(lines), selected
+
+
 def summarise(per_seed):
     names = list(per_seed[0])
     table = {}
@@ -258,6 +408,29 @@ def save(everything, path):
         json.dump(everything, handle, indent=1)
 
 
+def main_recipe(args, everything, started):
+    everything["recipe"] = True
+    for name in args.datasets:
+        setup = recipe_setup(name, args)
+        patience = args.stop_patience or (10 if name == "mnist1d" else 20)
+        tie_break = args.tie_break or ("earlier" if name == "mnist1d" else "later")
+        everything["datasets"][name] = {"candidates": setup["candidates"], "patience": patience,
+                                        "max_epochs": setup["max_epochs"], "tie_break": tie_break}
+        per_seed = []
+        for seed in args.seeds:
+            per_seed.append(run_recipe_seed(setup, seed, patience, tie_break))
+            print(f"[{name}] seed {seed} done at {time.perf_counter() - started:.0f} s", flush=True)
+            table = summarise(per_seed)
+            everything["datasets"][name].update(per_seed=per_seed, summary=table)
+            everything["seconds"] = time.perf_counter() - started
+            save(everything, args.out)
+        text, selected = recipe_markdown(name, per_seed, table, setup)
+        everything["datasets"][name]["selected"] = selected
+        save(everything, args.out)
+        print(text, flush=True)
+    print(f"wrote {args.out} ({everything['seconds']:.0f} s, {GENERATION})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -265,23 +438,42 @@ def main(argv=None):
                         choices=["mnist1d", "digits"])
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of every run; defaults to 20 on MNIST-1D, 30 on digits")
-    parser.add_argument("--transfer-size", type=int, default=4000,
-                        help="unlabelled MNIST-1D examples in the transfer set")
+    parser.add_argument("--transfer-size", type=int, default=None,
+                        help="unlabelled MNIST-1D examples in the transfer set "
+                             "(defaults to 4000; 40000 with --recipe)")
     parser.add_argument("--quick", action="store_true",
                         help="2 seeds, 8 epochs, no mixup run: checks that everything runs")
     parser.add_argument("--patience", type=int, default=None,
                         help="also train the student alone and with KD for this many epochs")
     parser.add_argument("--only-patience", action="store_true",
                         help="with --patience: only the teacher and the long runs")
+    parser.add_argument("--recipe", action="store_true",
+                        help="only the recommended recipe: candidates selected on a validation "
+                             "split, early stopping for the student alone and every candidate")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="with --recipe: epoch cap (60 on MNIST-1D, 150 on digits)")
+    parser.add_argument("--stop-patience", type=int, default=None,
+                        help="with --recipe: epochs without a better validation accuracy "
+                             "before stopping (10 on MNIST-1D, 20 on digits)")
+    parser.add_argument("--tie-break", choices=["earlier", "later"], default=None,
+                        help="with --recipe: which epoch wins a tie in validation accuracy "
+                             "(earlier on MNIST-1D, later on digits)")
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)
+    if args.transfer_size is None:
+        args.transfer_size = 40000 if args.recipe else 4000
     if args.quick:
         args.seeds, args.epochs = args.seeds[:2], 8
+        if args.recipe:
+            args.epochs, args.max_epochs = None, 4
+            args.transfer_size = min(args.transfer_size, 4000)
     grid = [(0.5, 2.0), (0.5, 4.0), (0.9, 2.0), (0.9, 4.0)]
     started = time.perf_counter()
     everything = {"generation": GENERATION, "seeds": args.seeds, "epochs": args.epochs,
                   "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
                   "datasets": {}}
+    if args.recipe:
+        return main_recipe(args, everything, started)
     for name in args.datasets:
         setup = load(name, args)
         per_seed = []
