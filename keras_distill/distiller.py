@@ -438,23 +438,26 @@ class Distiller(keras.Model):
             mask = tf.zeros_like(weights)
         if self.convention == KERAS_IO:
             return self._keras_io_components(labels, student_logits, teacher_logits, weights, mask)
-        alpha, temperature = self._alpha, self._temperature
         target = None
-        if labels is not None:
+        if labels is not None and self.distillation_loss.needs_target:
             teacher_top1 = tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
             target = tf.where(mask > 0, _class_indices(labels, student_logits), teacher_top1)
         distillation = self.distillation_loss.per_example(
-            teacher_logits, student_logits, temperature, target
+            teacher_logits, student_logits, self._temperature, target
         )
+        total_weight = backend.global_sum(tf.reduce_sum(weights))
         if labels is None:
-            hard = tf.zeros_like(distillation)
-        else:
-            hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
-        per_example = mask * ((1.0 - alpha) * hard + alpha * distillation) + (1.0 - mask) * distillation
+            zero = tf.zeros_like(total_weight)
+            mean_distillation = _weighted_mean(distillation, weights, total_weight)
+            return {"student_loss": zero, "distillation_loss": mean_distillation, "loss": mean_distillation}
+        hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
+        # (1 - alpha) * H + alpha * D where labelled, D alone where not.
+        per_example = distillation + mask * (1.0 - self._alpha) * (hard - distillation)
+        labelled_weights = weights * mask
         return {
-            "student_loss": _weighted_mean(hard, weights * mask),
-            "distillation_loss": _weighted_mean(distillation, weights),
-            "loss": _weighted_mean(per_example, weights),
+            "student_loss": _weighted_mean(hard, labelled_weights),
+            "distillation_loss": _weighted_mean(distillation, weights, total_weight),
+            "loss": _weighted_mean(per_example, weights, total_weight),
         }
 
     def _match_value(self, match, student_features, teacher_features, weights):
@@ -496,7 +499,8 @@ class Distiller(keras.Model):
             ("distillation_loss", self.distillation_loss_tracker),
         ] + [(match.name, tracker) for match, tracker in zip(self.matches, self.match_trackers)]
         for name, tracker in trackers:
-            tracker.update_state(components[name] * replicas, sample_weight=batch_size)
+            value = components[name] if replicas == 1 else components[name] * replicas
+            tracker.update_state(value, sample_weight=batch_size)
 
     def _run(self, role, model, x):
         """Calls `model` on `x`, turning a failure into an error that says what was fed."""
@@ -627,11 +631,14 @@ def _example_weights(sample_weight, batch_size):
     return tf.reshape(tf.cast(sample_weight, tf.float32), [batch_size])
 
 
-def _weighted_mean(values, weights):
-    """This replica's share of the global weighted mean `sum(w * v) / sum(w)`."""
-    return tf.math.divide_no_nan(
-        tf.reduce_sum(values * weights), backend.global_sum(tf.reduce_sum(weights))
-    )
+def _weighted_mean(values, weights, total_weight=None):
+    """This replica's share of the global weighted mean `sum(w * v) / sum(w)`.
+
+    `total_weight`, the global `sum(w)`, is computed when not given.
+    """
+    if total_weight is None:
+        total_weight = backend.global_sum(tf.reduce_sum(weights))
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), total_weight)
 
 
 def _class_indices(labels, logits):

@@ -163,6 +163,9 @@ class DistillationLoss(keras.losses.Loss):
         name: Name of the loss.
     """
 
+    needs_target = False
+    """Whether `per_example` uses the class targets (the Distiller skips them otherwise)."""
+
     def __init__(self, temperature=1.0, name=None):
         super().__init__(name=name)
         self.temperature = temperature
@@ -224,6 +227,8 @@ class DecoupledKD(DistillationLoss):
         alpha: Weight of TCKD. Defaults to `1.0`.
         beta: Weight of NCKD. Defaults to `8.0`.
     """
+
+    needs_target = True
 
     def __init__(self, temperature=1.0, alpha=1.0, beta=8.0, name="decoupled_kd"):
         super().__init__(temperature=temperature, name=name)
