@@ -280,10 +280,9 @@ class Distiller(keras.Model):
         """
         if y is None:
             return self.get_metrics_result()
-        labels = _select(y, self.student_output, self.student, "y") if _is_nested(y) else y
         if not _is_nested(y) and not _is_nested(y_pred):
             logits = tf.convert_to_tensor(y_pred)
-            labels = tf.convert_to_tensor(labels)
+            labels = tf.convert_to_tensor(y)
             mask = self._label_mask(labels, logits)
             y = self._fill_missing_labels(labels, mask)
             sample_weight = _example_weights(sample_weight, tf.shape(logits)[0]) * mask
@@ -536,8 +535,9 @@ class Distiller(keras.Model):
             return
         x_batch, y_batch = batch
         if isinstance(x, (np.ndarray, dict, list, tuple)):
-            validation.check_data_arrays(x, y)
-        validation.check_finite("x", x_batch)
+            validation.check_data_arrays(x, y)  # lengths, and finiteness of all of x
+        else:
+            validation.check_finite("x", x_batch)
         if self.matches and not self._adapters_built:
             self.build_adapters(x_batch)
         teacher = _select(self._run("teacher", self.teacher, x_batch), self.teacher_output,

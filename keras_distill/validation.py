@@ -4,6 +4,7 @@ import math
 import numbers
 
 import numpy as np
+import tensorflow as tf
 
 from keras_distill.backend import GENERATION
 from keras_distill.backend import keras
@@ -149,11 +150,6 @@ def check_labels(labels, num_classes, mask_value):
         )
 
 
+
 def _leaves(values):
-    if values is None:
-        return []
-    if isinstance(values, dict):
-        return [leaf for value in values.values() for leaf in _leaves(value)]
-    if isinstance(values, (list, tuple)):
-        return [leaf for value in values for leaf in _leaves(value)]
-    return [values]
+    return [] if values is None else tf.nest.flatten(values)
