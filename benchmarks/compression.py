@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 
 import keras_distill  # noqa: E402
 from keras_distill import datasets  # noqa: E402
-from keras_distill.backend import GENERATION  # noqa: E402
-from keras_distill.backend import KERAS_VERSION  # noqa: E402
-from keras_distill.backend import keras  # noqa: E402
+from keras_distill._keras import GENERATION  # noqa: E402
+from keras_distill._keras import KERAS_VERSION  # noqa: E402
+from keras_distill._keras import keras  # noqa: E402
 
 COMMAND = "TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/compression.py"
 

@@ -41,8 +41,8 @@ from keras_distill import augment  # noqa: E402
 from keras_distill import datasets  # noqa: E402
 from keras_distill import schedules  # noqa: E402
 from keras_distill import transfer  # noqa: E402
-from keras_distill.backend import GENERATION  # noqa: E402
-from keras_distill.backend import keras  # noqa: E402
+from keras_distill._keras import GENERATION  # noqa: E402
+from keras_distill._keras import keras  # noqa: E402
 
 NUM_CLASSES = 10
 

@@ -27,8 +27,8 @@ import tensorflow as tf
 from keras_distill import Distiller
 from keras_distill import FeatureMatch
 from keras_distill import TeacherCache
-from keras_distill.backend import IS_LEGACY
-from keras_distill.backend import keras
+from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import keras
 
 LENGTH, CLASSES = 40, 10
 TEMPERATURE, ALPHA = 4.0, 0.5

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_distill import AttentionMatch
 from keras_distill import Distiller
-from keras_distill.backend import keras
+from keras_distill._keras import keras
 
 LENGTH, VOCAB, NUM_CLASSES = 12, 24, 4
 

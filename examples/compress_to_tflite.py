@@ -15,9 +15,9 @@ On Keras 3 (without the variable) the chain runs distil -> int8 .tflite.
 import argparse
 
 from keras_distill import compress
-from keras_distill import datasets
-from keras_distill.backend import IS_LEGACY
-from keras_distill.backend import keras
+from keras_distill.data import datasets
+from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import keras
 
 NUM_CLASSES = 10
 

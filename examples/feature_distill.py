@@ -13,8 +13,8 @@ import numpy as np
 
 from keras_distill import Distiller
 from keras_distill import FeatureMatch
-from keras_distill import datasets
-from keras_distill.backend import keras
+from keras_distill.data import datasets
+from keras_distill._keras import keras
 
 NUM_CLASSES = 10
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from keras_distill import Distiller
 from keras_distill import compare
-from keras_distill import datasets
-from keras_distill.backend import keras
+from keras_distill.data import datasets
+from keras_distill._keras import keras
 
 NUM_CLASSES = 10
 

@@ -1,37 +1,52 @@
-"""keras_distill: knowledge distillation for Keras and TensorFlow."""
+"""keras_distill: knowledge distillation for Keras and TensorFlow.
 
-from keras_distill import augment
+The distiller and its losses live at the top; each folder is one concern:
+`matching` (feature and attention matches), `teachers` (live teacher or cache),
+`compression` (TFLite export, pruning, quantization, the chain), `evaluation`
+(reports, metrics, latency, plots) and `data` (augmentation, transfer sets,
+offline datasets).
+"""
+
+import warnings
+
 from keras_distill import callbacks
-from keras_distill import datasets
-from keras_distill import feature_losses
-from keras_distill import io
+from keras_distill import compression
+from keras_distill import data
+from keras_distill import evaluation
 from keras_distill import losses
-from keras_distill import report
+from keras_distill import matching
+from keras_distill import saving
 from keras_distill import schedules
-from keras_distill import transfer
-from keras_distill.adapters import FeatureAdapter
-from keras_distill.backend import GENERATION
-from keras_distill.cache import TeacherCache
+from keras_distill import teachers
+from keras_distill._keras import GENERATION
+from keras_distill._keras import keras
 from keras_distill.callbacks import StopOnNonFinite
-from keras_distill.chain import compress
-from keras_distill.chain_report import ChainReport
+from keras_distill.compression import ChainReport
+from keras_distill.compression import ExportReport
+from keras_distill.compression import ParityError
+from keras_distill.compression import compress
+from keras_distill.compression import export_tflite
+from keras_distill.compression import keras_quantize
+from keras_distill.compression import prune
+from keras_distill.compression import quantization_aware_training
+from keras_distill.compression import run_tflite
+from keras_distill.compression import tflite_latency
+from keras_distill.compression import unquantizable_layers
+from keras_distill.compression import weight_sparsity
+from keras_distill.data import augment
+from keras_distill.data import datasets
+from keras_distill.data import transfer
 from keras_distill.distiller import Distiller
-from keras_distill.export import ParityError
-from keras_distill.export import export_tflite
-from keras_distill.export_report import ExportReport
-from keras_distill.litert import run_tflite
-from keras_distill.litert import tflite_latency
-from keras_distill.matches import AttentionMatch
-from keras_distill.matches import FeatureMatch
-from keras_distill.pruning import prune
-from keras_distill.pruning import weight_sparsity
-from keras_distill.quantization import keras_quantize
-from keras_distill.quantization import quantization_aware_training
-from keras_distill.quantization import unquantizable_layers
-from keras_distill.report import Report
-from keras_distill.report import compare
+from keras_distill.evaluation import Report
+from keras_distill.evaluation import compare
+from keras_distill.evaluation import gzip_size
+from keras_distill.evaluation import report
+from keras_distill.matching import AttentionMatch
+from keras_distill.matching import FeatureAdapter
+from keras_distill.matching import FeatureMatch
+from keras_distill.matching import feature_losses
 from keras_distill.schedules import DistillationScheduler
-from keras_distill.sizes import gzip_size
+from keras_distill.teachers import TeacherCache
 
 __version__ = "0.1.0"
 
@@ -52,21 +67,44 @@ __all__ = [
     "callbacks",
     "compare",
     "compress",
+    "compression",
+    "data",
     "datasets",
+    "evaluation",
     "export_tflite",
     "feature_losses",
     "gzip_size",
-    "io",
+    "keras",
     "keras_quantize",
     "losses",
+    "matching",
     "prune",
     "quantization_aware_training",
     "report",
     "run_tflite",
+    "saving",
     "schedules",
+    "teachers",
     "tflite_latency",
     "transfer",
     "unquantizable_layers",
     "weight_sparsity",
     "__version__",
 ]
+
+
+_DEPRECATED_MODULES = {"io": ("saving", saving)}
+
+
+def __getattr__(name):
+    """Old names kept for one release: `keras_distill.io` is now `keras_distill.saving`."""
+    if name in _DEPRECATED_MODULES:
+        new_name, module = _DEPRECATED_MODULES[name]
+        warnings.warn(
+            f"`keras_distill.{name}` is deprecated and will be removed in the next release; "
+            f"use `keras_distill.{new_name}`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return module
+    raise AttributeError(f"module 'keras_distill' has no attribute {name!r}")

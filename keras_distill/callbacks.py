@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from keras_distill.backend import keras
+from keras_distill._keras import keras
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

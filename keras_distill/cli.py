@@ -14,7 +14,7 @@ import math
 import os
 import sys
 
-from keras_distill.files import write_text
+from keras_distill._files import write_text
 
 PROG = "keras-distill"
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
@@ -198,16 +198,16 @@ def run_distill(args):
     options = _distill_options(args)
     verbose = int(_choice("--verbose", args.verbose, ("0", "1", "2")))
     _check_suffix("--out", args.out, ".keras")
-    from keras_distill import io
-    from keras_distill.backend import keras
+    from keras_distill import saving
+    from keras_distill._keras import keras
     from keras_distill.callbacks import StopOnNonFinite
     from keras_distill.distiller import Distiller
 
     keras.utils.set_random_seed(options["seed"])
-    teacher = _load(io, "--teacher", args.teacher, args.unsafe_allow_lambda)
-    student = _load(io, "--student", args.student, args.unsafe_allow_lambda)
-    x, y = io._load_arrays(args.data, "--data", ("x", "y"))
-    validation = io._load_arrays(args.val, "--val", ("x", "y")) if args.val else None
+    teacher = _load("--teacher", args.teacher, args.unsafe_allow_lambda)
+    student = _load("--student", args.student, args.unsafe_allow_lambda)
+    x, y = saving.load_arrays(args.data, ("x", "y"), argument_name="--data")
+    validation = saving.load_arrays(args.val, ("x", "y"), argument_name="--val") if args.val else None
     distiller = Distiller(student=student, teacher=teacher)
     distiller.compile(
         optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]),
@@ -228,7 +228,7 @@ def run_distill(args):
     )
     if guard.message:
         raise CliError(f"{guard.message} The student was not saved. Received: --out={args.out}")
-    io.save_model(distiller.student, args.out)
+    saving.save_model(distiller.student, args.out)
     if args.history:
         _write_json(args.history, {k: [float(v) for v in vs] for k, vs in history.history.items()})
     print(f"Saved the student to {args.out}")
@@ -246,13 +246,13 @@ def run_export(args):
             "`--quantization int8` needs `--calibration` (a .npz file with typical inputs `x`) "
             "to calibrate the activation ranges. Received: --calibration=None"
         )
-    from keras_distill import io
-    from keras_distill.export import export_tflite
+    from keras_distill import saving
+    from keras_distill.compression.export import export_tflite
 
-    model = _load(io, "MODEL.keras", args.model, args.unsafe_allow_lambda)
+    model = _load("MODEL.keras", args.model, args.unsafe_allow_lambda)
     calibration = None
     if args.calibration:
-        (calibration,) = io._load_arrays(args.calibration, "--calibration", ("x",))
+        (calibration,) = saving.load_arrays(args.calibration, ("x",), argument_name="--calibration")
     report = export_tflite(
         model, args.out, quantization=None if quantization == "none" else quantization,
         representative_data=calibration, max_abs_diff_threshold=max_abs_diff,
@@ -267,12 +267,12 @@ def run_export(args):
 def run_report(args):
     """`keras-distill report`: prints a comparison table and writes JSON and PNG files."""
     repeats = _number("--latency-repeats", args.latency_repeats, minimum=0, integer=True)
-    from keras_distill import io
-    from keras_distill.report import compare
+    from keras_distill import saving
+    from keras_distill.evaluation.report import compare
 
-    teacher = _load(io, "--teacher", args.teacher, args.unsafe_allow_lambda)
-    student = _load(io, "--student", args.student, args.unsafe_allow_lambda)
-    x, y = io._load_arrays(args.data, "--data", ("x", "y"))
+    teacher = _load("--teacher", args.teacher, args.unsafe_allow_lambda)
+    student = _load("--student", args.student, args.unsafe_allow_lambda)
+    x, y = saving.load_arrays(args.data, ("x", "y"), argument_name="--data")
     labels = y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
     report = compare(teacher, student, x, labels, latency_repeats=repeats)
     print(report)
@@ -288,9 +288,9 @@ def run_report(args):
 def _distill_options(args):
     options = dict(DISTILL_DEFAULTS)
     if args.config:
-        from keras_distill import io
+        from keras_distill import saving
 
-        config = io._load_config(args.config, "--config")
+        config = saving.load_config(args.config, argument_name="--config")
         unknown = sorted(set(config) - set(DISTILL_DEFAULTS))
         if unknown:
             raise CliError(
@@ -360,8 +360,10 @@ def _check_suffix(name, path, suffix):
         )
 
 
-def _load(io, name, path, allow_lambda):
-    return io._load_model(path, name, allow_lambda=allow_lambda)
+def _load(name, path, allow_lambda):
+    from keras_distill import saving
+
+    return saving.load_model(path, allow_lambda=allow_lambda, argument_name=name)
 
 
 def _optimizer(keras, name, learning_rate):

@@ -3,15 +3,15 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_distill import backend
+from keras_distill import _keras
 from keras_distill import losses as losses_lib
-from keras_distill import validation
-from keras_distill import cache as cache_lib
-from keras_distill.adapters import FeatureAdapter
-from keras_distill.capture import LayerCapture
-from keras_distill.matches import AttentionMatch
-from keras_distill.matches import FeatureMatch
-from keras_distill.backend import keras
+from keras_distill import _checks
+from keras_distill.teachers import cache as cache_lib
+from keras_distill.matching.adapters import FeatureAdapter
+from keras_distill.matching.capture import LayerCapture
+from keras_distill.matching.matches import AttentionMatch
+from keras_distill.matching.matches import FeatureMatch
+from keras_distill._keras import keras
 
 HINTON = "hinton"
 KERAS_IO = "keras_io"
@@ -19,7 +19,7 @@ _DEFAULTS = {HINTON: (0.5, 4.0), KERAS_IO: (0.1, 3.0)}
 _PREFLIGHT_BATCH = 64
 
 
-@backend.register_serializable
+@_keras.register_serializable
 class Distiller(keras.Model):
     """Trains `student` to match a frozen `teacher` with plain `fit()`.
 
@@ -92,11 +92,11 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        validation.check_model("student", student)
+        _checks.check_model("student", student)
         self.cache = teacher if isinstance(teacher, cache_lib.TeacherCache) else None
         if self.cache is None:
-            validation.check_model("teacher", teacher)
-            validation.check_distinct(student, teacher)
+            _checks.check_model("teacher", teacher)
+            _checks.check_distinct(student, teacher)
             teacher.trainable = False
             teacher_shape = _static_output_shape(teacher, teacher_output, "teacher")
         else:
@@ -106,14 +106,14 @@ class Distiller(keras.Model):
                     "logits only. Received: teacher=TeacherCache with matches"
                 )
             teacher, teacher_shape = None, (None, self.cache.num_classes)
-        validation.check_choice("teacher_outputs", teacher_outputs, validation.TEACHER_OUTPUT_KINDS)
+        _checks.check_choice("teacher_outputs", teacher_outputs, _checks.TEACHER_OUTPUT_KINDS)
         self.student = student
         self.teacher = teacher
         self.teacher_outputs = teacher_outputs
         self.student_output = student_output
         self.teacher_output = teacher_output
         self.label_mask_value = label_mask_value
-        validation.check_class_counts(
+        _checks.check_class_counts(
             _static_output_shape(student, student_output, "student"), teacher_shape
         )
         self._alpha = self.add_weight(
@@ -190,8 +190,8 @@ class Distiller(keras.Model):
         keras_io_form = student_loss_fn is not None or distillation_loss_fn is not None
         self.convention = KERAS_IO if keras_io_form else HINTON
         default_alpha, default_temperature = _DEFAULTS[self.convention]
-        alpha = validation.check_alpha(default_alpha if alpha is None else alpha)
-        temperature = validation.check_temperature(
+        alpha = _checks.check_alpha(default_alpha if alpha is None else alpha)
+        temperature = _checks.check_temperature(
             default_temperature if temperature is None else temperature
         )
         self.distillation_loss = losses_lib.get(distillation_loss)
@@ -213,7 +213,7 @@ class Distiller(keras.Model):
 
     @alpha.setter
     def alpha(self, value):
-        self._alpha.assign(validation.check_alpha(value))
+        self._alpha.assign(_checks.check_alpha(value))
 
     @property
     def temperature(self):
@@ -222,7 +222,7 @@ class Distiller(keras.Model):
 
     @temperature.setter
     def temperature(self, value):
-        self._temperature.assign(validation.check_temperature(value))
+        self._temperature.assign(_checks.check_temperature(value))
 
     @property
     def metrics(self):
@@ -231,7 +231,7 @@ class Distiller(keras.Model):
             self.student_loss_tracker,
             self.distillation_loss_tracker,
             *self.match_trackers,
-        ] + backend.compiled_metric_objects(self)
+        ] + _keras.compiled_metric_objects(self)
 
     def call(self, inputs, training=False):
         if cache_lib.is_cached_batch(inputs):
@@ -245,7 +245,7 @@ class Distiller(keras.Model):
         return super().fit(x, y, *args, **kwargs)
 
     def train_step(self, data):
-        x, y, sample_weight = backend.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
         variables = self._student_side_variables()
         with tf.GradientTape() as tape:
@@ -254,14 +254,14 @@ class Distiller(keras.Model):
             components = self._loss_components(
                 y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
             )
-            scaled = backend.scale_loss(self.optimizer, components["loss"])
+            scaled = _keras.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
-        backend.apply_gradients(self.optimizer, gradients, variables)
+        _keras.apply_gradients(self.optimizer, gradients, variables)
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 
     def test_step(self, data):
-        x, y, sample_weight = backend.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
         with self._student_capture.recording() as student_features:
             student_outputs = self.student(x, training=False)
@@ -291,8 +291,8 @@ class Distiller(keras.Model):
     def get_config(self):
         return {
             "name": self.name,
-            "student": backend.serialize(self.student),
-            "teacher": None if self.teacher is None else backend.serialize(self.teacher),
+            "student": _keras.serialize(self.student),
+            "teacher": None if self.teacher is None else _keras.serialize(self.teacher),
             "teacher_outputs": self.teacher_outputs,
             "student_output": self.student_output,
             "teacher_output": self.teacher_output,
@@ -304,8 +304,8 @@ class Distiller(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["student"] = backend.deserialize(config["student"])
-        config["teacher"] = backend.deserialize(config["teacher"])
+        config["student"] = _keras.deserialize(config["student"])
+        config["teacher"] = _keras.deserialize(config["teacher"])
         config["feature_matches"] = [FeatureMatch(**c) for c in config.get("feature_matches") or []]
         config["attention_matches"] = [
             AttentionMatch(**c) for c in config.get("attention_matches") or []
@@ -419,7 +419,7 @@ class Distiller(keras.Model):
             components["loss"] = components["loss"] + match.weight * value
         if self.student.losses:
             regularization = tf.add_n([tf.cast(loss, tf.float32) for loss in self.student.losses])
-            components["loss"] = components["loss"] + regularization / backend.num_replicas_in_sync()
+            components["loss"] = components["loss"] + regularization / _keras.num_replicas_in_sync()
         return components
 
     def _distillation_components(self, y, student_outputs, teacher_logits, sample_weight):
@@ -444,7 +444,7 @@ class Distiller(keras.Model):
         distillation = self.distillation_loss.per_example(
             teacher_logits, student_logits, self._temperature, target
         )
-        total_weight = backend.global_sum(tf.reduce_sum(weights))
+        total_weight = _keras.global_sum(tf.reduce_sum(weights))
         if labels is None:
             zero = tf.zeros_like(total_weight)
             mean_distillation = _weighted_mean(distillation, weights, total_weight)
@@ -470,7 +470,7 @@ class Distiller(keras.Model):
         value = match.loss_fn(student, teacher, mask)
         if value.shape.rank == 1:
             return _weighted_mean(value, weights)
-        return value / backend.num_replicas_in_sync()
+        return value / _keras.num_replicas_in_sync()
 
     def _keras_io_components(self, labels, student_logits, teacher_logits, weights, mask):
         """keras.io form: `alpha * student_loss + (1 - alpha) * T^2 * loss(p_t, p_s)`."""
@@ -479,19 +479,19 @@ class Distiller(keras.Model):
             tf.nn.softmax(teacher_logits / temperature, axis=1),
             tf.nn.softmax(student_logits / temperature, axis=1),
             sample_weight=weights,
-        ) * (temperature**2) / backend.num_replicas_in_sync()
+        ) * (temperature**2) / _keras.num_replicas_in_sync()
         if labels is None:
             zero = tf.zeros_like(distillation)
             return {"student_loss": zero, "distillation_loss": distillation, "loss": distillation}
         student = self.student_loss_fn(labels, student_logits, sample_weight=weights * mask)
-        student = student / backend.num_replicas_in_sync()
+        student = student / _keras.num_replicas_in_sync()
         loss = self._alpha * student + (1.0 - self._alpha) * distillation
         return {"student_loss": student, "distillation_loss": distillation, "loss": loss}
 
     def _track(self, components, teacher_logits):
         """Logs the global batch's values (replica shares times the replica count)."""
         batch_size = tf.shape(teacher_logits)[0]
-        replicas = backend.num_replicas_in_sync()
+        replicas = _keras.num_replicas_in_sync()
         trackers = [
             ("loss", self.loss_tracker),
             ("student_loss", self.student_loss_tracker),
@@ -516,7 +516,7 @@ class Distiller(keras.Model):
 
     def _check_strategy(self):
         strategy = self.distribute_strategy
-        if not backend.IS_LEGACY and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if not _keras.IS_LEGACY and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             raise ValueError(
                 "MultiWorkerMirroredStrategy does not work with Keras 3's fit() "
                 "(keras-team/keras#20585). Set TF_USE_LEGACY_KERAS=1 before importing "
@@ -535,18 +535,18 @@ class Distiller(keras.Model):
             return
         x_batch, y_batch = batch
         if isinstance(x, (np.ndarray, dict, list, tuple)):
-            validation.check_data_arrays(x, y)  # lengths, and finiteness of all of x
+            _checks.check_data_arrays(x, y)  # lengths, and finiteness of all of x
         else:
-            validation.check_finite("x", x_batch)
+            _checks.check_finite("x", x_batch)
         if self.matches and not self._adapters_built:
             self.build_adapters(x_batch)
         teacher = _select(self._run("teacher", self.teacher, x_batch), self.teacher_output,
                           self.teacher, "teacher")
         student = _select(self._run("student", self.student, x_batch), self.student_output,
                           self.student, "student")
-        validation.check_class_counts(tuple(student.shape), tuple(teacher.shape))
-        validation.check_finite("teacher outputs", teacher)
-        if self.teacher_outputs == "logits" and validation.looks_like_probabilities(teacher):
+        _checks.check_class_counts(tuple(student.shape), tuple(teacher.shape))
+        _checks.check_finite("teacher outputs", teacher)
+        if self.teacher_outputs == "logits" and _checks.looks_like_probabilities(teacher):
             raise ValueError(
                 "The teacher returns probabilities (every row is in [0, 1] and sums to 1), "
                 "but the Distiller was told they are logits. Pass "
@@ -555,7 +555,7 @@ class Distiller(keras.Model):
             )
         labels = y if isinstance(y, np.ndarray) else y_batch
         if labels is not None and not _is_nested(labels):
-            validation.check_labels(np.asarray(labels), student.shape[-1], self.label_mask_value)
+            _checks.check_labels(np.asarray(labels), student.shape[-1], self.label_mask_value)
         self._first_batch_checked = True
 
 
@@ -637,7 +637,7 @@ def _weighted_mean(values, weights, total_weight=None):
     `total_weight`, the global `sum(w)`, is computed when not given.
     """
     if total_weight is None:
-        total_weight = backend.global_sum(tf.reduce_sum(weights))
+        total_weight = _keras.global_sum(tf.reduce_sum(weights))
     return tf.math.divide_no_nan(tf.reduce_sum(values * weights), total_weight)
 
 
@@ -655,7 +655,7 @@ def _first_batch(x, y=None):
     """
     if isinstance(x, tf.data.Dataset):
         for element in x.take(1):
-            x_batch, y_batch, _ = backend.unpack_x_y_sample_weight(element)
+            x_batch, y_batch, _ = _keras.unpack_x_y_sample_weight(element)
             return x_batch, y_batch
         raise ValueError("The dataset is empty: there is nothing to train on. Received: x=<empty tf.data.Dataset>")
     leaves = tf.nest.flatten(x) if x is not None else []

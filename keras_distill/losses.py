@@ -10,8 +10,8 @@ Conventions: `p^T = softmax(z / T)` is the distribution at temperature `T`.
 
 import tensorflow as tf
 
-from keras_distill.backend import keras
-from keras_distill.backend import register_serializable
+from keras_distill._keras import keras
+from keras_distill._keras import register_serializable
 
 _MASK_LOGIT = 1000.0
 

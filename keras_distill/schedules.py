@@ -8,7 +8,7 @@ the train step.
 import math
 import numbers
 
-from keras_distill.backend import keras
+from keras_distill._keras import keras
 
 
 def _check_epochs(epochs):

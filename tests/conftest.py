@@ -2,32 +2,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import make_data  # noqa: E402
+from helpers import make_mlp  # noqa: E402
 
-from keras_distill.backend import keras  # noqa: E402
-
-NUM_FEATURES = 8
-NUM_CLASSES = 3
-
-
-def make_data(num_examples=128, seed=0):
-    """Separable 3-class data: the class is decided by the signs of two features."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(num_examples, NUM_FEATURES)).astype("float32")
-    y = ((x[:, 0] > 0).astype("int32") + (x[:, 1] > 0).astype("int32")).astype("int32")
-    return x, y
-
-
-def make_mlp(units, name, num_classes=NUM_CLASSES, seed=0, final_activation=None):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((NUM_FEATURES,), name=f"{name}_input")
-    hidden = keras.layers.Dense(units, activation="relu", name=f"{name}_hidden")(inputs)
-    outputs = keras.layers.Dense(num_classes, activation=final_activation, name=f"{name}_logits")(
-        hidden
-    )
-    return keras.Model(inputs, outputs, name=name)
-
+from keras_distill._keras import keras  # noqa: E402
 
 @pytest.fixture(scope="session")
 def data():

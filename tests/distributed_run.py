@@ -30,10 +30,10 @@ def strategy_for(mode):
 def main(mode, out):
     strategy = strategy_for(mode)
     sys.path.insert(0, os.path.dirname(__file__))
-    from conftest import make_data
-    from conftest import make_mlp
+    from helpers import make_data
+    from helpers import make_mlp
     from keras_distill import Distiller
-    from keras_distill.backend import keras
+    from keras_distill._keras import keras
 
     x, y = make_data(num_examples=128)
     weights = np.linspace(0.5, 1.5, len(y)).astype("float32")

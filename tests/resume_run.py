@@ -18,8 +18,8 @@ KILL_BATCH = 3
 def train(folder, backup_dir, epoch_log, marker=None):
     """Runs the distillation; returns the student's weights."""
     from keras_distill import Distiller
-    from keras_distill import io
-    from keras_distill.backend import keras
+    from keras_distill import saving
+    from keras_distill._keras import keras
 
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -37,9 +37,9 @@ def train(folder, backup_dir, epoch_log, marker=None):
                 time.sleep(300)
 
     keras.utils.set_random_seed(0)
-    teacher = io.load_model(os.path.join(folder, "teacher.keras"))
-    student = io.load_model(os.path.join(folder, "student.keras"))
-    x, y = io.load_arrays(os.path.join(folder, "train.npz"))
+    teacher = saving.load_model(os.path.join(folder, "teacher.keras"))
+    student = saving.load_model(os.path.join(folder, "student.keras"))
+    x, y = saving.load_arrays(os.path.join(folder, "train.npz"))
     distiller = Distiller(student=student, teacher=teacher)
     distiller.compile(optimizer=keras.optimizers.Adam(0.01), alpha=0.6, temperature=3.0)
     callbacks = [keras.callbacks.BackupAndRestore(backup_dir), EpochLog()]

@@ -1,13 +1,19 @@
 import keras_distill
 
+import warnings
+
+import pytest
+
 PUBLIC_API = [
     "AttentionMatch", "ChainReport", "Distiller", "DistillationScheduler", "ExportReport",
     "FeatureAdapter", "FeatureMatch", "GENERATION", "ParityError", "Report", "StopOnNonFinite",
-    "TeacherCache", "augment", "callbacks", "compare", "compress", "datasets", "export_tflite",
-    "feature_losses", "gzip_size", "io", "keras_quantize", "losses", "prune",
-    "quantization_aware_training", "report", "run_tflite", "schedules", "tflite_latency",
-    "transfer", "unquantizable_layers", "weight_sparsity", "__version__",
+    "TeacherCache", "augment", "callbacks", "compare", "compress", "compression", "data",
+    "datasets", "evaluation", "export_tflite", "feature_losses", "gzip_size", "keras",
+    "keras_quantize", "losses", "matching", "prune", "quantization_aware_training", "report",
+    "run_tflite", "saving", "schedules", "teachers", "tflite_latency", "transfer",
+    "unquantizable_layers", "weight_sparsity", "__version__",
 ]
+SUBPACKAGES = ("compression", "data", "evaluation", "matching", "teachers")
 
 
 def test_public_api_is_pinned():
@@ -30,3 +36,35 @@ def test_public_losses():
                  "hard_label_cross_entropy", "DistillationLoss", "DistillationKL",
                  "SoftTargetCrossEntropy", "LogitMSE", "DecoupledKD", "get"):
         assert callable(getattr(losses, name)), name
+
+
+@pytest.mark.parametrize("subpackage", SUBPACKAGES)
+def test_subpackages_re_export_what_they_list(subpackage):
+    module = getattr(keras_distill, subpackage)
+    assert (module.__doc__ or "").strip()
+    assert module.__all__ == sorted(module.__all__)
+    for name in module.__all__:
+        assert hasattr(module, name), f"{subpackage}.{name}"
+
+
+def test_top_level_names_are_the_subpackages_objects():
+    assert keras_distill.compress is keras_distill.compression.compress
+    assert keras_distill.TeacherCache is keras_distill.teachers.TeacherCache
+    assert keras_distill.FeatureMatch is keras_distill.matching.FeatureMatch
+    assert keras_distill.compare is keras_distill.evaluation.compare
+    assert keras_distill.augment is keras_distill.data.augment
+
+
+def test_io_is_a_deprecated_alias_of_saving():
+    with pytest.warns(DeprecationWarning, match="use `keras_distill.saving`"):
+        module = keras_distill.io
+    assert module is keras_distill.saving
+    with pytest.warns(DeprecationWarning):
+        from keras_distill import io  # noqa: F401
+
+
+def test_unknown_attributes_raise_attribute_error():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+            keras_distill.nothing_here

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_data
-from conftest import make_mlp
+from helpers import make_data
+from helpers import make_mlp
 from keras_distill import Distiller
 from keras_distill import StopOnNonFinite
-from keras_distill.backend import keras
+from keras_distill._keras import keras
 
 BATCH = 16
 NAN_ROW = 100  # In batch 6 of each epoch; the Distiller's first-batch check sees rows 0-63 only.
@@ -109,7 +109,7 @@ def test_argument_errors():
 def test_public_names():
     import keras_distill
 
-    assert {"StopOnNonFinite", "callbacks", "io"} <= set(keras_distill.__all__)
+    assert {"StopOnNonFinite", "callbacks", "saving"} <= set(keras_distill.__all__)
     assert keras_distill.StopOnNonFinite is keras_distill.callbacks.StopOnNonFinite
     for name in ("load_model", "save_model", "load_arrays", "load_config"):
         assert callable(getattr(keras_distill.io, name)), name

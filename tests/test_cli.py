@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_data
-from conftest import make_mlp
+from helpers import make_data
+from helpers import make_mlp
 from keras_distill import cli
-from keras_distill import io
-from keras_distill.backend import keras
+from keras_distill import saving
+from keras_distill._keras import keras
 
 # TensorFlow's native logging writes these lines to stderr while it is imported.
 _NATIVE_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before absl)")
@@ -32,8 +32,8 @@ def run_cli(*args, cwd):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, trained_teacher):
     folder = tmp_path_factory.mktemp("cli")
-    io.save_model(trained_teacher, str(folder / "teacher.keras"))
-    io.save_model(make_mlp(8, "student", seed=2), str(folder / "student.keras"))
+    saving.save_model(trained_teacher, str(folder / "teacher.keras"))
+    saving.save_model(make_mlp(8, "student", seed=2), str(folder / "student.keras"))
     for name, seed, size in (("train", 0, 128), ("val", 1, 64), ("test", 2, 64)):
         x, y = make_data(size, seed=seed)
         np.savez(folder / f"{name}.npz", x=x, y=y)
@@ -80,8 +80,8 @@ def test_distill_end_to_end(files):
         0.3 * np.array(history["student_loss"]) + 0.7 * np.array(history["distillation_loss"]),
         rtol=1e-4,
     )
-    student = io.load_model(str(files / "out" / "distilled.keras"))
-    initial = io.load_model(str(files / "student.keras"))
+    student = saving.load_model(str(files / "out" / "distilled.keras"))
+    initial = saving.load_model(str(files / "student.keras"))
     assert not np.allclose(student.get_weights()[0], initial.get_weights()[0])
 
     # TensorBoard: every loss component, per epoch, with the values of the history.
@@ -117,7 +117,7 @@ def test_report_writes_table_json_and_png(files):
     x, y = make_data(64, seed=2)
     rows = {row["name"]: row for row in report["models"]}
     for name in ("teacher", "student"):
-        model = io.load_model(str(files / f"{name}.keras"))
+        model = saving.load_model(str(files / f"{name}.keras"))
         expected = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
         assert rows[name]["accuracy"] == pytest.approx(expected)
     with open(files / "report" / "accuracy_vs_size.png", "rb") as stream:
@@ -253,7 +253,7 @@ def test_distill_stops_on_non_finite_loss_and_saves_nothing(files, capsys, monke
     kernel = np.zeros((8, 3), "float32")
     kernel[0] = [1e10, -1e10, 0.0]  # Finite logits for ordinary rows, +-inf for x0 = 1e30.
     teacher.set_weights([kernel, np.zeros(3, "float32")])
-    io.save_model(teacher, "teacher.keras")
+    saving.save_model(teacher, "teacher.keras")
     x, y = make_data(128, seed=6)
     x[100, 0] = 1e30  # Batch 6 of 16 rows; the first-batch check sees rows 0-63.
     np.savez("train.npz", x=x, y=y)

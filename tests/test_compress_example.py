@@ -3,7 +3,7 @@
 import importlib.util
 import os
 
-from keras_distill.backend import IS_LEGACY
+from keras_distill._keras import IS_LEGACY
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "compress_to_tflite.py")
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from conftest import NUM_CLASSES
-from conftest import make_mlp
+from helpers import NUM_CLASSES
+from helpers import make_mlp
 from keras_distill import Distiller
-from keras_distill.backend import keras
+from keras_distill._keras import keras
 
 ALPHA, TEMPERATURE = 0.7, 3.0
 

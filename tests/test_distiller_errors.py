@@ -1,8 +1,8 @@
 import pytest
 
-from conftest import make_mlp
+from helpers import make_mlp
 from keras_distill import Distiller
-from keras_distill.backend import keras
+from keras_distill._keras import keras
 
 
 @pytest.fixture

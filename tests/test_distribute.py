@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_distill.backend import IS_LEGACY
+from keras_distill._keras import IS_LEGACY
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_run.py")
 

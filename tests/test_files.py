@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from keras_distill.files import atomic_path
-from keras_distill.files import write_text
+from keras_distill._files import atomic_path
+from keras_distill._files import write_text
 
 
 def test_write_text_replaces_the_file(tmp_path):

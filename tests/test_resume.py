@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_data
-from conftest import make_mlp
-from keras_distill import io
+from helpers import make_data
+from helpers import make_mlp
+from keras_distill import saving
 from resume_run import train
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "resume_run.py")
@@ -23,8 +23,8 @@ def read_epochs(path):
 @pytest.mark.slow  # Three trainings, two of them in fresh processes: about 40 s.
 def test_fit_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, trained_teacher):
     folder = str(tmp_path)
-    io.save_model(trained_teacher, os.path.join(folder, "teacher.keras"))
-    io.save_model(make_mlp(8, "student", seed=2), os.path.join(folder, "student.keras"))
+    saving.save_model(trained_teacher, os.path.join(folder, "teacher.keras"))
+    saving.save_model(make_mlp(8, "student", seed=2), os.path.join(folder, "student.keras"))
     x, y = make_data(128, seed=5)
     np.savez(os.path.join(folder, "train.npz"), x=x, y=y)
     backup, log, marker = (os.path.join(folder, name) for name in ("backup", "epochs.log", "marker"))

@@ -3,7 +3,7 @@ import pytest
 
 from keras_distill import Distiller
 from keras_distill import schedules
-from keras_distill.backend import keras
+from keras_distill._keras import keras
 
 
 def reference_kd(teacher_logits, student_logits, temperature):

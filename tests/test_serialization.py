@@ -4,10 +4,10 @@ import zipfile
 import h5py
 import numpy as np
 
-from conftest import make_mlp
+from helpers import make_mlp
 from keras_distill import Distiller
-from keras_distill.backend import IS_LEGACY
-from keras_distill.backend import keras
+from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import keras
 
 
 def weight_arrays_in_keras_file(path):

@@ -1,0 +1,29 @@
+"""From student to phone: TFLite export, LiteRT, pruning, quantization and the chain of them."""
+
+from keras_distill.compression.chain import compress
+from keras_distill.compression.chain_report import ChainReport
+from keras_distill.compression.export import ParityError
+from keras_distill.compression.export import export_tflite
+from keras_distill.compression.export_report import ExportReport
+from keras_distill.compression.litert import run_tflite
+from keras_distill.compression.litert import tflite_latency
+from keras_distill.compression.pruning import prune
+from keras_distill.compression.pruning import weight_sparsity
+from keras_distill.compression.quantization import keras_quantize
+from keras_distill.compression.quantization import quantization_aware_training
+from keras_distill.compression.quantization import unquantizable_layers
+
+__all__ = [
+    "ChainReport",
+    "ExportReport",
+    "ParityError",
+    "compress",
+    "export_tflite",
+    "keras_quantize",
+    "prune",
+    "quantization_aware_training",
+    "run_tflite",
+    "tflite_latency",
+    "unquantizable_layers",
+    "weight_sparsity",
+]

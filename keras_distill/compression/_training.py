@@ -1,0 +1,57 @@
+"""Shared fit loop of the compression stages: with a teacher (the Distiller) or alone."""
+
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from keras_distill._keras import keras
+
+
+def check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    return int(value)
+
+
+def steps_per_epoch(x, batch_size):
+    """Batches per epoch of `x`: NumPy arrays or a finite, batched `tf.data.Dataset`."""
+    if isinstance(x, tf.data.Dataset):
+        steps = int(x.cardinality())
+        if steps < 1:
+            raise ValueError(
+                "`x` must be a finite tf.data.Dataset of known length (the pruning schedule "
+                "is laid out over the training steps); call `.repeat(n).take(k)` or pass "
+                f"arrays. Received: x with cardinality {steps}"
+            )
+        return steps
+    return math.ceil(len(np.asarray(x)) / batch_size)
+
+
+def clone(model):
+    """A copy of `model` with the same weights, so the caller's model stays untouched."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
+        callbacks, validation_data, verbose):
+    """Trains `model` with the Distiller when `teacher` is given, else with cross-entropy."""
+    optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
+    fit_kwargs = dict(epochs=epochs, callbacks=list(callbacks or []),
+                      validation_data=validation_data, verbose=verbose)
+    if not isinstance(x, tf.data.Dataset):
+        fit_kwargs["batch_size"] = batch_size
+    if teacher is None:
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model.fit(x, y, **fit_kwargs)
+    from keras_distill.distiller import Distiller
+
+    distiller = Distiller(student=model, teacher=teacher)
+    distiller.compile(optimizer=optimizer, metrics=["accuracy"], alpha=alpha,
+                      temperature=temperature)
+    return distiller.fit(x, y, **fit_kwargs)

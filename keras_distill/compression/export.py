@@ -1,0 +1,310 @@
+"""`export_tflite`: a verified `.tflite` of the student, written atomically."""
+
+import functools
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from keras_distill._keras import GENERATION
+from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import keras
+from keras_distill.compression.export_report import ExportReport
+from keras_distill._files import atomic_path
+from keras_distill.compression.litert import load_interpreter
+from keras_distill.compression.litert import run_tflite
+
+QUANTIZATION_MODES = (None, "dynamic", "float16", "int8")
+_QAT_LAYER_CLASSES = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
+_PRUNING_LAYER_CLASSES = ("PruneLowMagnitude",)
+
+
+class ParityError(ValueError):
+    """The exported file disagrees with the Keras model beyond a threshold.
+
+    The file is not written. `error.report` holds the `ExportReport`.
+    """
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
+
+
+def export_tflite(
+    model,
+    path,
+    quantization=None,
+    representative_data=None,
+    int8_io=False,
+    sample_inputs=None,
+    num_samples=64,
+    num_calibration_samples=200,
+    max_abs_diff_threshold=None,
+    min_top1_agreement=None,
+    seed=0,
+):
+    """Converts a Keras model to `.tflite`, runs the file, and reports the agreement.
+
+    Only the student leaves: a `Distiller` is exported as its `student`
+    (no teacher, adapters or capture machinery), and a model still wrapped
+    for pruning is stripped first (`tfmot.sparsity.keras.strip_pruning`).
+
+    The file is written atomically: the bytes go to a temporary file in the
+    same folder, which LiteRT runs for the parity check, and which then
+    replaces `path` with `os.replace`. Any failure (conversion, writing, a
+    broken threshold) leaves no partial file and an existing `path` intact.
+
+    The parity check runs the Keras model and the file on `sample_inputs`
+    and measures `max |keras - tflite|` over all outputs and the top-1
+    agreement (fraction of rows whose argmax is the same).
+
+    Quantization modes (TFLite post-training quantization):
+    - `None`: float32.
+    - `"dynamic"`: int8 weights, float activations (dynamic range).
+    - `"float16"`: float16 weights.
+    - `"int8"`: full-integer weights and activations, calibrated on
+      `representative_data` (not needed for a quantization-aware-trained
+      model, whose ranges were learned). Input and output stay float32
+      unless `int8_io=True`.
+
+    Args:
+        model: Single-input `keras.Model` of the active Keras generation,
+            or a `Distiller`.
+        path: Destination, ending in `.tflite`. Folders are created.
+        quantization: One of `None`, `"dynamic"`, `"float16"`, `"int8"`.
+            Defaults to `None`.
+        representative_data: Typical inputs for `"int8"` calibration: an
+            array (batch first) or a `tf.data.Dataset` of `x` or `(x, y)`
+            batches. Defaults to `None`.
+        int8_io: With `"int8"`, make the file's input and output tensors
+            int8 (for integer-only accelerators). Defaults to `False`.
+        sample_inputs: Inputs for the parity check. Defaults to the first
+            `num_samples` rows of `representative_data`, else standard
+            normal noise of the model's input shape.
+        num_samples: Rows compared when `sample_inputs` is not given.
+            Defaults to `64`.
+        num_calibration_samples: Rows of `representative_data` used for
+            calibration. Defaults to `200`.
+        max_abs_diff_threshold: Raise `ParityError` when the max absolute
+            difference exceeds it. Defaults to `None` (no check).
+        min_top1_agreement: Raise `ParityError` when the top-1 agreement is
+            below it. Defaults to `None` (no check).
+        seed: Seed of the noise inputs. Defaults to `0`.
+
+    Returns:
+        An `ExportReport` (`print` it, or `to_json()`).
+
+    Example:
+        ```python
+        report = export_tflite(distiller.student, "student_int8.tflite",
+                               quantization="int8", representative_data=x_train,
+                               min_top1_agreement=0.98)
+        print(report)
+        ```
+
+    References:
+        TensorFlow Lite post-training quantization:
+        https://ai.google.dev/edge/litert/models/post_training_quantization
+    """
+    model = _exportable_model(model)
+    path = _check_path(path)
+    _check_options(quantization, representative_data, int8_io, model, num_samples)
+    calibration = None
+    if representative_data is not None:
+        calibration = _rows(representative_data, num_calibration_samples, "representative_data")
+    if sample_inputs is None:
+        if calibration is not None:
+            sample_inputs = calibration[:num_samples]
+        else:
+            shape = _input_shape(model)
+            sample_inputs = np.random.default_rng(seed).standard_normal((num_samples, *shape))
+    sample_inputs = _rows(sample_inputs, None, "sample_inputs")
+    keras_outputs = _predict(model, sample_inputs)
+    content = _convert(model, quantization, calibration, int8_io)
+    with atomic_path(path, suffix=".tflite") as temporary:
+        with open(temporary, "wb") as stream:
+            stream.write(content)
+        interpreter = load_interpreter(temporary)
+        tflite_outputs = run_tflite(temporary, sample_inputs, interpreter=interpreter)
+        input_detail = interpreter.get_input_details()[0]
+        output_detail = interpreter.get_output_details()[0]
+        report = ExportReport(
+            path=path,
+            quantization=quantization,
+            file_size_bytes=os.path.getsize(temporary),
+            input_dtype=np.dtype(input_detail["dtype"]).name,
+            output_dtype=np.dtype(output_detail["dtype"]).name,
+            keras_outputs=keras_outputs,
+            tflite_outputs=tflite_outputs,
+            max_abs_diff_threshold=max_abs_diff_threshold,
+            min_top1_agreement=min_top1_agreement,
+            generation=GENERATION,
+        )
+        if not report.passed:
+            raise ParityError(
+                "The .tflite file disagrees with the Keras model: "
+                + "; ".join(report.failures)
+                + f". The file was not written. Received: path={path!r}",
+                report,
+            )
+    return report
+
+
+def _exportable_model(model):
+    from keras_distill.distiller import Distiller
+
+    if isinstance(model, Distiller):
+        model = model.student
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`model` must be a keras.Model of the active Keras generation ({GENERATION}). "
+            f"Received: model={type(model).__module__}.{type(model).__name__}"
+        )
+    classes = {type(layer).__name__ for layer in _all_layers(model)}
+    if classes & set(_PRUNING_LAYER_CLASSES):
+        from keras_distill.compression._tfmot import import_tfmot
+
+        model = import_tfmot("export_tflite").sparsity.keras.strip_pruning(model)
+    if not IS_LEGACY:
+        quantized = [
+            layer.name for layer in _all_layers(model) if getattr(layer, "quantization_mode", None)
+        ]
+        if quantized:
+            raise ValueError(
+                "`model` was quantized with Keras's `Model.quantize()`, whose int8 kernels the "
+                "TFLite converter cannot convert. Export the float model with "
+                "`quantization='int8'` (and `representative_data`) instead. "
+                f"Received: model={model.name!r} with quantized layers {quantized}"
+            )
+    return model
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _check_path(path):
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        path = None
+    if not isinstance(path, str) or not path.endswith(".tflite"):
+        raise ValueError(f"`path` must be a file path ending in '.tflite'. Received: path={path!r}")
+    return path
+
+
+def _check_options(quantization, representative_data, int8_io, model, num_samples):
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(
+            f"`quantization` must be one of {list(QUANTIZATION_MODES)}. "
+            f"Received: quantization={quantization!r}"
+        )
+    if quantization == "int8" and representative_data is None and not is_qat_model(model):
+        raise ValueError(
+            "`quantization='int8'` (full-integer) needs `representative_data` to calibrate "
+            "the activation ranges: pass about 100-500 typical inputs (an array or a "
+            "tf.data.Dataset). Received: representative_data=None"
+        )
+    if int8_io and quantization != "int8":
+        raise ValueError(
+            "`int8_io=True` makes the input and output tensors int8, which needs "
+            f"`quantization='int8'`. Received: int8_io=True, quantization={quantization!r}"
+        )
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"`num_samples` must be an integer >= 1. Received: num_samples={num_samples!r}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            "`model` must have exactly one input and one output. "
+            f"Received: model={model.name!r} with {len(model.inputs)} inputs and "
+            f"{len(model.outputs)} outputs"
+        )
+
+
+def is_qat_model(model):
+    """`True` when `model` was prepared for quantization-aware training by tfmot."""
+    return any(type(layer).__name__ in _QAT_LAYER_CLASSES for layer in _all_layers(model))
+
+
+def _input_shape(model):
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(dim is None for dim in shape):
+        raise ValueError(
+            "The model's input has unknown dimensions besides the batch, so noise inputs "
+            "cannot be made; pass `sample_inputs`. "
+            f"Received: input shape {tuple(model.inputs[0].shape)}"
+        )
+    return shape
+
+
+def _rows(data, limit, name):
+    """`data` (array or tf.data.Dataset of x or (x, y) batches) as one float32 array."""
+    if isinstance(data, tf.data.Dataset):
+        chunks, count = [], 0
+        for element in data:
+            x = element[0] if isinstance(element, (tuple, list)) else element
+            x = np.asarray(x, dtype=np.float32)
+            chunks.append(x)
+            count += len(x)
+            if limit is not None and count >= limit:
+                break
+        array = np.concatenate(chunks, axis=0) if chunks else np.zeros((0,), np.float32)
+    else:
+        try:
+            array = np.asarray(data, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`{name}` must be an array of inputs (batch first) or a tf.data.Dataset. "
+                f"Received: {name}={type(data).__name__}"
+            ) from None
+    if array.ndim < 1 or len(array) == 0:
+        raise ValueError(f"`{name}` must hold at least one example. Received: {name} of shape {array.shape}")
+    return array if limit is None else array[:limit]
+
+
+def _predict(model, x):
+    outputs = []
+    for start in range(0, len(x), 256):
+        outputs.append(np.asarray(model(tf.constant(x[start:start + 256]), training=False)))
+    return np.concatenate(outputs, axis=0).astype(np.float32)
+
+
+def _convert(model, quantization, calibration, int8_io):
+    """The `.tflite` bytes of `model`."""
+    signature = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)]
+    if IS_LEGACY:
+        function = tf.function(lambda x: model(x, training=False))
+        concrete = function.get_concrete_function(*signature)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        return _configure_and_convert(converter, model, quantization, calibration, int8_io)
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve", functools.partial(model.__call__, training=False), input_signature=signature
+        )
+        archive.write_out(saved_model_dir, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        return _configure_and_convert(converter, model, quantization, calibration, int8_io)
+
+
+def _configure_and_convert(converter, model, quantization, calibration, int8_io):
+    if quantization is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        if calibration is not None:
+            def representative_dataset():
+                for row in calibration:
+                    yield [row[None, ...]]
+
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter.convert()

@@ -1,0 +1,150 @@
+"""`ExportReport`: what `export_tflite` wrote and how closely the file agrees with Keras."""
+
+import json
+
+import numpy as np
+
+from keras_distill._files import write_text
+
+_ROWS = (
+    ("path", "file", "{}"),
+    ("quantization", "quantization", "{}"),
+    ("file_size_bytes", "size bytes", "{:,}"),
+    ("input_dtype", "input dtype", "{}"),
+    ("output_dtype", "output dtype", "{}"),
+    ("num_samples", "samples compared", "{:,}"),
+    ("max_abs_diff", "max |keras - tflite|", "{:.6g}"),
+    ("top1_agreement", "top-1 agreement", "{:.4f}"),
+    ("passed", "within thresholds", "{}"),
+)
+
+
+class ExportReport:
+    """The parity report of one `.tflite` export.
+
+    `print(report)` shows a table; `report.to_json()` and
+    `report.save_json(path)` give every field. The two output arrays the
+    numbers come from are kept (not serialized) as `keras_outputs` and
+    `tflite_outputs`, so they can be checked independently.
+
+    Args:
+        path: Path of the `.tflite` file.
+        quantization: `None`, `"dynamic"`, `"float16"` or `"int8"`.
+        file_size_bytes: Size of the file.
+        input_dtype: Dtype name of the file's input tensor.
+        output_dtype: Dtype name of the file's output tensor.
+        keras_outputs: `(n, ...)` outputs of the Keras model.
+        tflite_outputs: `(n, ...)` outputs of the file (dequantized).
+        max_abs_diff_threshold: Largest allowed `max_abs_diff`, or `None`.
+        min_top1_agreement: Smallest allowed `top1_agreement`, or `None`.
+        generation: Keras generation that exported the file.
+
+    Example:
+        ```python
+        report = export_tflite(student, "student.tflite")
+        print(report)
+        report.save_json("student.parity.json")
+        ```
+    """
+
+    def __init__(
+        self,
+        path,
+        quantization,
+        file_size_bytes,
+        input_dtype,
+        output_dtype,
+        keras_outputs,
+        tflite_outputs,
+        max_abs_diff_threshold=None,
+        min_top1_agreement=None,
+        generation=None,
+    ):
+        self.path = str(path)
+        self.quantization = quantization
+        self.file_size_bytes = int(file_size_bytes)
+        self.input_dtype = str(input_dtype)
+        self.output_dtype = str(output_dtype)
+        self.keras_outputs = np.asarray(keras_outputs, dtype=np.float32)
+        self.tflite_outputs = np.asarray(tflite_outputs, dtype=np.float32)
+        self.max_abs_diff_threshold = max_abs_diff_threshold
+        self.min_top1_agreement = min_top1_agreement
+        self.generation = generation
+        self.num_samples = int(self.keras_outputs.shape[0])
+        difference = np.abs(self.keras_outputs - self.tflite_outputs)
+        self.max_abs_diff = float(difference.max()) if difference.size else 0.0
+        if self.keras_outputs.ndim >= 2 and self.keras_outputs.shape[-1] > 1:
+            self.top1_agreement = float(
+                np.mean(self.keras_outputs.argmax(-1) == self.tflite_outputs.argmax(-1))
+            )
+        else:
+            self.top1_agreement = None
+
+    @property
+    def failures(self):
+        """Human-readable list of the thresholds this export breaks."""
+        failures = []
+        if self.max_abs_diff_threshold is not None and not (
+            self.max_abs_diff <= self.max_abs_diff_threshold
+        ):
+            failures.append(
+                f"max_abs_diff={self.max_abs_diff:.6g} > "
+                f"max_abs_diff_threshold={self.max_abs_diff_threshold}"
+            )
+        if (
+            self.min_top1_agreement is not None
+            and self.top1_agreement is not None
+            and self.top1_agreement < self.min_top1_agreement
+        ):
+            failures.append(
+                f"top1_agreement={self.top1_agreement:.4f} < "
+                f"min_top1_agreement={self.min_top1_agreement}"
+            )
+        return failures
+
+    @property
+    def passed(self):
+        """`True` when every threshold given holds."""
+        return not self.failures
+
+    def to_dict(self):
+        """Every field as JSON-compatible values (the output arrays excluded)."""
+        return {
+            "path": self.path,
+            "quantization": self.quantization,
+            "file_size_bytes": self.file_size_bytes,
+            "input_dtype": self.input_dtype,
+            "output_dtype": self.output_dtype,
+            "num_samples": self.num_samples,
+            "max_abs_diff": self.max_abs_diff,
+            "top1_agreement": self.top1_agreement,
+            "max_abs_diff_threshold": self.max_abs_diff_threshold,
+            "min_top1_agreement": self.min_top1_agreement,
+            "passed": self.passed,
+            "generation": self.generation,
+        }
+
+    def to_json(self, indent=2):
+        """The report as a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save_json(self, path):
+        """Writes `to_json()` to `path` atomically and returns `path`."""
+        return write_text(path, self.to_json() + "\n")
+
+    def __str__(self):
+        values = self.to_dict()
+        lines = []
+        for key, label, fmt in _ROWS:
+            value = values[key]
+            lines.append((label, "n/a" if value is None else fmt.format(value)))
+        width = max(len(label) for label, _ in lines)
+        body = "\n".join(f"{label:<{width}}  {value}" for label, value in lines)
+        return f"TFLite export\n{body}"
+
+    def __repr__(self):
+        return (
+            f"ExportReport(path={self.path!r}, quantization={self.quantization!r}, "
+            f"file_size_bytes={self.file_size_bytes}, max_abs_diff={self.max_abs_diff:.6g}, "
+            f"top1_agreement={self.top1_agreement})"
+        )

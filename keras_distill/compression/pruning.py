@@ -1,0 +1,158 @@
+"""Distillation-aware magnitude pruning (tensorflow-model-optimization, tf_keras only)."""
+
+import numbers
+
+import numpy as np
+
+from keras_distill.compression import _training
+from keras_distill.compression._tfmot import import_tfmot
+
+
+def prune(
+    student,
+    x,
+    y=None,
+    teacher=None,
+    target_sparsity=0.8,
+    epochs=2,
+    batch_size=32,
+    optimizer=None,
+    alpha=0.5,
+    temperature=4.0,
+    end_fraction=0.7,
+    frequency=None,
+    pruning_schedule=None,
+    callbacks=None,
+    validation_data=None,
+    verbose=0,
+):
+    """Prunes a copy of `student` to `target_sparsity` while it learns from `teacher`.
+
+    The copy is wrapped with `tfmot.sparsity.keras.prune_low_magnitude` and
+    trained with the `Distiller` (the teacher's soft targets guide the
+    recovery), or with plain cross-entropy when `teacher` is `None`. The
+    `UpdatePruningStep` callback is added for you. By default the sparsity
+    rises as a polynomial from 0 to `target_sparsity` over the first
+    `end_fraction` of the training steps, updating the masks every
+    `frequency` steps; the last mask update falls on the schedule's end
+    step, so every pruned kernel ends with exactly
+    `1 - round(n * (1 - target_sparsity)) / n` of its `n` weights at zero.
+    The rest of the training recovers at that sparsity. The wrappers are
+    removed (`strip_pruning`) before returning; `student` is not modified.
+
+    Needs the legacy generation (`TF_USE_LEGACY_KERAS=1`).
+
+    Args:
+        student: Built `keras.Model` (logits out).
+        x: Training inputs: an array, or a finite, batched `tf.data.Dataset`
+            of `(x, y)` (then `y` is `None`).
+        y: Integer labels for array `x`. Defaults to `None`.
+        teacher: Trained `keras.Model` to distil from. Defaults to `None`
+            (train on labels alone).
+        target_sparsity: Final fraction of zeros in each pruned kernel, in
+            `[0, 1)`. Defaults to `0.8`.
+        epochs: Training epochs. Defaults to `2`.
+        batch_size: Batch size for array inputs. Defaults to `32`.
+        optimizer: Keras optimizer. Defaults to `Adam(1e-3)`.
+        alpha: Distiller weight of the distillation term. Defaults to `0.5`.
+        temperature: Distiller temperature. Defaults to `4.0`.
+        end_fraction: Fraction of the steps over which sparsity rises.
+            Defaults to `0.7`.
+        frequency: Steps between mask updates. Defaults to 1/20 of the steps.
+        pruning_schedule: A `tfmot.sparsity.keras.PruningSchedule` that
+            replaces the default one (then `target_sparsity` is only used to
+            check the result). Defaults to `None`.
+        callbacks: More Keras callbacks. Defaults to none.
+        validation_data: As for `fit()`. Defaults to `None`.
+        verbose: As for `fit()`. Defaults to `0`.
+
+    Returns:
+        A new, stripped `keras.Model` with sparse kernels.
+
+    Example:
+        ```python
+        sparse = prune(student, x_train, y_train, teacher=teacher,
+                       target_sparsity=0.8, epochs=4)
+        weight_sparsity(sparse)["total"]  # 0.8
+        ```
+
+    References:
+        Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of
+        pruning for model compression", 2017. https://arxiv.org/abs/1710.01878
+    """
+    tfmot = import_tfmot("prune")
+    if (
+        isinstance(target_sparsity, bool)
+        or not isinstance(target_sparsity, numbers.Real)
+        or not 0.0 <= target_sparsity < 1.0
+    ):
+        raise ValueError(
+            f"`target_sparsity` must be a number in [0, 1). Received: target_sparsity={target_sparsity!r}"
+        )
+    if not isinstance(end_fraction, numbers.Real) or not 0.0 < end_fraction <= 1.0:
+        raise ValueError(f"`end_fraction` must be a number in (0, 1]. Received: end_fraction={end_fraction!r}")
+    epochs = _training.check_positive_int("epochs", epochs)
+    batch_size = _training.check_positive_int("batch_size", batch_size)
+    total_steps = _training.steps_per_epoch(x, batch_size) * epochs
+    if pruning_schedule is None:
+        pruning_schedule = default_schedule(tfmot, target_sparsity, total_steps, end_fraction, frequency)
+    model = tfmot.sparsity.keras.prune_low_magnitude(
+        _training.clone(student), pruning_schedule=pruning_schedule
+    )
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), *(callbacks or [])]
+    _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
+                  callbacks, validation_data, verbose)
+    return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def default_schedule(tfmot, target_sparsity, total_steps, end_fraction=0.7, frequency=None):
+    """Polynomial 0 -> `target_sparsity`, ending on a mask update before the last step."""
+    if frequency is None:
+        frequency = max(1, total_steps // 20)
+    frequency = _training.check_positive_int("frequency", frequency)
+    end_step = (int(end_fraction * total_steps) // frequency) * frequency
+    if end_step < frequency or end_step > total_steps - 1:
+        raise ValueError(
+            "Training is too short for the pruning schedule: it needs at least one mask "
+            "update before the last step. Train for more steps (epochs, smaller batch_size) "
+            f"or lower `frequency`. Received: {total_steps} steps, frequency={frequency}"
+        )
+    return tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=float(target_sparsity), begin_step=0,
+        end_step=end_step, frequency=frequency,
+    )
+
+
+def weight_sparsity(model):
+    """Fraction of exact zeros in the model's kernels, counted with NumPy.
+
+    Args:
+        model: A `keras.Model` (either generation).
+
+    Returns:
+        `{"total": zeros / size over all kernels, "weights": {path: fraction}}`.
+        Biases and normalization statistics are not counted (they are not pruned).
+
+    Example:
+        ```python
+        weight_sparsity(sparse_student)["total"]
+        ```
+    """
+    per_weight, zeros, size = {}, 0, 0
+    for weight in model.weights:
+        name = getattr(weight, "path", None) or weight.name
+        if name.split("/")[-1].split(":")[0] not in ("kernel", "depthwise_kernel"):
+            continue
+        values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        per_weight[name] = float(np.mean(values == 0)) if values.size else 0.0
+        zeros += int(np.sum(values == 0))
+        size += int(values.size)
+    return {"total": zeros / size if size else 0.0, "weights": per_weight}
+
+
+def expected_sparsity(size, target_sparsity):
+    """The exact zero fraction tfmot leaves in a kernel of `size` weights."""
+    kept = max(int(np.round(np.float32(size) * (np.float32(1.0) - np.float32(target_sparsity)))), 1)
+    return 1 - kept / size if size else 0.0
+
+

@@ -1,0 +1,169 @@
+"""Quantization: distillation-aware QAT (tfmot, tf_keras) and Keras 3's `Model.quantize`."""
+
+from keras_distill.compression import _training
+from keras_distill.compression._tfmot import import_tfmot
+from keras_distill._keras import GENERATION
+from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import keras
+
+KERAS_QUANTIZATION_MODES = ("int8", "int4", "float8")
+
+
+def unquantizable_layers(model):
+    """Layers tfmot's default 8-bit scheme cannot quantize, as `(name, class name)` pairs.
+
+    Needs the legacy generation (`TF_USE_LEGACY_KERAS=1`).
+
+    Args:
+        model: A `keras.Model` (tf_keras).
+
+    Returns:
+        A list of `(layer name, layer class name)`, in layer order; input
+        layers are left out.
+
+    Example:
+        ```python
+        unquantizable_layers(cnn)  # [('conv1d', 'Conv1D')]
+        ```
+    """
+    tfmot = import_tfmot("unquantizable_layers")
+    registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
+    return [
+        (layer.name, type(layer).__name__)
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer) and not registry.supports(layer)
+    ]
+
+
+def quantization_aware_training(
+    student,
+    x,
+    y=None,
+    teacher=None,
+    epochs=1,
+    batch_size=32,
+    optimizer=None,
+    alpha=0.5,
+    temperature=4.0,
+    keep_float=False,
+    preserve_sparsity=True,
+    callbacks=None,
+    validation_data=None,
+    verbose=0,
+):
+    """Quantization-aware training of a copy of `student`, guided by `teacher`.
+
+    The copy gets tfmot's fake-quantization (default 8-bit scheme, or the
+    sparsity-preserving one so a pruned student stays sparse) and is trained
+    with the `Distiller`, or with plain cross-entropy when `teacher` is
+    `None`. Convert the result with `export_tflite(model, path,
+    quantization="int8")`: its ranges were learned, so no representative
+    data is needed. `student` is not modified.
+
+    Layers tfmot cannot quantize (e.g. `Conv1D`) are listed in a
+    `ValueError`; with `keep_float=True` they stay float32 and the other
+    layers are quantized (`quantize_annotate_layer` + `quantize_apply`).
+
+    Needs the legacy generation (`TF_USE_LEGACY_KERAS=1`).
+
+    Args:
+        student: Built `keras.Model` (logits out), e.g. a pruned student.
+        x: Training inputs: an array, or a batched `tf.data.Dataset`.
+        y: Integer labels for array `x`. Defaults to `None`.
+        teacher: Trained `keras.Model`. Defaults to `None` (labels alone).
+        epochs: Training epochs. Defaults to `1`.
+        batch_size: Batch size for array inputs. Defaults to `32`.
+        optimizer: Keras optimizer. Defaults to `Adam(1e-3)`.
+        alpha: Distiller weight of the distillation term. Defaults to `0.5`.
+        temperature: Distiller temperature. Defaults to `4.0`.
+        keep_float: Keep unquantizable layers in float32 instead of raising.
+            Defaults to `False`.
+        preserve_sparsity: Use tfmot's prune-preserving scheme, so zeros stay
+            zeros. Defaults to `True`.
+        callbacks: More Keras callbacks. Defaults to none.
+        validation_data: As for `fit()`. Defaults to `None`.
+        verbose: As for `fit()`. Defaults to `0`.
+
+    Returns:
+        A new quantization-aware `keras.Model`, trained.
+
+    Example:
+        ```python
+        qat = quantization_aware_training(sparse, x_train, y_train, teacher=teacher)
+        export_tflite(qat, "student_int8.tflite", quantization="int8")
+        ```
+
+    References:
+        Jacob et al., "Quantization and Training of Neural Networks for
+        Efficient Integer-Arithmetic-Only Inference", 2018.
+        https://arxiv.org/abs/1712.05877
+    """
+    tfmot = import_tfmot("quantization_aware_training")
+    if not isinstance(keep_float, bool):
+        raise ValueError(f"`keep_float` must be True or False. Received: keep_float={keep_float!r}")
+    epochs = _training.check_positive_int("epochs", epochs)
+    batch_size = _training.check_positive_int("batch_size", batch_size)
+    unsupported = unquantizable_layers(student)
+    if unsupported and not keep_float:
+        listed = ", ".join(f"{name!r} ({cls})" for name, cls in unsupported)
+        raise ValueError(
+            f"tfmot's 8-bit quantization does not support these layers: {listed}. Pass "
+            "`keep_float=True` to keep them in float32 and quantize the other layers. "
+            "Received: keep_float=False"
+        )
+    skip = {name for name, _ in unsupported}
+    copy = _training.clone(student)
+    quantize = tfmot.quantization.keras
+    annotated = keras.models.clone_model(
+        copy,
+        clone_function=lambda layer: layer if layer.name in skip or isinstance(
+            layer, keras.layers.InputLayer) else quantize.quantize_annotate_layer(layer),
+    )
+    annotated.set_weights(copy.get_weights())
+    if preserve_sparsity:
+        scheme = quantize.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+    else:
+        scheme = quantize.default_8bit.Default8BitQuantizeScheme()
+    model = quantize.quantize_apply(annotated, scheme)
+    _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
+                  callbacks, validation_data, verbose)
+    return model
+
+
+def keras_quantize(model, mode="int8"):
+    """A copy of `model` quantized with Keras 3's own `Model.quantize(mode)`.
+
+    Post-training weight quantization inside Keras (int8 kernels with
+    per-channel scales; activations quantized on the fly), for smaller and
+    faster Keras inference. The TFLite converter cannot convert these
+    kernels: for a `.tflite` file, export the float model with
+    `export_tflite(model, path, quantization="int8", representative_data=x)`.
+
+    Needs Keras 3 (the default generation).
+
+    Args:
+        model: A built Keras 3 `keras.Model`.
+        mode: One of `"int8"`, `"int4"`, `"float8"`. Defaults to `"int8"`.
+
+    Returns:
+        A new, quantized `keras.Model`; `model` is unchanged.
+
+    Example:
+        ```python
+        small = keras_quantize(distiller.student)
+        ```
+    """
+    if IS_LEGACY:
+        raise ValueError(
+            "`keras_quantize` uses Keras 3's `Model.quantize()`, which tf_keras lacks. Unset "
+            "TF_USE_LEGACY_KERAS to run on Keras 3, or on tf_keras use "
+            "`quantization_aware_training()` or `export_tflite(model, path, "
+            f"quantization='int8', representative_data=x)`. Received: GENERATION={GENERATION!r}"
+        )
+    if mode not in KERAS_QUANTIZATION_MODES:
+        raise ValueError(
+            f"`mode` must be one of {list(KERAS_QUANTIZATION_MODES)}. Received: mode={mode!r}"
+        )
+    copy = _training.clone(model)
+    copy.quantize(mode)
+    return copy

@@ -1,0 +1,7 @@
+"""Data for distillation: augmentation, teacher-labelled transfer sets, offline datasets."""
+
+from keras_distill.data import augment
+from keras_distill.data import datasets
+from keras_distill.data import transfer
+
+__all__ = ["augment", "datasets", "transfer"]

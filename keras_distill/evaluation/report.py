@@ -1,0 +1,255 @@
+"""Compare a teacher and its students on a dataset: size, accuracy, agreement, calibration, speed."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from keras_distill.evaluation import metrics
+from keras_distill.evaluation import plots
+from keras_distill._keras import GENERATION
+from keras_distill._keras import KERAS_VERSION
+from keras_distill._keras import keras
+from keras_distill._files import write_text
+from keras_distill.evaluation.latency import measure_latency
+
+COLUMNS = (
+    ("name", "model", "{}"),
+    ("parameters", "params", "{:,}"),
+    ("file_size_bytes", "size KiB", "{:.1f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("agreement", "agreement", "{:.4f}"),
+    ("ece", "ECE", "{:.4f}"),
+    ("latency_ms", "latency ms", "{}"),
+)
+
+
+class Report:
+    """What `compare()` measured: one row per model, the settings, and optionally a history.
+
+    Each row is a dict with `name`, `model` (the Keras model's name),
+    `parameters`, `file_size_bytes` (the `.keras` file without optimizer
+    state), `accuracy`,
+    `agreement` (top-1 agreement with the teacher), `ece` (expected
+    calibration error, 15 equal-width bins unless set otherwise), and
+    `latency` (`{"batch_<b>": {"min_ms", "median_ms", ...}}`).
+
+    `print(report)` shows a table; `to_json()`/`save_json()` write all of it;
+    `plot_accuracy_vs_size()` and `plot_history()` draw PNGs.
+
+    Args:
+        rows: List of row dicts, as above.
+        settings: Dict of how the numbers were measured.
+        history: Optional `fit()` history (object or dict) to plot.
+    """
+
+    def __init__(self, rows, settings, history=None):
+        self.rows = list(rows)
+        self.settings = dict(settings)
+        self.history = None if history is None else plots.history_dict(history)
+
+    def __getitem__(self, name):
+        for row in self.rows:
+            if row["name"] == name:
+                return row
+        raise KeyError(f"No model {name!r} in the report. Existing: {[r['name'] for r in self.rows]}")
+
+    def to_dict(self):
+        return {"settings": self.settings, "models": self.rows, "history": self.history}
+
+    def to_json(self, indent=2):
+        """The report as a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save_json(self, path):
+        """Writes `to_json()` to `path` (folders are created) and returns `path`."""
+        return write_text(os.fspath(path), self.to_json() + "\n")
+
+    @classmethod
+    def from_json(cls, text):
+        """Rebuilds a report from `to_json()` output."""
+        data = json.loads(text)
+        return cls(data["models"], data["settings"], data.get("history"))
+
+    def to_table(self):
+        """A Markdown table: one line per model; latency is the median, in ms, per batch size."""
+        header = [title for _, title, _ in COLUMNS]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for row in self.rows:
+            cells = []
+            for key, _, fmt in COLUMNS:
+                value = row.get(key)
+                if key == "file_size_bytes" and value is not None:
+                    value = value / 1024.0
+                if key == "latency_ms":
+                    value = " / ".join(
+                        f"b{item['batch_size']}: {item['median_ms']:.2f}"
+                        for item in row.get("latency", {}).values()
+                    ) or "-"
+                cells.append("-" if value is None else fmt.format(value))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def __str__(self):
+        settings = self.settings
+        return (
+            f"{self.to_table()}\n"
+            f"{settings['num_examples']} examples; agreement = top-1 agreement with the teacher; "
+            f"ECE with {settings['num_bins']} equal-width bins; latency = median of "
+            f"{settings['latency_repeats']} calls ({settings['generation']})."
+        )
+
+    def __repr__(self):
+        return f"Report(models={[row['name'] for row in self.rows]})"
+
+    def plot_accuracy_vs_size(self, path, size_key="file_size_bytes"):
+        """PNG of accuracy against `.keras` file size (or `size_key="parameters"`)."""
+        return plots.plot_accuracy_vs_size(self.rows, path, size_key=size_key,
+                                           title="accuracy against size")
+
+    def plot_history(self, path, keys=None):
+        """PNG of every loss component and metric of the attached `fit()` history."""
+        if self.history is None:
+            raise ValueError(
+                "This report has no training history; pass `history=` to `compare()`. "
+                "Received: history=None"
+            )
+        return plots.plot_history(self.history, path, keys=keys, title="training curves")
+
+
+def compare(
+    teacher,
+    student,
+    x,
+    y,
+    others=None,
+    batch_size=256,
+    latency_batch_sizes=(1, 64),
+    latency_repeats=9,
+    num_bins=metrics.DEFAULT_NUM_BINS,
+    from_logits=True,
+    history=None,
+):
+    """Measures a teacher, a student and any other models on the same `(x, y)`.
+
+    For each model: parameter count, size of its saved `.keras` file,
+    accuracy, top-1 agreement with the teacher (the fraction of examples on
+    which both predict the same class; 1 for the teacher), expected
+    calibration error (ECE, `metrics.expected_calibration_error`: top-1
+    confidence, `num_bins` equal-width bins, Guo et al. 2017), and
+    inference latency (`latency.measure_latency`: minimum and median of
+    `latency_repeats` calls, at each of `latency_batch_sizes`).
+
+    Args:
+        teacher: The teacher `keras.Model`.
+        student: The student `keras.Model` (e.g. `distiller.student`).
+        x: Inputs (a NumPy array or anything `model.predict` takes with
+            `len()`).
+        y: `(n,)` integer labels.
+        others: Optional `{name: keras.Model}` of further models, e.g. the
+            student trained alone. Defaults to none.
+        batch_size: Batch size of `predict`. Defaults to `256`.
+        latency_batch_sizes: Batch sizes to time. Defaults to `(1, 64)`.
+        latency_repeats: Timed calls per batch size; `0` skips timing.
+            Defaults to `9`.
+        num_bins: Bins of the ECE. Defaults to `15`.
+        from_logits: Whether the models output logits (`True`) or
+            probabilities. Defaults to `True`.
+        history: Optional `fit()` history to keep in the report for
+            `Report.plot_history`. Defaults to none.
+
+    Returns:
+        A `Report`.
+
+    Example:
+        ```python
+        report = compare(teacher, distiller.student, x_test, y_test,
+                         others={"student alone": alone}, history=history)
+        print(report)
+        report.save_json("outputs/report.json")
+        report.plot_accuracy_vs_size("outputs/accuracy_vs_size.png")
+        report.plot_history("outputs/history.png")
+        ```
+
+    References:
+        Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural
+        Networks", ICML 2017. https://arxiv.org/abs/1706.04599
+    """
+    num_bins = metrics.check_num_bins(num_bins)
+    models = {"teacher": teacher, "student": student}
+    for name, model in dict(others or {}).items():
+        if name in models:
+            raise ValueError(
+                f"`others` must not reuse the names 'teacher' or 'student'. Received: others "
+                f"with key {name!r}"
+            )
+        models[str(name)] = model
+    for name, model in models.items():
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"Every model must be a keras.Model of the active Keras ({GENERATION}). "
+                f"Received: {name}={type(model).__module__}.{type(model).__name__}"
+            )
+    if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, int) or latency_repeats < 0:
+        raise ValueError(
+            f"`latency_repeats` must be an integer >= 0. Received: latency_repeats={latency_repeats!r}"
+        )
+    labels = np.asarray(y).reshape(-1)
+    if len(labels) != len(x):
+        raise ValueError(
+            f"`y` must hold one label per example of `x` ({len(x)}). Received: y.shape={np.shape(y)}"
+        )
+    outputs = {
+        name: np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+        for name, model in models.items()
+    }
+    rows = []
+    for name, model in models.items():
+        probabilities = metrics.softmax(outputs[name]) if from_logits else outputs[name]
+        latency = {}
+        if latency_repeats:
+            for size in latency_batch_sizes:
+                latency[f"batch_{size}"] = measure_latency(
+                    model, x, batch_size=size, repeats=latency_repeats
+                )
+        rows.append({
+            "name": name,
+            "model": model.name,
+            "parameters": int(model.count_params()),
+            "file_size_bytes": saved_size(model),
+            "accuracy": metrics.accuracy(outputs[name], labels),
+            "agreement": metrics.top1_agreement(outputs[name], outputs["teacher"]),
+            "ece": metrics.expected_calibration_error(probabilities, labels, num_bins),
+            "latency": latency,
+        })
+    settings = {
+        "num_examples": int(len(labels)),
+        "num_bins": num_bins,
+        "latency_batch_sizes": [int(b) for b in latency_batch_sizes] if latency_repeats else [],
+        "latency_repeats": int(latency_repeats),
+        "from_logits": bool(from_logits),
+        "generation": GENERATION,
+        "keras_version": KERAS_VERSION,
+    }
+    return Report(rows, settings, history=history)
+
+
+def saved_size(model):
+    """Size in bytes of `model` saved as a `.keras` file, without optimizer state.
+
+    The model is cloned uncompiled (same config and weights) before saving,
+    so a model that was trained with `compile`/`fit` and one that was
+    trained inside a `Distiller` compare on equal terms: the size is what
+    ships. Models that cannot be cloned are saved as they are.
+    """
+    try:
+        # Rebuilt from its config: `clone_model` of a compiled Keras 3 model keeps the optimizer.
+        clone = type(model).from_config(model.get_config())
+        clone.set_weights(model.get_weights())
+    except Exception:  # noqa: BLE001 - subclassed models may not rebuild from config
+        clone = model
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        clone.save(path)
+        return int(os.path.getsize(path))

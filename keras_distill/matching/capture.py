@@ -1,0 +1,111 @@
+"""Captures layer outputs and attention probabilities during a model's own forward pass.
+
+While `recording()` is active, chosen layers of a model record what they
+compute; the model runs once, unchanged, and gives its outputs as usual.
+Works for Sequential, Functional, nested and subclassed models (layers found
+by name anywhere inside, or by a `"outer/inner"` path).
+"""
+
+import contextlib
+
+from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import keras
+
+
+def all_layers(model):
+    """Every layer inside `model`, depth first, without `model` itself."""
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def find_layer(model, name, role):
+    """The layer called `name` (or at path `"outer/inner"`) inside `model`.
+
+    Raises:
+        ValueError: with the names that do exist, when there is no such layer.
+    """
+    owner = model
+    for part in name.split("/"):
+        found = next((layer for layer in all_layers(owner) if layer.name == part), None)
+        if found is None:
+            existing = [layer.name for layer in all_layers(model)]
+            raise ValueError(
+                f"No such layer: {name!r} in the {role} {model.name!r}. "
+                f"Existing layers are: {existing}. Received: {role}_layer={name!r}"
+            )
+        owner = found
+    return owner
+
+
+def _is_attention_layer(layer):
+    return isinstance(layer, keras.layers.MultiHeadAttention)
+
+
+class LayerCapture:
+    """Records the output (or attention probabilities) of named layers of one model.
+
+    Args:
+        model: The model the layers belong to.
+        requests: List of `(layer_name, kind)`, kind `"output"` or `"attention"`.
+        role: `"student"` or `"teacher"`, used in error messages.
+    """
+
+    def __init__(self, model, requests, role):
+        self.model = model
+        self.role = role
+        self.layers = {}
+        for name, kind in requests:
+            layer = find_layer(model, name, role)
+            if kind == "attention" and not _is_attention_layer(layer):
+                raise ValueError(
+                    f"An attention match needs a keras.layers.MultiHeadAttention layer (or a "
+                    f"subclass). Received: {role}_layer={name!r} of type {type(layer).__name__}"
+                )
+            self.layers[(name, kind)] = layer
+        self.values = {}
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Installs the recorders for the duration of one forward pass."""
+        self.values = {}
+        installed = []
+        try:
+            for key, layer in self.layers.items():
+                attribute = "_compute_attention" if key[1] == "attention" else "call"
+                original = getattr(layer, attribute)
+                recorder = (self._attention_recorder if key[1] == "attention" else self._output_recorder)
+                object.__setattr__(layer, attribute, recorder(key, original))
+                installed.append((layer, attribute))
+            yield self.values
+        finally:
+            for layer, attribute in installed:
+                object.__delattr__(layer, attribute)
+
+    def _output_recorder(self, key, original):
+        def call(*args, **kwargs):
+            outputs = original(*args, **kwargs)
+            self.values[key] = outputs
+            return outputs
+
+        return call
+
+    def _attention_recorder(self, key, original):
+        layer = self.layers[key]
+
+        def compute_attention(query, key_tensor, value, attention_mask=None, training=None,
+                              return_attention_scores=False, **kwargs):
+            if IS_LEGACY:
+                output, scores = original(query, key_tensor, value, attention_mask, training)
+            else:
+                if getattr(layer, "_flash_attention", False):
+                    raise ValueError(
+                        "Attention probabilities cannot be captured from a layer that uses "
+                        "flash attention. Create it with `flash_attention=False`. "
+                        f"Received: {self.role}_layer={layer.name!r}"
+                    )
+                output, scores = original(
+                    query, key_tensor, value, attention_mask, training, True, **kwargs
+                )
+            self.values[key] = (scores, attention_mask)
+            return output, scores
+
+        return compute_attention

@@ -1,0 +1,5 @@
+"""Where the teacher's outputs come from: a live model or a cache of its logits."""
+
+from keras_distill.teachers.cache import TeacherCache
+
+__all__ = ["TeacherCache"]

@@ -1,0 +1,30 @@
+import os
+
+import keras_distill
+from keras_distill import _keras
+
+
+def test_generation_follows_the_environment():
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS", "0") in ("1", "true", "yes")
+    assert _keras.IS_LEGACY is legacy
+    assert keras_distill.GENERATION == ("tf_keras" if legacy else "keras3")
+    assert _keras.keras.__name__ == ("tf_keras" if legacy else "keras")
+
+
+def test_distiller_is_a_model_of_the_active_generation():
+    assert issubclass(keras_distill.Distiller, _keras.keras.Model)
+
+
+def test_no_module_imports_keras_on_its_own():
+    package_dir = os.path.dirname(keras_distill.__file__)
+    offenders = []
+    for root, _, files in os.walk(package_dir):
+        for name in files:
+            if not name.endswith(".py") or name == "_keras.py":
+                continue
+            with open(os.path.join(root, name)) as source:
+                for line in source:
+                    stripped = line.strip()
+                    if stripped.startswith(("import keras", "import tf_keras", "from keras ", "from tf_keras")):
+                        offenders.append(f"{name}: {stripped}")
+    assert offenders == []
