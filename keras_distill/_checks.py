@@ -1,7 +1,12 @@
-"""Argument checks shared by the distiller: clear errors before TensorFlow's."""
+"""Argument checks shared by every module: clear errors before TensorFlow's.
+
+Each kind of check lives here once. Messages name the argument, say what was
+expected and end with `Received: name=value`.
+"""
 
 import math
 import numbers
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -47,8 +52,63 @@ def check_choice(name, value, choices):
     return value
 
 
-def check_model(name, model):
-    """Raises unless `model` is a built `keras.Model` of the active generation."""
+def check_int(name, value, minimum=1):
+    """Returns `value` as an int, or raises unless it is an integer >= `minimum`.
+
+    NumPy integers pass; booleans and floats (even `2.0`) do not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_number(name, value, minimum=None, integer=False):
+    """Returns `value`, or raises unless it is a finite number (an integer) >= `minimum`."""
+    kind = numbers.Integral if integer else numbers.Real
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not math.isfinite(value)
+        or (minimum is not None and value < minimum)
+    ):
+        what = "an integer" if integer else "a number"
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"`{name}` must be {what}{bound}. Received: {name}={value!r}")
+    return value
+
+
+def check_path(name, path, suffixes, expected=None):
+    """Returns `path` as a `str`, or raises unless it ends in one of `suffixes`.
+
+    The comparison ignores case. `expected` overrides the default wording
+    ("a file path ending in ...").
+    """
+    suffixes = (suffixes,) if isinstance(suffixes, str) else tuple(suffixes)
+    expected = expected or "a file path ending in " + " or ".join(repr(s) for s in suffixes)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={path!r}") from None
+    if not isinstance(path, str) or not path.lower().endswith(suffixes):
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={path!r}")
+    return path
+
+
+def check_existing_file(name, path, expected):
+    """Raises unless `path` is an existing file (a folder or nothing is reported as such)."""
+    if not os.path.isfile(path):
+        reason = "it is a folder" if os.path.isdir(path) else "no such file"
+        raise ValueError(f"`{name}` must be {expected}; {reason}. Received: {name}={path!r}")
+
+
+def first_line(error):
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_keras_model(name, model):
+    """Raises unless `model` is a `keras.Model` of the active generation (built or not)."""
     if not isinstance(model, keras.Model):
         generation_hint = ""
         module = type(model).__module__ or ""
@@ -58,9 +118,15 @@ def check_model(name, model):
                 "same Keras (set TF_USE_LEGACY_KERAS=1 before importing for tf_keras)."
             )
         raise ValueError(
-            f"`{name}` must be a keras.Model.{generation_hint} "
+            f"`{name}` must be a keras.Model of the active Keras ({GENERATION}).{generation_hint} "
             f"Received: {name}={type(model).__module__}.{type(model).__name__}"
         )
+    return model
+
+
+def check_model(name, model):
+    """Raises unless `model` is a built `keras.Model` of the active generation."""
+    check_keras_model(name, model)
     if not model.built:
         raise ValueError(
             f"`{name}` is not built, so its input and output shapes are unknown. "

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 
 from keras_distill._keras import keras
+from keras_distill._checks import check_choice
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -59,11 +60,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     def __init__(self, monitor=None, restore="batch", verbose=True):
         super().__init__()
-        if restore not in self.RESTORE_MODES:
-            raise ValueError(
-                f"`restore` must be one of {list(self.RESTORE_MODES)}. "
-                f"Received: restore={restore!r}"
-            )
+        check_choice("restore", restore, self.RESTORE_MODES)
         if monitor is not None and (isinstance(monitor, str) or not all(
             isinstance(name, str) for name in monitor
         )):

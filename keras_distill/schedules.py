@@ -9,12 +9,7 @@ import math
 import numbers
 
 from keras_distill._keras import keras
-
-
-def _check_epochs(epochs):
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-        raise ValueError(f"`epochs` must be an integer >= 1. Received: epochs={epochs!r}")
-    return int(epochs)
+from keras_distill._checks import check_int
 
 
 class _Schedule:
@@ -51,7 +46,7 @@ def linear(start, end, epochs):
         linear(8.0, 2.0, epochs=10)(0), linear(8.0, 2.0, epochs=10)(9)  # 8.0, 2.0
         ```
     """
-    epochs = _check_epochs(epochs)
+    epochs = check_int("epochs", epochs)
 
     def value(epoch):
         fraction = 1.0 if epochs == 1 else min(epoch / (epochs - 1), 1.0)
@@ -69,7 +64,7 @@ def cosine(start, end, epochs):
         Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm
         Restarts", 2017 (the cosine shape). https://arxiv.org/abs/1608.03983
     """
-    epochs = _check_epochs(epochs)
+    epochs = check_int("epochs", epochs)
 
     def value(epoch):
         fraction = 1.0 if epochs == 1 else min(epoch / (epochs - 1), 1.0)

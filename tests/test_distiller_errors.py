@@ -83,7 +83,7 @@ def test_unbuilt_student(teacher):
 
 
 def test_not_a_model(student):
-    with pytest.raises(ValueError, match=r"`teacher` must be a keras.Model\..*Received: teacher=builtins.str"):
+    with pytest.raises(ValueError, match=r"`teacher` must be a keras.Model of the active Keras .*Received: teacher=builtins.str"):
         Distiller(student=student, teacher="teacher.keras")
 
 

@@ -9,12 +9,6 @@ import tensorflow as tf
 from keras_distill._keras import keras
 
 
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
-
-
 def steps_per_epoch(x, batch_size):
     """Batches per epoch of `x`: NumPy arrays or a finite, batched `tf.data.Dataset`."""
     if isinstance(x, tf.data.Dataset):

@@ -10,6 +10,7 @@ import statistics
 import time
 
 import numpy as np
+from keras_distill._checks import check_int
 
 _INSTALL_HINT = (
     "Running .tflite files needs the LiteRT interpreter. Install it with "
@@ -125,9 +126,8 @@ def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2):
         tflite_latency("student.tflite", x_test)["min_ms"]
         ```
     """
-    for name, value in (("batch_size", batch_size), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    check_int("batch_size", batch_size)
+    check_int("repeats", repeats)
     x = np.asarray(x, dtype=np.float32)
     batch = x[np.resize(np.arange(len(x)), batch_size)]
     interpreter = load_interpreter(model)

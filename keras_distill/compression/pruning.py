@@ -6,6 +6,7 @@ import numpy as np
 
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
+from keras_distill._checks import check_int
 
 
 def prune(
@@ -91,8 +92,8 @@ def prune(
         )
     if not isinstance(end_fraction, numbers.Real) or not 0.0 < end_fraction <= 1.0:
         raise ValueError(f"`end_fraction` must be a number in (0, 1]. Received: end_fraction={end_fraction!r}")
-    epochs = _training.check_positive_int("epochs", epochs)
-    batch_size = _training.check_positive_int("batch_size", batch_size)
+    epochs = check_int("epochs", epochs)
+    batch_size = check_int("batch_size", batch_size)
     total_steps = _training.steps_per_epoch(x, batch_size) * epochs
     if pruning_schedule is None:
         pruning_schedule = default_schedule(tfmot, target_sparsity, total_steps, end_fraction, frequency)
@@ -109,7 +110,7 @@ def default_schedule(tfmot, target_sparsity, total_steps, end_fraction=0.7, freq
     """Polynomial 0 -> `target_sparsity`, ending on a mask update before the last step."""
     if frequency is None:
         frequency = max(1, total_steps // 20)
-    frequency = _training.check_positive_int("frequency", frequency)
+    frequency = check_int("frequency", frequency)
     end_step = (int(end_fraction * total_steps) // frequency) * frequency
     if end_step < frequency or end_step > total_steps - 1:
         raise ValueError(

@@ -5,6 +5,8 @@ from keras_distill.compression._tfmot import import_tfmot
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
+from keras_distill._checks import check_int
+from keras_distill._checks import check_choice
 
 KERAS_QUANTIZATION_MODES = ("int8", "int4", "float8")
 
@@ -101,8 +103,8 @@ def quantization_aware_training(
     tfmot = import_tfmot("quantization_aware_training")
     if not isinstance(keep_float, bool):
         raise ValueError(f"`keep_float` must be True or False. Received: keep_float={keep_float!r}")
-    epochs = _training.check_positive_int("epochs", epochs)
-    batch_size = _training.check_positive_int("batch_size", batch_size)
+    epochs = check_int("epochs", epochs)
+    batch_size = check_int("batch_size", batch_size)
     unsupported = unquantizable_layers(student)
     if unsupported and not keep_float:
         listed = ", ".join(f"{name!r} ({cls})" for name, cls in unsupported)
@@ -160,10 +162,7 @@ def keras_quantize(model, mode="int8"):
             "`quantization_aware_training()` or `export_tflite(model, path, "
             f"quantization='int8', representative_data=x)`. Received: GENERATION={GENERATION!r}"
         )
-    if mode not in KERAS_QUANTIZATION_MODES:
-        raise ValueError(
-            f"`mode` must be one of {list(KERAS_QUANTIZATION_MODES)}. Received: mode={mode!r}"
-        )
+    check_choice("mode", mode, KERAS_QUANTIZATION_MODES)
     copy = _training.clone(model)
     copy.quantize(mode)
     return copy

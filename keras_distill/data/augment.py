@@ -23,14 +23,7 @@ import numbers
 
 import numpy as np
 import tensorflow as tf
-
-
-def _check_non_negative(name, value, integer=False):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
-        what = "an integer" if integer else "a number"
-        raise ValueError(f"`{name}` must be {what} >= 0. Received: {name}={value!r}")
-    return value
+from keras_distill._checks import check_number
 
 
 def signal_augmentation(max_shift=3, scale_range=(0.9, 1.1), noise_std=0.05):
@@ -55,8 +48,8 @@ def signal_augmentation(max_shift=3, scale_range=(0.9, 1.1), noise_std=0.05):
         ds = function_matching_dataset(x, y, augmentation=signal_augmentation())
         ```
     """
-    max_shift = _check_non_negative("max_shift", max_shift, integer=True)
-    noise_std = _check_non_negative("noise_std", noise_std)
+    max_shift = check_number("max_shift", max_shift, minimum=0, integer=True)
+    noise_std = check_number("noise_std", noise_std, minimum=0)
     low, high = _check_range(scale_range)
 
     def augment(batch):
@@ -85,8 +78,8 @@ def image_augmentation(max_translation=1, noise_std=0.0):
     Returns:
         A function `batch -> augmented batch`.
     """
-    max_translation = _check_non_negative("max_translation", max_translation, integer=True)
-    noise_std = _check_non_negative("noise_std", noise_std)
+    max_translation = check_number("max_translation", max_translation, minimum=0, integer=True)
+    noise_std = check_number("noise_std", noise_std, minimum=0)
 
     def augment(batch):
         batch = tf.convert_to_tensor(batch, tf.float32)

@@ -1,10 +1,11 @@
 """Inference latency of a Keras model: minimum and median of repeated timed calls."""
 
-import numbers
 import time
 
 import numpy as np
 import tensorflow as tf
+
+from keras_distill._checks import check_int
 
 
 def measure_latency(model, x, batch_size=1, repeats=9, warmup=2):
@@ -30,8 +31,8 @@ def measure_latency(model, x, batch_size=1, repeats=9, warmup=2):
         measure_latency(student, x_test, batch_size=1)["median_ms"]
         ```
     """
-    batch_size = _check_positive_int("batch_size", batch_size)
-    repeats = _check_positive_int("repeats", repeats)
+    batch_size = check_int("batch_size", batch_size)
+    repeats = check_int("repeats", repeats)
     x = np.asarray(x)
     if len(x) == 0:
         raise ValueError(f"`x` must hold at least one example. Received: x.shape={x.shape}")
@@ -51,9 +52,3 @@ def measure_latency(model, x, batch_size=1, repeats=9, warmup=2):
         "min_ms": float(np.min(times)),
         "median_ms": float(np.median(times)),
     }
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)

@@ -6,6 +6,7 @@ Pure functions of arrays, usable on any model's predictions.
 import numbers
 
 import numpy as np
+from keras_distill._checks import check_int
 
 DEFAULT_NUM_BINS = 15
 
@@ -105,9 +106,7 @@ def expected_calibration_error(probabilities, labels, num_bins=DEFAULT_NUM_BINS)
 
 def check_num_bins(num_bins):
     """Returns `num_bins` as an int, or raises unless it is an integer >= 1."""
-    if isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 1:
-        raise ValueError(f"`num_bins` must be an integer >= 1. Received: num_bins={num_bins!r}")
-    return int(num_bins)
+    return check_int("num_bins", num_bins)
 
 
 def _check_pair(outputs, labels, name="outputs"):

@@ -8,6 +8,7 @@ import math
 import os
 
 from keras_distill._files import atomic_path
+from keras_distill._checks import check_choice
 
 
 def new_figure(width, height):
@@ -100,11 +101,7 @@ def plot_accuracy_vs_size(rows, path, size_key="file_size_bytes", title=None):
     Returns:
         `path`.
     """
-    if size_key not in ("file_size_bytes", "parameters"):
-        raise ValueError(
-            "`size_key` must be one of ['file_size_bytes', 'parameters']. "
-            f"Received: size_key={size_key!r}"
-        )
+    check_choice("size_key", size_key, ("file_size_bytes", "parameters"))
     figure = new_figure(5.5, 4.0)
     axes = figure.add_subplot(1, 1, 1)
     scale, unit = (1024.0, "file size (KiB)") if size_key == "file_size_bytes" else (1.0, "parameters")

@@ -13,6 +13,8 @@ from keras_distill._keras import KERAS_VERSION
 from keras_distill._keras import keras
 from keras_distill._files import write_text
 from keras_distill.evaluation.latency import measure_latency
+from keras_distill._checks import check_int
+from keras_distill._checks import check_keras_model
 
 COLUMNS = (
     ("name", "model", "{}"),
@@ -186,15 +188,8 @@ def compare(
             )
         models[str(name)] = model
     for name, model in models.items():
-        if not isinstance(model, keras.Model):
-            raise ValueError(
-                f"Every model must be a keras.Model of the active Keras ({GENERATION}). "
-                f"Received: {name}={type(model).__module__}.{type(model).__name__}"
-            )
-    if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, int) or latency_repeats < 0:
-        raise ValueError(
-            f"`latency_repeats` must be an integer >= 0. Received: latency_repeats={latency_repeats!r}"
-        )
+        check_keras_model(name, model)
+    check_int("latency_repeats", latency_repeats, minimum=0)
     labels = np.asarray(y).reshape(-1)
     if len(labels) != len(x):
         raise ValueError(
