@@ -7,6 +7,7 @@ expected and end with `Received: name=value`.
 import math
 import numbers
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -134,6 +135,24 @@ def check_model(name, model):
             f"or by calling it on a batch. Received: {name}={model.name!r} (unbuilt)"
         )
 
+
+def check_teacher_from_logits(teacher_from_logits, teacher_outputs):
+    """`teacher_from_logits`, or its value from the deprecated `teacher_outputs`."""
+    if teacher_outputs is None:
+        if not isinstance(teacher_from_logits, bool):
+            raise ValueError(
+                "`teacher_from_logits` must be True (the teacher returns logits) or False "
+                f"(probabilities). Received: teacher_from_logits={teacher_from_logits!r}"
+            )
+        return teacher_from_logits
+    warnings.warn(
+        "`teacher_outputs` is deprecated and will be removed in the next release; use "
+        "`teacher_from_logits=True` (logits) or `teacher_from_logits=False` (probabilities).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    check_choice("teacher_outputs", teacher_outputs, TEACHER_OUTPUT_KINDS)
+    return teacher_outputs == "logits"
 
 def check_distinct(student, teacher):
     """Raises when the same model object is passed as student and teacher."""

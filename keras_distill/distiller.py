@@ -3,10 +3,13 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_distill import _checks
 from keras_distill import _keras
 from keras_distill import losses as losses_lib
-from keras_distill import _checks
-from keras_distill.teachers import cache as cache_lib
+from keras_distill._outputs import is_nested as _is_nested
+from keras_distill._outputs import select_output as _select
+from keras_distill._outputs import static_output_shape as _static_output_shape
+from keras_distill.teachers import source as teacher_sources
 from keras_distill.matching.adapters import FeatureAdapter
 from keras_distill.matching.capture import LayerCapture
 from keras_distill.matching.matches import AttentionMatch
@@ -54,8 +57,8 @@ class Distiller(keras.Model):
         student: Built `keras.Model` to train. Outputs logits.
         teacher: Built, trained `keras.Model`, or a `TeacherCache` of its
             outputs (then feed `cache.dataset(...)`; no teacher runs).
-        teacher_outputs: `"logits"` or `"probabilities"`: what the teacher
-            returns. Defaults to `"logits"`.
+        teacher_from_logits: Whether the teacher returns logits (`False`:
+            probabilities, e.g. a softmax head). Defaults to `True`.
         student_output: For several outputs, the name or index of the one to
             distil. Defaults to `None` (the only output).
         teacher_output: Same, for the teacher. Defaults to `None`.
@@ -63,6 +66,8 @@ class Distiller(keras.Model):
             entries all equal it count as missing too). Defaults to `-1`.
         feature_matches: List of `FeatureMatch`. Defaults to none.
         attention_matches: List of `AttentionMatch`. Defaults to none.
+        teacher_outputs: Deprecated: `"probabilities"` is
+            `teacher_from_logits=False`.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -83,38 +88,36 @@ class Distiller(keras.Model):
         self,
         student,
         teacher,
-        teacher_outputs="logits",
+        teacher_from_logits=True,
         student_output=None,
         teacher_output=None,
         label_mask_value=-1,
         feature_matches=None,
         attention_matches=None,
+        teacher_outputs=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        teacher_from_logits = _checks.check_teacher_from_logits(teacher_from_logits, teacher_outputs)
         _checks.check_model("student", student)
-        self.cache = teacher if isinstance(teacher, cache_lib.TeacherCache) else None
-        if self.cache is None:
-            _checks.check_model("teacher", teacher)
-            _checks.check_distinct(student, teacher)
-            teacher.trainable = False
-            teacher_shape = _static_output_shape(teacher, teacher_output, "teacher")
-        else:
-            if feature_matches or attention_matches:
-                raise ValueError(
-                    "Feature and attention matches need the live teacher; a TeacherCache holds "
-                    "logits only. Received: teacher=TeacherCache with matches"
-                )
-            teacher, teacher_shape = None, (None, self.cache.num_classes)
-        _checks.check_choice("teacher_outputs", teacher_outputs, _checks.TEACHER_OUTPUT_KINDS)
+        _checks.check_distinct(student, teacher)
+        self.teacher_source = teacher_sources.teacher_source(
+            teacher, from_logits=teacher_from_logits, output=teacher_output
+        )
+        if self.teacher_source.is_cached and (feature_matches or attention_matches):
+            raise ValueError(
+                "Feature and attention matches need the live teacher; a TeacherCache holds "
+                "logits only. Received: teacher=TeacherCache with matches"
+            )
         self.student = student
-        self.teacher = teacher
-        self.teacher_outputs = teacher_outputs
+        self.teacher = self.teacher_source.model
+        self.teacher_from_logits = teacher_from_logits
         self.student_output = student_output
         self.teacher_output = teacher_output
         self.label_mask_value = label_mask_value
         _checks.check_class_counts(
-            _static_output_shape(student, student_output, "student"), teacher_shape
+            _static_output_shape(student, student_output, "student"),
+            self.teacher_source.output_shape(),
         )
         self._alpha = self.add_weight(
             name="alpha", shape=(), dtype="float32", initializer="zeros", trainable=False
@@ -136,7 +139,7 @@ class Distiller(keras.Model):
             student, [(m.student_layer, m.kind) for m in self.matches], "student"
         )
         self._teacher_capture = LayerCapture(
-            teacher, [(m.teacher_layer, m.kind) for m in self.matches], "teacher"
+            self.teacher, [(m.teacher_layer, m.kind) for m in self.matches], "teacher"
         )
         self.match_trackers = [keras.metrics.Mean(name=m.name) for m in self.matches]
         self.adapters = {}
@@ -233,10 +236,18 @@ class Distiller(keras.Model):
             *self.match_trackers,
         ] + _keras.compiled_metric_objects(self)
 
+    @property
+    def cache(self):
+        """The `TeacherCache` the Distiller reads, or `None` for a live teacher."""
+        return getattr(self.teacher_source, "cache", None)
+
+    @property
+    def teacher_outputs(self):
+        """Deprecated: `"logits"` or `"probabilities"`; see `teacher_from_logits`."""
+        return "logits" if self.teacher_from_logits else "probabilities"
+
     def call(self, inputs, training=False):
-        if cache_lib.is_cached_batch(inputs):
-            inputs = inputs[cache_lib.INPUTS_KEY]
-        return self.student(inputs, training=training)
+        return self.student(teacher_sources.student_inputs(inputs), training=training)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_strategy()
@@ -293,7 +304,7 @@ class Distiller(keras.Model):
             "name": self.name,
             "student": _keras.serialize(self.student),
             "teacher": None if self.teacher is None else _keras.serialize(self.teacher),
-            "teacher_outputs": self.teacher_outputs,
+            "teacher_from_logits": self.teacher_from_logits,
             "student_output": self.student_output,
             "teacher_output": self.teacher_output,
             "label_mask_value": self.label_mask_value,
@@ -366,27 +377,8 @@ class Distiller(keras.Model):
         self._adapters_built = True
 
     def _teacher_forward(self, x):
-        """`(student inputs, teacher logits (float32), captured teacher features)`.
-
-        With a cache, the logits come with the batch and no teacher runs.
-        """
-        if cache_lib.is_cached_batch(x):
-            logits = tf.cast(x[cache_lib.LOGITS_KEY], tf.float32)
-            return x[cache_lib.INPUTS_KEY], logits, {}
-        if self.cache is not None:
-            raise ValueError(
-                "This Distiller reads the teacher's outputs from a TeacherCache: train it on "
-                "`cache.dataset(x, y)`. Received: a batch without cached teacher logits"
-            )
-        with self._teacher_capture.recording() as captured:
-            outputs = self.teacher(x, training=False)
-        outputs = _select(outputs, self.teacher_output, self.teacher, "teacher")
-        outputs = tf.stop_gradient(tf.cast(outputs, tf.float32))
-        if self.teacher_outputs == "probabilities":
-            outputs = tf.math.log(tf.maximum(outputs, 1e-12))
-        return x, outputs, tf.nest.map_structure(
-            lambda value: value if value is None else tf.stop_gradient(value), dict(captured)
-        )
+        """`(student inputs, teacher logits (float32), captured teacher features)`."""
+        return self.teacher_source.forward(x, self._teacher_capture)
 
     def _label_mask(self, labels, logits):
         """1.0 for rows that carry a label, 0.0 for rows marked missing."""
@@ -508,7 +500,7 @@ class Distiller(keras.Model):
         except Exception as error:  # Keras and TensorFlow raise many types here.
             expected = [tuple(t.shape) for t in getattr(model, "inputs", None) or []]
             received = [tuple(np.shape(leaf)) for leaf in tf.nest.flatten(x)]
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = _checks.first_line(error)
             raise ValueError(
                 f"The {role} cannot run on `x` ({reason}). Expected inputs of shape "
                 f"{expected or 'unknown'}. Received: x with shape {received}"
@@ -531,7 +523,7 @@ class Distiller(keras.Model):
         on their first batch. Generators and `PyDataset`s are not checked.
         """
         batch = _first_batch(x, y)
-        if batch is None or self.cache is not None:
+        if batch is None or self.teacher_source.is_cached:
             return
         x_batch, y_batch = batch
         if isinstance(x, (np.ndarray, dict, list, tuple)):
@@ -546,12 +538,12 @@ class Distiller(keras.Model):
                           self.student, "student")
         _checks.check_class_counts(tuple(student.shape), tuple(teacher.shape))
         _checks.check_finite("teacher outputs", teacher)
-        if self.teacher_outputs == "logits" and _checks.looks_like_probabilities(teacher):
+        if self.teacher_from_logits and _checks.looks_like_probabilities(teacher):
             raise ValueError(
                 "The teacher returns probabilities (every row is in [0, 1] and sums to 1), "
                 "but the Distiller was told they are logits. Pass "
-                "`teacher_outputs='probabilities'`, or remove the teacher's final softmax. "
-                "Received: teacher_outputs='logits'"
+                "`teacher_from_logits=False`, or remove the teacher's final softmax. "
+                "Received: teacher_from_logits=True"
             )
         labels = y if isinstance(y, np.ndarray) else y_batch
         if labels is not None and not _is_nested(labels):
@@ -579,50 +571,6 @@ def _check_unique_names(matches):
             "Each match needs its own name for the fit() history (pass `name=`). "
             f"Received: duplicate or reserved names {clashes}"
         )
-
-
-def _is_nested(value):
-    return isinstance(value, (dict, list, tuple))
-
-
-def _select(outputs, key, model, role):
-    """Picks the distilled output out of a model's (possibly several) outputs."""
-    if not _is_nested(outputs):
-        if key not in (None, 0) and not isinstance(key, str):
-            raise ValueError(f"`{role}_output` must be None for a single output. Received: {key!r}")
-        return outputs
-    names = list(outputs) if isinstance(outputs, dict) else list(getattr(model, "output_names", []) or [])
-    if key is None:
-        if len(outputs) == 1:
-            return outputs[names[0]] if isinstance(outputs, dict) else outputs[0]
-        raise ValueError(
-            f"The {role} has {len(outputs)} outputs {names}; name the one to distil "
-            f"with `{role}_output=`. Received: {role}_output=None"
-        )
-    if isinstance(outputs, dict):
-        if key in outputs:
-            return outputs[key]
-    elif isinstance(key, int) and -len(outputs) <= key < len(outputs):
-        return outputs[key]
-    elif key in names:
-        return outputs[names.index(key)]
-    raise ValueError(
-        f"No output {key!r} in the {role}'s outputs. Existing outputs are: {names}. "
-        f"Received: {role}_output={key!r}"
-    )
-
-
-def _static_output_shape(model, key, role):
-    """The distilled output's static shape, or `None` when the model cannot tell."""
-    try:
-        outputs = model.output
-    except (AttributeError, ValueError):
-        return None
-    if outputs is None:
-        return None
-    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
-        outputs = outputs[0]
-    return tuple(_select(outputs, key, model, role).shape)
 
 
 def _example_weights(sample_weight, batch_size):
@@ -668,3 +616,4 @@ def _first_batch(x, y=None):
         return array[:_PREFLIGHT_BATCH]
 
     return tf.nest.map_structure(head, x), None if y is None else tf.nest.map_structure(head, y)
+

@@ -204,7 +204,8 @@ def test_probability_teacher_declared_as_such_gives_the_logit_loss(teacher, stud
     x, y = data
     probabilities = keras.Model(teacher.inputs[0], keras.layers.Softmax()(teacher.outputs[0]))
     with_logits = evaluate(compiled(Distiller(student=student, teacher=teacher)), x, y)
-    distiller = compiled(Distiller(student=student, teacher=probabilities, teacher_outputs="probabilities"))
+    distiller = compiled(Distiller(student=student, teacher=probabilities,
+                                   teacher_from_logits=False))
     assert_components(evaluate(distiller, x, y), with_logits)
 
 
@@ -216,8 +217,8 @@ def test_probability_teacher_declared_as_logits_is_reported(teacher, student, da
         distiller.fit(x, y, epochs=1, verbose=0)
     assert str(error.value) == (
         "The teacher returns probabilities (every row is in [0, 1] and sums to 1), but the "
-        "Distiller was told they are logits. Pass `teacher_outputs='probabilities'`, or remove "
-        "the teacher's final softmax. Received: teacher_outputs='logits'"
+        "Distiller was told they are logits. Pass `teacher_from_logits=False`, or remove "
+        "the teacher's final softmax. Received: teacher_from_logits=True"
     )
 
 

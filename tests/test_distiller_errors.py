@@ -94,8 +94,20 @@ def test_unknown_loss_name(distiller):
     assert str(error.value).endswith("Received: identifier='kld'")
 
 
-def test_unknown_teacher_outputs_kind(teacher, student):
+def test_teacher_from_logits_must_be_a_bool(teacher, student):
     with pytest.raises(ValueError) as error:
+        Distiller(student=student, teacher=teacher, teacher_from_logits="softmax")
+    assert str(error.value) == (
+        "`teacher_from_logits` must be True (the teacher returns logits) or False "
+        "(probabilities). Received: teacher_from_logits='softmax'"
+    )
+
+
+def test_deprecated_teacher_outputs_still_works_with_a_warning(teacher, student):
+    with pytest.warns(DeprecationWarning, match="`teacher_outputs` is deprecated"):
+        distiller = Distiller(student=student, teacher=teacher, teacher_outputs="probabilities")
+    assert distiller.teacher_from_logits is False
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError) as error:
         Distiller(student=student, teacher=teacher, teacher_outputs="softmax")
     assert str(error.value) == (
         "`teacher_outputs` must be one of ['logits', 'probabilities']. "

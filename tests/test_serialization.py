@@ -38,11 +38,12 @@ def test_student_saves_alone_and_reloads(teacher, student, data, tmp_path):
 
 def test_config_round_trip(teacher, student, data):
     x, _ = data
-    distiller = Distiller(student=student, teacher=teacher, teacher_outputs="logits", label_mask_value=-7)
+    distiller = Distiller(student=student, teacher=teacher, teacher_from_logits=True,
+                          label_mask_value=-7)
     config = distiller.get_config()
     rebuilt = Distiller.from_config(config)
     assert rebuilt.label_mask_value == -7
-    assert rebuilt.teacher_outputs == "logits"
+    assert rebuilt.teacher_from_logits is True
     assert len(rebuilt.student.weights) == len(student.weights)
     assert keras.saving.get_registered_object("keras_distill>Distiller") is Distiller
 

@@ -20,6 +20,8 @@ import tensorflow as tf
 
 from keras_distill import _checks
 from keras_distill._files import atomic_path
+from keras_distill._outputs import logits_from
+from keras_distill._outputs import select_output
 
 INPUTS_KEY = "inputs"
 LOGITS_KEY = "teacher_logits"
@@ -74,7 +76,7 @@ class TeacherCache:
 
     @classmethod
     def build(cls, teacher, x, batch_size=256, dtype="float32", top_k=None,
-              teacher_outputs="logits", teacher_output=None):
+              teacher_from_logits=True, teacher_output=None, teacher_outputs=None):
         """Runs `teacher` once over the input arrays `x` and stores its logits.
 
         Args:
@@ -85,21 +87,19 @@ class TeacherCache:
             top_k: Keep only the `k` largest logits per example (many
                 classes); the others count as zero probability. Defaults to
                 `None` (all).
-            teacher_outputs: `"logits"` or `"probabilities"`. Defaults to `"logits"`.
+            teacher_from_logits: Whether the teacher returns logits (`False`:
+                probabilities). Defaults to `True`.
             teacher_output: Name or index of the output to cache when the
-                teacher has several. Defaults to `None`.
+                teacher has several (as in the `Distiller`). Defaults to `None`.
+            teacher_outputs: Deprecated: `"probabilities"` is
+                `teacher_from_logits=False`.
         """
+        from_logits = _checks.check_teacher_from_logits(teacher_from_logits, teacher_outputs)
         _checks.check_choice("dtype", dtype, _STORAGE_DTYPES)
-        _checks.check_choice("teacher_outputs", teacher_outputs, _checks.TEACHER_OUTPUT_KINDS)
         num_examples, digest = fingerprint(x)
         outputs = teacher.predict(x, batch_size=batch_size, verbose=0)
-        if isinstance(outputs, dict):
-            outputs = outputs[teacher_output]
-        elif isinstance(outputs, (list, tuple)):
-            outputs = outputs[teacher_output or 0]
-        logits = np.asarray(outputs, np.float32)
-        if teacher_outputs == "probabilities":
-            logits = np.log(np.maximum(logits, 1e-12))
+        outputs = select_output(outputs, teacher_output, teacher, "teacher")
+        logits = np.asarray(logits_from(outputs, from_logits), np.float32)
         num_classes = logits.shape[-1]
         indices = None
         if top_k is not None:
