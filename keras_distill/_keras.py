@@ -1,5 +1,7 @@
 """The one place that decides which Keras generation keras_distill runs on.
 
+It also holds every use of a private Keras API (see `PRIVATE_APIS`).
+
 Keras 3 (`import keras`, TensorFlow backend) is the default. Setting the
 environment variable `TF_USE_LEGACY_KERAS=1` *before* importing keras_distill
 selects Keras 2 (`tf_keras`), which tensorflow-model-optimization needs.
@@ -87,6 +89,42 @@ def apply_gradients(optimizer, gradients, variables):
     if IS_LEGACY and isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
         gradients = optimizer.get_unscaled_gradients(gradients)
     optimizer.apply_gradients(zip(gradients, variables))
+
+
+# Private Keras APIs. Every use of a private name lives below, nowhere else.
+# Checked on Keras 3.15.1 and tf_keras 2.21.0; tests/test_keras.py fails
+# loudly when a Keras release renames or changes one of them.
+
+PRIVATE_APIS = {
+    "Layer._flatten_layers": "every layer inside a model, at any depth (all_layers)",
+    "MultiHeadAttention._compute_attention": "attention probabilities (compute_attention)",
+    "MultiHeadAttention._flash_attention": "Keras 3 only: flash attention hides them",
+    "Model._compile_metrics": "Keras 3 only: the compiled metrics (compiled_metric_objects)",
+}
+
+ATTENTION_METHOD = "_compute_attention"
+"""The `MultiHeadAttention` method that computes the attention probabilities."""
+
+
+def all_layers(model):
+    """Every layer inside `model`, depth first, without `model` itself."""
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def uses_flash_attention(layer):
+    """True when a Keras 3 `MultiHeadAttention` computes no probabilities (flash attention)."""
+    return bool(getattr(layer, "_flash_attention", False))
+
+
+def compute_attention(original, query, key, value, attention_mask, training, **kwargs):
+    """Calls the original `_compute_attention`; returns `(output, probabilities)`.
+
+    tf_keras's signature is `(query, key, value, attention_mask, training)`;
+    Keras 3 adds `return_attention_scores` (passed as `True`) and keywords.
+    """
+    if IS_LEGACY:
+        return original(query, key, value, attention_mask, training)
+    return original(query, key, value, attention_mask, training, True, **kwargs)
 
 
 def compiled_metric_objects(model):

@@ -308,8 +308,12 @@ class Distiller(keras.Model):
             "student_output": self.student_output,
             "teacher_output": self.teacher_output,
             "label_mask_value": self.label_mask_value,
-            "feature_matches": [m.get_config() for m in self.matches if m.kind == "output"],
-            "attention_matches": [m.get_config() for m in self.matches if m.kind == "attention"],
+            "feature_matches": [
+                m.get_config() for m in self.matches if isinstance(m, FeatureMatch)
+            ],
+            "attention_matches": [
+                m.get_config() for m in self.matches if isinstance(m, AttentionMatch)
+            ],
         }
 
     @classmethod
@@ -454,12 +458,7 @@ class Distiller(keras.Model):
     def _match_value(self, match, student_features, teacher_features, weights):
         student = student_features[(match.student_layer, match.kind)]
         teacher = teacher_features[(match.teacher_layer, match.kind)]
-        mask = None
-        if match.kind == "attention":
-            (student, mask), (teacher, _) = student, teacher
-        elif match.name in self.adapters:
-            student = self.adapters[match.name](student)
-        value = match.loss_fn(student, teacher, mask)
+        value = match.compute(student, teacher, self.adapters.get(match.name))
         if value.shape.rank == 1:
             return _weighted_mean(value, weights)
         return value / _keras.num_replicas_in_sync()

@@ -151,68 +151,73 @@ def hard_label_cross_entropy(labels, student_logits):
 
 
 class DistillationLoss(keras.losses.Loss):
-    """Base class: `y_true` is the teacher's logits, `y_pred` the student's.
+    """One `keras.losses.Loss` wrapper for the pure functions above.
 
-    Subclasses implement `per_example(teacher_logits, student_logits,
-    temperature, target)`. The `Distiller` calls `per_example` with its own
-    temperature and the hard labels; used on its own, the loss applies
-    `self.temperature`.
+    `y_true` is the teacher's logits, `y_pred` the student's. The wrapped
+    function `fn(teacher_logits, student_logits, **kwargs)` gets
+    `temperature` (when it takes one), `target` (class indices, when it needs
+    them; the teacher's top-1 class where no label is given) and the
+    subclass's extra hyperparameters. The `Distiller` calls `per_example`
+    with its own temperature and the hard labels; used on its own, the loss
+    applies `self.temperature`. Like Keras's `LossFunctionWrapper`, each named
+    loss below only says which function it wraps.
 
     Args:
         temperature: Positive float. Defaults to `1.0`.
-        name: Name of the loss.
+        name: Name of the loss. Defaults to the wrapped function's name.
+        **fn_kwargs: Extra keyword arguments of the wrapped function.
     """
 
-    needs_target = False
-    """Whether `per_example` uses the class targets (the Distiller skips them otherwise)."""
+    fn = None
+    """The pure per-example function this loss wraps."""
 
-    def __init__(self, temperature=1.0, name=None):
-        super().__init__(name=name)
+    uses_temperature = True
+    """Whether `fn` takes a `temperature`."""
+
+    needs_target = False
+    """Whether `fn` takes class targets (the Distiller skips them otherwise)."""
+
+    def __init__(self, temperature=1.0, name=None, **fn_kwargs):
+        super().__init__(name=name or self.fn.__name__)
         self.temperature = temperature
+        self.fn_kwargs = fn_kwargs
 
     def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
-        raise NotImplementedError
+        """The loss of each example, `(batch,)`."""
+        kwargs = dict(self.fn_kwargs)
+        if self.uses_temperature:
+            kwargs["temperature"] = self.temperature if temperature is None else temperature
+        if self.needs_target:
+            kwargs["target"] = tf.argmax(teacher_logits, axis=-1) if target is None else target
+        return type(self).fn(teacher_logits, student_logits, **kwargs)
 
     def call(self, y_true, y_pred):
         return self.per_example(y_true, y_pred, self.temperature)
 
     def get_config(self):
-        return {"name": self.name, "temperature": self.temperature}
+        return {"name": self.name, "temperature": self.temperature, **self.fn_kwargs}
 
 
 @register_serializable
 class DistillationKL(DistillationLoss):
     """`keras.losses.Loss` for `distillation_kl` (the default)."""
 
-    def __init__(self, temperature=1.0, name="distillation_kl"):
-        super().__init__(temperature=temperature, name=name)
-
-    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
-        temperature = self.temperature if temperature is None else temperature
-        return distillation_kl(teacher_logits, student_logits, temperature)
+    fn = distillation_kl
 
 
 @register_serializable
 class SoftTargetCrossEntropy(DistillationLoss):
     """`keras.losses.Loss` for `soft_target_cross_entropy`."""
 
-    def __init__(self, temperature=1.0, name="soft_target_cross_entropy"):
-        super().__init__(temperature=temperature, name=name)
-
-    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
-        temperature = self.temperature if temperature is None else temperature
-        return soft_target_cross_entropy(teacher_logits, student_logits, temperature)
+    fn = soft_target_cross_entropy
 
 
 @register_serializable
 class LogitMSE(DistillationLoss):
     """`keras.losses.Loss` for `logit_mse` (temperature has no effect)."""
 
-    def __init__(self, temperature=1.0, name="logit_mse"):
-        super().__init__(temperature=temperature, name=name)
-
-    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
-        return logit_mse(teacher_logits, student_logits)
+    fn = logit_mse
+    uses_temperature = False
 
 
 @register_serializable
@@ -226,25 +231,24 @@ class DecoupledKD(DistillationLoss):
         temperature: Positive float. Defaults to `1.0`.
         alpha: Weight of TCKD. Defaults to `1.0`.
         beta: Weight of NCKD. Defaults to `8.0`.
+        name: Name of the loss. Defaults to `"decoupled_kd"`.
     """
 
+    fn = decoupled_kd
     needs_target = True
 
-    def __init__(self, temperature=1.0, alpha=1.0, beta=8.0, name="decoupled_kd"):
-        super().__init__(temperature=temperature, name=name)
-        self.alpha = alpha
-        self.beta = beta
+    def __init__(self, temperature=1.0, alpha=1.0, beta=8.0, name=None):
+        super().__init__(temperature=temperature, name=name, alpha=alpha, beta=beta)
 
-    def per_example(self, teacher_logits, student_logits, temperature=None, target=None):
-        temperature = self.temperature if temperature is None else temperature
-        if target is None:
-            target = tf.argmax(teacher_logits, axis=-1)
-        return decoupled_kd(
-            teacher_logits, student_logits, target, temperature, self.alpha, self.beta
-        )
+    @property
+    def alpha(self):
+        """Weight of the target-class term (TCKD)."""
+        return self.fn_kwargs["alpha"]
 
-    def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+    @property
+    def beta(self):
+        """Weight of the non-target-class term (NCKD)."""
+        return self.fn_kwargs["beta"]
 
 
 _REGISTRY = {

@@ -1,5 +1,7 @@
 import os
 
+import numpy as np
+
 import keras_distill
 from keras_distill import _keras
 
@@ -28,3 +30,26 @@ def test_no_module_imports_keras_on_its_own():
                     if stripped.startswith(("import keras", "import tf_keras", "from keras ", "from tf_keras")):
                         offenders.append(f"{name}: {stripped}")
     assert offenders == []
+
+
+def test_every_private_keras_api_still_exists():
+    """Fails loudly when a Keras release renames a private API the package uses."""
+    keras = _keras.keras
+    inputs = keras.Input((4, 8))
+    attention = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    model = keras.Model(inputs, attention(inputs, inputs))
+    assert "mha" in [layer.name for layer in _keras.all_layers(model)]
+    assert callable(getattr(attention, _keras.ATTENTION_METHOD))
+    query = keras.ops.ones((1, 4, 2, 4)) if not _keras.IS_LEGACY else None
+    if query is not None:
+        output, scores = _keras.compute_attention(
+            getattr(attention, _keras.ATTENTION_METHOD), query, query, query, None, False
+        )
+        assert tuple(scores.shape) == (1, 2, 4, 4)
+        assert hasattr(attention, "_flash_attention")
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    model.fit(np.ones((2, 4, 8)), np.ones((2, 4, 8)), verbose=0)
+    metric_names = [m.name for m in _keras.compiled_metric_objects(model)]
+    assert metric_names, "the compiled metrics are not found"
+    assert set(_keras.PRIVATE_APIS) >= {"Layer._flatten_layers",
+                                         "MultiHeadAttention._compute_attention"}

@@ -8,13 +8,13 @@ by name anywhere inside, or by a `"outer/inner"` path).
 
 import contextlib
 
-from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import ATTENTION_METHOD
+from keras_distill._keras import all_layers
+from keras_distill._keras import compute_attention
 from keras_distill._keras import keras
+from keras_distill._keras import uses_flash_attention
 
 
-def all_layers(model):
-    """Every layer inside `model`, depth first, without `model` itself."""
-    return list(model._flatten_layers(include_self=False, recursive=True))
 
 
 def find_layer(model, name, role):
@@ -36,8 +36,12 @@ def find_layer(model, name, role):
     return owner
 
 
-def _is_attention_layer(layer):
-    return isinstance(layer, keras.layers.MultiHeadAttention)
+def _check_capturable(kind, layer, name, role):
+    if kind == "attention" and not isinstance(layer, keras.layers.MultiHeadAttention):
+        raise ValueError(
+            f"An attention match needs a keras.layers.MultiHeadAttention layer (or a "
+            f"subclass). Received: {role}_layer={name!r} of type {type(layer).__name__}"
+        )
 
 
 class LayerCapture:
@@ -55,11 +59,7 @@ class LayerCapture:
         self.layers = {}
         for name, kind in requests:
             layer = find_layer(model, name, role)
-            if kind == "attention" and not _is_attention_layer(layer):
-                raise ValueError(
-                    f"An attention match needs a keras.layers.MultiHeadAttention layer (or a "
-                    f"subclass). Received: {role}_layer={name!r} of type {type(layer).__name__}"
-                )
+            _check_capturable(kind, layer, name, role)
             self.layers[(name, kind)] = layer
         self.values = {}
 
@@ -70,15 +70,21 @@ class LayerCapture:
         installed = []
         try:
             for key, layer in self.layers.items():
-                attribute = "_compute_attention" if key[1] == "attention" else "call"
+                attribute, make_recorder = self._recorders()[key[1]]
                 original = getattr(layer, attribute)
-                recorder = (self._attention_recorder if key[1] == "attention" else self._output_recorder)
-                object.__setattr__(layer, attribute, recorder(key, original))
+                object.__setattr__(layer, attribute, make_recorder(key, original))
                 installed.append((layer, attribute))
             yield self.values
         finally:
             for layer, attribute in installed:
                 object.__delattr__(layer, attribute)
+
+    def _recorders(self):
+        """`{kind: (method replaced while recording, recorder factory)}`."""
+        return {
+            "output": ("call", self._output_recorder),
+            "attention": (ATTENTION_METHOD, self._attention_recorder),
+        }
 
     def _output_recorder(self, key, original):
         def call(*args, **kwargs):
@@ -91,21 +97,18 @@ class LayerCapture:
     def _attention_recorder(self, key, original):
         layer = self.layers[key]
 
-        def compute_attention(query, key_tensor, value, attention_mask=None, training=None,
-                              return_attention_scores=False, **kwargs):
-            if IS_LEGACY:
-                output, scores = original(query, key_tensor, value, attention_mask, training)
-            else:
-                if getattr(layer, "_flash_attention", False):
-                    raise ValueError(
-                        "Attention probabilities cannot be captured from a layer that uses "
-                        "flash attention. Create it with `flash_attention=False`. "
-                        f"Received: {self.role}_layer={layer.name!r}"
-                    )
-                output, scores = original(
-                    query, key_tensor, value, attention_mask, training, True, **kwargs
+        def record(query, key_tensor, value, attention_mask=None, training=None,
+                   return_attention_scores=False, **kwargs):
+            if uses_flash_attention(layer):
+                raise ValueError(
+                    "Attention probabilities cannot be captured from a layer that uses "
+                    "flash attention. Create it with `flash_attention=False`. "
+                    f"Received: {self.role}_layer={layer.name!r}"
                 )
+            output, scores = compute_attention(
+                original, query, key_tensor, value, attention_mask, training, **kwargs
+            )
             self.values[key] = (scores, attention_mask)
             return output, scores
 
-        return compute_attention
+        return record

@@ -9,14 +9,54 @@ _SAME_SHAPE_LOSSES = ("mse", "hint", "cosine")
 _SAME_SPATIAL_LOSSES = ("attention_transfer", "at")
 
 
-def _check_name(kind, value, choices):
+def _check_name(what, value, choices):
     if value not in choices:
         raise ValueError(
-            f"Unknown {kind}: {value!r}. Valid names are: {sorted(choices)}. Received: loss={value!r}"
+            f"Unknown {what}: {value!r}. Valid names are: {sorted(choices)}. "
+            f"Received: loss={value!r}"
         )
 
 
-class FeatureMatch:
+class Match:
+    """What every match has: two layers, a loss, a weight and a name in the history.
+
+    Subclasses say what `kind` of value the capture records on each layer
+    and how `compute` turns the two captured values into a loss.
+    """
+
+    kind = None
+    """What `LayerCapture` records on the layers: `"output"` or `"attention"`."""
+
+    def __init__(self, student_layer, teacher_layer, loss, weight, name):
+        self.student_layer = student_layer
+        self.teacher_layer = teacher_layer
+        self.loss = loss
+        self.weight = float(weight)
+        self.name = name
+
+    def compute(self, student_value, teacher_value, adapter=None):
+        """The match's loss from the two captured values (per example or a scalar)."""
+        raise NotImplementedError
+
+    def adapter_plan(self, student_shape, teacher_shape):
+        """`(project, resize)` for an adapter, or `None` when no adapter is needed."""
+        return None
+
+    def get_config(self):
+        return {
+            "student_layer": self.student_layer,
+            "teacher_layer": self.teacher_layer,
+            "loss": self.loss,
+            "weight": self.weight,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class FeatureMatch(Match):
     """Matches an intermediate student layer's output to a teacher layer's.
 
     Args:
@@ -51,15 +91,20 @@ class FeatureMatch:
                 f"`adapter` must be one of {list(ADAPTER_CHOICES)} or a keras Layer. "
                 f"Received: adapter={adapter!r}"
             )
-        self.student_layer = student_layer
-        self.teacher_layer = teacher_layer
-        self.loss = loss
-        self.weight = float(feature_losses.DEFAULT_WEIGHTS.get(loss, 1.0) if weight is None else weight)
+        super().__init__(
+            student_layer,
+            teacher_layer,
+            loss,
+            feature_losses.DEFAULT_WEIGHTS.get(loss, 1.0) if weight is None else weight,
+            name or f"{loss}_{student_layer.replace('/', '_')}",
+        )
         self.adapter = "projection" if loss == "hint" and adapter == "auto" else adapter
-        self.name = name or f"{loss}_{student_layer.replace('/', '_')}"
 
-    def loss_fn(self, student, teacher, mask=None):
-        return feature_losses.FEATURE_LOSSES[self.loss](student, teacher)
+    def compute(self, student_value, teacher_value, adapter=None):
+        """The feature loss of the (adapted) student output against the teacher's."""
+        if adapter is not None:
+            student_value = adapter(student_value)
+        return feature_losses.FEATURE_LOSSES[self.loss](student_value, teacher_value)
 
     def adapter_plan(self, student_shape, teacher_shape):
         """`(project, resize)` for this match, or `None` when no adapter is needed."""
@@ -78,26 +123,13 @@ class FeatureMatch:
             return (False, True)
         return None
 
-    def _common_config(self):
-        return {
-            "student_layer": self.student_layer,
-            "teacher_layer": self.teacher_layer,
-            "loss": self.loss,
-            "weight": self.weight,
-            "name": self.name,
-        }
-
     def get_config(self):
         """The constructor arguments (a layer given as `adapter` is stored as `"auto"`)."""
         adapter = self.adapter if isinstance(self.adapter, str) else "auto"
-        return {**self._common_config(), "adapter": adapter}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        return {**super().get_config(), "adapter": adapter}
 
 
-class AttentionMatch(FeatureMatch):
+class AttentionMatch(Match):
     """Matches the attention probabilities of two `MultiHeadAttention` layers.
 
     The probabilities are captured from the layers themselves (no need to
@@ -127,15 +159,19 @@ class AttentionMatch(FeatureMatch):
 
     def __init__(self, student_layer, teacher_layer, loss="kl", weight=1.0, average_heads=None, name=None):
         _check_name("attention loss", loss, feature_losses.ATTENTION_LOSSES)
-        self.student_layer = student_layer
-        self.teacher_layer = teacher_layer
-        self.loss = loss
-        self.weight = float(weight)
+        super().__init__(
+            student_layer,
+            teacher_layer,
+            loss,
+            weight,
+            name or f"attention_{loss}_{student_layer.replace('/', '_')}",
+        )
         self.average_heads = average_heads
         self.adapter = "identity"
-        self.name = name or f"attention_{loss}_{student_layer.replace('/', '_')}"
 
-    def loss_fn(self, student, teacher, mask=None):
+    def compute(self, student_value, teacher_value, adapter=None):
+        """The attention loss of `(probabilities, mask)` captures, heads averaged if needed."""
+        (student, mask), (teacher, _) = student_value, teacher_value
         average = self.average_heads
         if average is None:
             average = student.shape[1] != teacher.shape[1]
@@ -144,11 +180,8 @@ class AttentionMatch(FeatureMatch):
             teacher = _mean_heads(teacher)
         return feature_losses.ATTENTION_LOSSES[self.loss](student, teacher, mask)
 
-    def adapter_plan(self, student_shape, teacher_shape):
-        return None
-
     def get_config(self):
-        return {**self._common_config(), "average_heads": self.average_heads}
+        return {**super().get_config(), "average_heads": self.average_heads}
 
     @classmethod
     def uniform(cls, student_layers, teacher_layers, **kwargs):
