@@ -14,6 +14,8 @@ import math
 import os
 import sys
 
+from keras_distill._checks import check_path
+from keras_distill._checks import first_line
 from keras_distill._files import write_text
 
 PROG = "keras-distill"
@@ -354,10 +356,12 @@ def _choice(name, value, choices):
 
 
 def _check_suffix(name, path, suffix):
-    if not str(path).lower().endswith(suffix):
+    try:
+        check_path(name, path, suffix)
+    except ValueError:
         raise CliError(
             f"`{name}` must be a file path ending in '{suffix}'. Received: {name}={path}"
-        )
+        ) from None
 
 
 def _load(name, path, allow_lambda):
@@ -387,8 +391,7 @@ def _write_json(path, content):
 
 
 def _one_line(error):
-    text = str(error).strip()
-    return " ".join(text.split("\n")[0].split()) if text else type(error).__name__
+    return " ".join(first_line(error).split())
 
 
 def _fail(message, code):

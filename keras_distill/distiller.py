@@ -6,15 +6,15 @@ import tensorflow as tf
 from keras_distill import _checks
 from keras_distill import _keras
 from keras_distill import losses as losses_lib
+from keras_distill._keras import keras
 from keras_distill._outputs import is_nested as _is_nested
 from keras_distill._outputs import select_output as _select
 from keras_distill._outputs import static_output_shape as _static_output_shape
-from keras_distill.teachers import source as teacher_sources
 from keras_distill.matching.adapters import FeatureAdapter
 from keras_distill.matching.capture import LayerCapture
 from keras_distill.matching.matches import AttentionMatch
 from keras_distill.matching.matches import FeatureMatch
-from keras_distill._keras import keras
+from keras_distill.teachers import source as teacher_sources
 
 HINTON = "hinton"
 KERAS_IO = "keras_io"

@@ -11,9 +11,12 @@ import zipfile
 
 import numpy as np
 
-from keras_distill._keras import GENERATION
-from keras_distill._keras import keras
+from keras_distill._checks import check_existing_file
+from keras_distill._checks import check_keras_model
+from keras_distill._checks import check_path
+from keras_distill._checks import first_line
 from keras_distill._files import atomic_path
+from keras_distill._keras import keras
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 _KERAS_MEMBERS = ("config.json",)
@@ -57,8 +60,8 @@ def load_model(path, safe_mode=True, allow_lambda=False, compile=False, custom_o
         ```
     """
     name = argument_name
-    path = _check_suffix(path, name, (".keras",), "a `.keras` model file")
-    _check_exists(path, name, "an existing `.keras` file")
+    path = check_path(name, path, (".keras",), "a `.keras` model file")
+    check_existing_file(name, path, "an existing `.keras` file")
     config = _read_keras_config(path, name)
     lambdas = sorted(_lambda_layer_names(config))
     if lambdas and not allow_lambda:
@@ -76,7 +79,7 @@ def load_model(path, safe_mode=True, allow_lambda=False, compile=False, custom_o
         )
     except Exception as error:  # Keras raises many types while rebuilding a model.
         raise ValueError(
-            f"`{name}` could not be loaded as a Keras model ({_first_line(error)}). "
+            f"`{name}` could not be loaded as a Keras model ({first_line(error)}). "
             f"Received: {name}={path!r}"
         ) from error
 
@@ -102,12 +105,8 @@ def save_model(model, path):
         PermissionError: when the folder is read-only.
         OSError: when the disk is full or another write fails.
     """
-    path = _check_suffix(path, "path", (".keras",), "a file path ending in '.keras'")
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"`model` must be a keras.Model of the active Keras ({GENERATION}). "
-            f"Received: model={type(model).__module__}.{type(model).__name__}"
-        )
+    path = check_path("path", path, (".keras",))
+    check_keras_model("model", model)
     try:
         with atomic_path(path, suffix=".tmp.keras") as temporary:
             model.save(temporary)
@@ -138,8 +137,8 @@ def load_arrays(path, names=("x", "y"), argument_name="path"):
             lengths.
     """
     name = argument_name
-    path = _check_suffix(path, name, (".npz",), "a `.npz` file")
-    _check_exists(path, name, "an existing `.npz` file")
+    path = check_path(name, path, (".npz",), "a `.npz` file")
+    check_existing_file(name, path, "an existing `.npz` file")
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"`{name}` is not a readable `.npz` file (not a complete zip archive as written by "
@@ -164,7 +163,7 @@ def load_arrays(path, names=("x", "y"), argument_name="path"):
         ) from None
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise ValueError(
-            f"`{name}` is not a readable `.npz` file ({_first_line(error)}). "
+            f"`{name}` is not a readable `.npz` file ({first_line(error)}). "
             f"Received: {name}={path!r}"
         ) from None
     lengths = {n: len(a) if a.ndim else 0 for n, a in zip(names, arrays)}
@@ -200,8 +199,8 @@ def load_config(path, argument_name="path"):
         ImportError: for YAML when PyYAML is not installed.
     """
     name = argument_name
-    path = _check_suffix(path, name, CONFIG_SUFFIXES, f"a file ending in {list(CONFIG_SUFFIXES)}")
-    _check_exists(path, name, "an existing configuration file")
+    path = check_path(name, path, CONFIG_SUFFIXES, f"a file ending in {list(CONFIG_SUFFIXES)}")
+    check_existing_file(name, path, "an existing configuration file")
     with open(path, encoding="utf-8") as stream:
         text = stream.read()
     if path.lower().endswith(".json"):
@@ -253,7 +252,7 @@ def _read_keras_config(path, name):
             if bad_member is None and all(member in members for member in _KERAS_MEMBERS):
                 content = json.loads(archive.read("config.json").decode("utf-8"))
     except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as error:
-        raise corrupted(_first_line(error)) from error
+        raise corrupted(first_line(error)) from error
     if bad_member is not None:
         raise corrupted(f"member {bad_member!r} fails its CRC")
     for member in _KERAS_MEMBERS:
@@ -273,22 +272,6 @@ def _lambda_layer_names(config):
     elif isinstance(config, list):
         for value in config:
             yield from _lambda_layer_names(value)
-
-
-def _check_suffix(path, name, suffixes, expected):
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={path!r}") from None
-    if not isinstance(path, str) or not path.lower().endswith(tuple(suffixes)):
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={path!r}")
-    return path
-
-
-def _check_exists(path, name, expected):
-    if not os.path.isfile(path):
-        reason = "it is a folder" if os.path.isdir(path) else "no such file"
-        raise ValueError(f"`{name}` must be {expected}; {reason}. Received: {name}={path!r}")
 
 
 def _os_error(error):
@@ -317,13 +300,8 @@ def _write_error(cause, path, folder):
         )
     else:
         error = OSError(
-            f"Cannot write `path` ({cause.strerror or _first_line(cause)}). Nothing was "
+            f"Cannot write `path` ({cause.strerror or first_line(cause)}). Nothing was "
             f"written; an existing file is unchanged. Received: path={path!r}"
         )
     error.errno = cause.errno
     return error
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

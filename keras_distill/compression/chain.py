@@ -4,10 +4,10 @@ import os
 
 import numpy as np
 
-from keras_distill.compression import _training
-from keras_distill.compression._tfmot import require_legacy
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
+from keras_distill.compression import _training
+from keras_distill.compression._tfmot import require_legacy
 from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.litert import run_tflite
@@ -16,6 +16,7 @@ from keras_distill.compression.pruning import prune
 from keras_distill.compression.pruning import weight_sparsity
 from keras_distill.compression.quantization import quantization_aware_training
 from keras_distill.evaluation.sizes import gzip_size
+from keras_distill.evaluation.sizes import parameter_count
 
 STAGES = ("distill", "prune", "qat", "tflite")
 
@@ -197,10 +198,6 @@ def _predict(model, x):
     ).astype(np.float32)
 
 
-def _kernel_parameters(model):
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
-
-
 class _Measure:
     """Accuracy, sizes, latency and teacher agreement of one stage."""
 
@@ -216,7 +213,7 @@ class _Measure:
 
     def keras_row(self, stage, model, export=True):
         accuracy, agreement = self._scores(_predict(model, self.x))
-        row = {"stage": stage, "accuracy": accuracy, "parameters": _kernel_parameters(model),
+        row = {"stage": stage, "accuracy": accuracy, "parameters": parameter_count(model),
                "sparsity": weight_sparsity(model)["total"], "teacher_agreement": agreement,
                "tflite_bytes": None, "gzip_bytes": None, "latency_ms": None, "tflite_path": None}
         if export:
@@ -227,7 +224,7 @@ class _Measure:
 
     def file_row(self, stage, path, model):
         accuracy, agreement = self._scores(run_tflite(path, self.x))
-        row = {"stage": stage, "accuracy": accuracy, "parameters": _kernel_parameters(model),
+        row = {"stage": stage, "accuracy": accuracy, "parameters": parameter_count(model),
                "sparsity": weight_sparsity(model)["total"], "teacher_agreement": agreement}
         row.update(self._file_columns(path))
         return row

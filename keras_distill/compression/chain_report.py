@@ -1,9 +1,8 @@
 """`ChainReport`: one row per compression stage, as a table, JSON and a PNG."""
 
-import json
-
 from keras_distill.evaluation import plots
-from keras_distill._files import write_text
+from keras_distill.evaluation._tables import JsonReport
+from keras_distill.evaluation._tables import markdown_table
 
 COLUMNS = (
     ("stage", "stage", "{}"),
@@ -17,7 +16,7 @@ COLUMNS = (
 )
 
 
-class ChainReport:
+class ChainReport(JsonReport):
     """What `compress()` measured, one row per stage.
 
     Each row holds `stage`, `accuracy` (top-1 on the test set; for the
@@ -62,20 +61,12 @@ class ChainReport:
             "export": None if self.export_report is None else self.export_report.to_dict(),
         }
 
-    def to_json(self, indent=2):
-        """The report as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def save_json(self, path):
-        """Writes `to_json()` to `path` atomically and returns `path`."""
-        return write_text(path, self.to_json() + "\n")
-
     def to_markdown(self):
         """The table as GitHub Markdown."""
-        header = "| " + " | ".join(label for _, label, _ in COLUMNS) + " |"
-        rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-        body = ["| " + " | ".join(self._cells(row)) + " |" for row in self.rows]
-        return "\n".join([header, rule, *body])
+        header = [label for _, label, _ in COLUMNS]
+        return markdown_table(header, [self._cells(row) for row in self.rows])
+
+    to_table = to_markdown
 
     def _cells(self, row):
         return [

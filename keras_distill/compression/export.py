@@ -7,11 +7,15 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from keras_distill._checks import check_choice
+from keras_distill._checks import check_int
+from keras_distill._checks import check_keras_model
+from keras_distill._checks import check_path
+from keras_distill._files import atomic_path
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 from keras_distill.compression.export_report import ExportReport
-from keras_distill._files import atomic_path
 from keras_distill.compression.litert import load_interpreter
 from keras_distill.compression.litert import run_tflite
 
@@ -156,11 +160,7 @@ def _exportable_model(model):
 
     if isinstance(model, Distiller):
         model = model.student
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"`model` must be a keras.Model of the active Keras generation ({GENERATION}). "
-            f"Received: model={type(model).__module__}.{type(model).__name__}"
-        )
+    check_keras_model("model", model)
     classes = {type(layer).__name__ for layer in _all_layers(model)}
     if classes & set(_PRUNING_LAYER_CLASSES):
         from keras_distill.compression._tfmot import import_tfmot
@@ -188,21 +188,11 @@ def _all_layers(model):
 
 
 def _check_path(path):
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        path = None
-    if not isinstance(path, str) or not path.endswith(".tflite"):
-        raise ValueError(f"`path` must be a file path ending in '.tflite'. Received: path={path!r}")
-    return path
+    return check_path("path", path, ".tflite")
 
 
 def _check_options(quantization, representative_data, int8_io, model, num_samples):
-    if quantization not in QUANTIZATION_MODES:
-        raise ValueError(
-            f"`quantization` must be one of {list(QUANTIZATION_MODES)}. "
-            f"Received: quantization={quantization!r}"
-        )
+    check_choice("quantization", quantization, QUANTIZATION_MODES)
     if quantization == "int8" and representative_data is None and not is_qat_model(model):
         raise ValueError(
             "`quantization='int8'` (full-integer) needs `representative_data` to calibrate "
@@ -214,8 +204,7 @@ def _check_options(quantization, representative_data, int8_io, model, num_sample
             "`int8_io=True` makes the input and output tensors int8, which needs "
             f"`quantization='int8'`. Received: int8_io=True, quantization={quantization!r}"
         )
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"`num_samples` must be an integer >= 1. Received: num_samples={num_samples!r}")
+    check_int("num_samples", num_samples)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             "`model` must have exactly one input and one output. "

@@ -1,10 +1,8 @@
 """`ExportReport`: what `export_tflite` wrote and how closely the file agrees with Keras."""
 
-import json
-
 import numpy as np
 
-from keras_distill._files import write_text
+from keras_distill.evaluation._tables import JsonReport
 
 _ROWS = (
     ("path", "file", "{}"),
@@ -19,7 +17,7 @@ _ROWS = (
 )
 
 
-class ExportReport:
+class ExportReport(JsonReport):
     """The parity report of one `.tflite` export.
 
     `print(report)` shows a table; `report.to_json()` and
@@ -123,14 +121,6 @@ class ExportReport:
             "passed": self.passed,
             "generation": self.generation,
         }
-
-    def to_json(self, indent=2):
-        """The report as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def save_json(self, path):
-        """Writes `to_json()` to `path` atomically and returns `path`."""
-        return write_text(path, self.to_json() + "\n")
 
     def __str__(self):
         values = self.to_dict()

@@ -3,9 +3,9 @@
 Pure functions of arrays, usable on any model's predictions.
 """
 
-import numbers
 
 import numpy as np
+
 from keras_distill._checks import check_int
 
 DEFAULT_NUM_BINS = 15

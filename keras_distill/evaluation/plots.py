@@ -7,8 +7,8 @@ matplotlib is imported only when a plot is drawn, and draws off-screen
 import math
 import os
 
-from keras_distill._files import atomic_path
 from keras_distill._checks import check_choice
+from keras_distill._files import atomic_path
 
 
 def new_figure(width, height):

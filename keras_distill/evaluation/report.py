@@ -6,15 +6,16 @@ import tempfile
 
 import numpy as np
 
-from keras_distill.evaluation import metrics
-from keras_distill.evaluation import plots
-from keras_distill._keras import GENERATION
-from keras_distill._keras import KERAS_VERSION
-from keras_distill._keras import keras
-from keras_distill._files import write_text
-from keras_distill.evaluation.latency import measure_latency
 from keras_distill._checks import check_int
 from keras_distill._checks import check_keras_model
+from keras_distill._keras import GENERATION
+from keras_distill._keras import KERAS_VERSION
+from keras_distill.evaluation import metrics
+from keras_distill.evaluation import plots
+from keras_distill.evaluation._tables import JsonReport
+from keras_distill.evaluation._tables import markdown_table
+from keras_distill.evaluation.latency import measure_latency
+from keras_distill.evaluation.sizes import parameter_count
 
 COLUMNS = (
     ("name", "model", "{}"),
@@ -27,7 +28,7 @@ COLUMNS = (
 )
 
 
-class Report:
+class Report(JsonReport):
     """What `compare()` measured: one row per model, the settings, and optionally a history.
 
     Each row is a dict with `name`, `model` (the Keras model's name),
@@ -60,24 +61,16 @@ class Report:
     def to_dict(self):
         return {"settings": self.settings, "models": self.rows, "history": self.history}
 
-    def to_json(self, indent=2):
-        """The report as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def save_json(self, path):
-        """Writes `to_json()` to `path` (folders are created) and returns `path`."""
-        return write_text(os.fspath(path), self.to_json() + "\n")
-
     @classmethod
     def from_json(cls, text):
         """Rebuilds a report from `to_json()` output."""
         data = json.loads(text)
         return cls(data["models"], data["settings"], data.get("history"))
 
-    def to_table(self):
+    def to_markdown(self):
         """A Markdown table: one line per model; latency is the median, in ms, per batch size."""
         header = [title for _, title, _ in COLUMNS]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines = []
         for row in self.rows:
             cells = []
             for key, _, fmt in COLUMNS:
@@ -90,13 +83,15 @@ class Report:
                         for item in row.get("latency", {}).values()
                     ) or "-"
                 cells.append("-" if value is None else fmt.format(value))
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+            lines.append(cells)
+        return markdown_table(header, lines)
+
+    to_table = to_markdown
 
     def __str__(self):
         settings = self.settings
         return (
-            f"{self.to_table()}\n"
+            f"{self.to_markdown()}\n"
             f"{settings['num_examples']} examples; agreement = top-1 agreement with the teacher; "
             f"ECE with {settings['num_bins']} equal-width bins; latency = median of "
             f"{settings['latency_repeats']} calls ({settings['generation']})."
@@ -211,7 +206,7 @@ def compare(
         rows.append({
             "name": name,
             "model": model.name,
-            "parameters": int(model.count_params()),
+            "parameters": parameter_count(model),
             "file_size_bytes": saved_size(model),
             "accuracy": metrics.accuracy(outputs[name], labels),
             "agreement": metrics.top1_agreement(outputs[name], outputs["teacher"]),

@@ -3,6 +3,18 @@
 import gzip
 import os
 
+import numpy as np
+
+
+def parameter_count(model):
+    """Weights a model learns: the total size of its trainable weights.
+
+    The same count in every report: pruning masks, quantizer ranges and
+    BatchNormalization statistics (non-trainable) are left out, so a model
+    and its pruned or quantization-aware copy count alike.
+    """
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
 
 def gzip_size(path, compresslevel=9):
     """Bytes of the file at `path` after gzip compression.

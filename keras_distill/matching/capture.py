@@ -15,8 +15,6 @@ from keras_distill._keras import keras
 from keras_distill._keras import uses_flash_attention
 
 
-
-
 def find_layer(model, name, role):
     """The layer called `name` (or at path `"outer/inner"`) inside `model`.
 
