@@ -150,6 +150,28 @@ def check_labels(labels, num_classes, mask_value):
         )
 
 
-
 def _leaves(values):
     return [] if values is None else tf.nest.flatten(values)
+
+
+def check_positive_int(name, value, minimum=1):
+    """Returns `value` as an int, or raises unless it is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_positive_number(name, value):
+    """Returns `value` as a float, or raises unless it is a finite number > 0."""
+    return _check_real(name, value, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def check_fraction(name, value):
+    """Returns `value` as a float, or raises unless it lies strictly between 0 and 1."""
+    return _check_real(name, value, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
+
+
+def _check_real(name, value, accept, expected):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not accept(value):
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+    return float(value)

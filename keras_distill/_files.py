@@ -1,6 +1,7 @@
 """Atomic file writes: a file is either the old one or the complete new one, never partial."""
 
 import contextlib
+import json
 import os
 import tempfile
 
@@ -44,3 +45,15 @@ def write_text(path, text):
         with open(temporary, "w", encoding="utf-8") as stream:
             stream.write(text)
     return path
+
+
+class JsonFile:
+    """Mixin for reports: `to_json()` and an atomic `save_json(path)` from `to_dict()`."""
+
+    def to_json(self, indent=2):
+        """The report as a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save_json(self, path):
+        """Writes `to_json()` to `path` atomically (folders are created) and returns `path`."""
+        return write_text(os.fspath(path), self.to_json() + "\n")

@@ -1,13 +1,16 @@
-"""Inference latency of a Keras model: minimum and median of repeated timed calls."""
+"""Inference latency of Keras models: minimum and median of repeated, warmed-up timed calls."""
 
-import numbers
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from keras_distill import _checks
 
-def measure_latency(model, x, batch_size=1, repeats=9, warmup=2):
+DEFAULT_WARMUP = 10
+
+
+def measure_latency(model, x, batch_size=1, repeats=9, warmup=DEFAULT_WARMUP):
     """Times `model(batch, training=False)` on one batch of `x`, inside a `tf.function`.
 
     Each repeat runs the traced function once and waits for the result
@@ -20,7 +23,8 @@ def measure_latency(model, x, batch_size=1, repeats=9, warmup=2):
             has fewer rows).
         batch_size: Rows per call. Defaults to `1`.
         repeats: Number of timed calls. Defaults to `9`.
-        warmup: Untimed calls first (tracing, caches). Defaults to `2`.
+        warmup: Untimed calls first (tracing, caches, thread pools).
+            Defaults to `10`.
 
     Returns:
         `{"batch_size", "repeats", "min_ms", "median_ms"}`: milliseconds per call.
@@ -30,30 +34,61 @@ def measure_latency(model, x, batch_size=1, repeats=9, warmup=2):
         measure_latency(student, x_test, batch_size=1)["median_ms"]
         ```
     """
-    batch_size = _check_positive_int("batch_size", batch_size)
-    repeats = _check_positive_int("repeats", repeats)
+    return measure_latencies({"model": model}, x, batch_size, repeats, warmup)["model"]
+
+
+def measure_latencies(models, x, batch_size=1, repeats=9, warmup=DEFAULT_WARMUP):
+    """Times several models on the same batch, alternating them call by call.
+
+    Every model's call is traced once (one `tf.function` per model, reused
+    for the warm-up and the timed calls, so nothing retraces) and warmed up
+    with `warmup` untimed calls. Then each of `repeats` rounds times every
+    model once, in turn, so a slow spell of the machine falls on all models
+    alike and two identical models time alike.
+
+    Args:
+        models: `{name: keras.Model}`.
+        x: Inputs; the first `batch_size` rows are used (repeated when `x`
+            has fewer rows).
+        batch_size: Rows per call. Defaults to `1`.
+        repeats: Timed calls per model. Defaults to `9`.
+        warmup: Untimed calls per model first. Defaults to `10`.
+
+    Returns:
+        `{name: {"batch_size", "repeats", "min_ms", "median_ms"}}`.
+    """
+    batch_size = _checks.check_positive_int("batch_size", batch_size)
+    repeats = _checks.check_positive_int("repeats", repeats)
+    warmup = _checks.check_positive_int("warmup", warmup, minimum=0)
     x = np.asarray(x)
     if len(x) == 0:
         raise ValueError(f"`x` must hold at least one example. Received: x.shape={x.shape}")
     rows = np.resize(np.arange(len(x)), batch_size)
     batch = tf.constant(x[rows])
-    call = tf.function(lambda inputs: model(inputs, training=False))
-    for _ in range(max(int(warmup), 1)):
-        _ = np.asarray(call(batch))
-    times = []
+    calls = {name: _traced_call(model) for name, model in models.items()}
+    for call in calls.values():
+        for _ in range(max(warmup, 1)):
+            _ = np.asarray(call(batch))
+    times = {name: [] for name in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        _ = np.asarray(call(batch))
-        times.append((time.perf_counter() - start) * 1000.0)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            _ = np.asarray(call(batch))
+            times[name].append((time.perf_counter() - start) * 1000.0)
     return {
-        "batch_size": batch_size,
-        "repeats": repeats,
-        "min_ms": float(np.min(times)),
-        "median_ms": float(np.median(times)),
+        name: {
+            "batch_size": batch_size,
+            "repeats": repeats,
+            "min_ms": float(np.min(values)),
+            "median_ms": float(np.median(values)),
+        }
+        for name, values in times.items()
     }
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
+def _traced_call(model):
+    @tf.function(reduce_retracing=True)
+    def call(inputs):
+        return model(inputs, training=False)
+
+    return call

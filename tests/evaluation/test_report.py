@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -202,3 +203,35 @@ def test_saved_size_ignores_optimizer_state(tmp_path, data, student):
     assert with_optimizer > plain + 2000  # Adam state: two slots per weight and the iteration count
     # Equal up to the archive's metadata (names, dates), far below the size with the optimizer.
     assert abs(report_lib.saved_size(student) - plain) < 0.01 * plain
+
+
+def _copy(model, name):
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def test_compare_names_the_student_and_traces_no_function_twice(data, teacher, student, caplog):
+    x, y = data
+    others = {f"copy {index}": _copy(student, index) for index in range(4)}
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        # 100 rows in batches of 64: `predict` would trace two batch shapes per model.
+        report = report_lib.compare(teacher, student, x[:100], y[:100], others=others,
+                                    batch_size=64, latency_repeats=2, student_name="kept")
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+    assert [row["name"] for row in report.rows] == ["teacher", "kept"] + list(others)
+    for row in report.rows:
+        assert set(row["latency"]) == {"batch_1", "batch_64"}
+        assert row["accuracy"] == report["kept"]["accuracy"] or row["name"] == "teacher"
+    with pytest.raises(ValueError, match="Received: others with key 'kept'"):
+        report_lib.compare(teacher, student, x, y, others={"kept": student}, student_name="kept",
+                           latency_repeats=0)
+
+
+def test_predict_on_many_models_is_what_retraces(data, student, caplog):
+    """The check above can fail: `predict` on ragged batches of many models does warn."""
+    x, _ = data
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for index in range(4):
+            _copy(student, index).predict(x[:100], batch_size=64, verbose=0)
+    assert [r for r in caplog.records if "retracing" in r.getMessage()]
