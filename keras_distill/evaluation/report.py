@@ -66,7 +66,11 @@ class Report(JsonFile):
         return cls(data["models"], data["settings"], data.get("history"))
 
     def to_table(self):
-        """A Markdown table: one line per model; latency is the median, in ms, per batch size."""
+        """A Markdown table: one line per model; latency is the fastest call, in ms, per batch size.
+
+        The fastest of the alternated calls is the steadiest figure on a
+        shared machine; the median is in `rows` and `to_json()`.
+        """
         header = [title for _, title, _ in COLUMNS]
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         for row in self.rows:
@@ -77,7 +81,7 @@ class Report(JsonFile):
                     value = value / 1024.0
                 if key == "latency_ms":
                     value = " / ".join(
-                        f"b{item['batch_size']}: {item['median_ms']:.2f}"
+                        f"b{item['batch_size']}: {item['min_ms']:.2f}"
                         for item in row.get("latency", {}).values()
                     ) or "-"
                 cells.append("-" if value is None else fmt.format(value))
@@ -89,8 +93,9 @@ class Report(JsonFile):
         return (
             f"{self.to_table()}\n"
             f"{settings['num_examples']} examples; agreement = top-1 agreement with the teacher; "
-            f"ECE with {settings['num_bins']} equal-width bins; latency = median of "
-            f"{settings['latency_repeats']} calls ({settings['generation']})."
+            f"ECE with {settings['num_bins']} equal-width bins; latency = fastest of "
+            f"{settings['latency_repeats']} warmed-up calls, models alternated "
+            f"({settings['generation']})."
         )
 
     def __repr__(self):

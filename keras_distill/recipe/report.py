@@ -105,8 +105,8 @@ class RecipeReport(JsonFile):
         transfer = settings.get("transfer_description", "")
         return (
             f"{self.to_table()}\n"
-            f"Accuracy in %. {settings['num_fit']} labelled examples to train on, "
-            f"{settings['num_validation']} to validate; {transfer}.\n"
+            f"Accuracy in %. {settings['num_fit']:,} labelled examples to train on, "
+            f"{settings['num_validation']:,} to validate; {transfer}.\n"
             f"Kept: {self.kept}. {self.reason}"
         )
 
