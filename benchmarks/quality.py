@@ -51,6 +51,7 @@ from keras_distill import transfer  # noqa: E402
 from keras_distill.recipe import BestOnValidation as StopOnValidation  # noqa: E402
 from keras_distill._keras import GENERATION  # noqa: E402
 from keras_distill._keras import keras  # noqa: E402
+from keras_distill.evaluation import model_outputs  # noqa: E402
 
 NUM_CLASSES = 10
 
@@ -135,7 +136,7 @@ def load(name, args):
 
 
 def accuracy(model, x, y):
-    return float(np.mean(model.predict(x, batch_size=512, verbose=0).argmax(-1) == y))
+    return float(np.mean(model_outputs(model, x, 512).argmax(-1) == y))
 
 
 def train_alone(build, seed, x, y, epochs, batch_size, dataset=None):

@@ -2,8 +2,6 @@
 
 import time
 
-import numpy as np
-
 from keras_distill import _checks
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
@@ -194,14 +192,7 @@ class _Recipe:
                    "test_accuracy": self.test_accuracy(self.teacher)}
         self.phase(1, f"teacher: validation accuracy {_pct(teacher['validation_accuracy'])}")
 
-        baseline, stopper = self.new_student(), None
-        baseline.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
-                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        stopper = self.stopper(baseline)
-        keras.utils.set_random_seed(s["seed"])
-        baseline.fit(x_fit, y_fit, batch_size=s["batch_size"], epochs=s["epochs"], shuffle=True,
-                     callbacks=[stopper], verbose=self.fit_verbose)
-        self.record(BASELINE, None, None, baseline, stopper, "baseline")
+        baseline = self.train_baseline()
         self.phase(2, f"student alone: {self.summary(self.runs[-1])}")
 
         x_all, y_all, description = self.transfer_set()
@@ -210,31 +201,47 @@ class _Recipe:
 
         searched = [self.distil(alpha, temperature, cache, x_all, y_all)
                     for alpha, temperature in s["candidates"]]
-        winner = max(searched, key=lambda item: item[2].best)  # max keeps the first on a tie.
         scores = ", ".join(f"a={a:g} T={t:g}: {_pct(st.best)}" for (a, t), _, st, _ in searched)
         self.phase(4, f"search ({s['search_epochs']} epochs each): {scores}")
+        distilled = self.finish_search(searched)
+        self.phase(5, f"{self.runs[-1]['name']}: {self.summary(self.runs[-1])}")
 
-        (alpha, temperature), distiller, stopper, dataset = winner
-        remaining = s["epochs"] - stopper.epochs
+        kept, reason = self.choose(self.runs[0], self.runs[-1])
+        settings = self.report_settings(description, len(x_all))
+        report = RecipeReport(self.runs, teacher, kept, reason, settings)
+        report.baseline_model = self.copy(baseline)
+        report.distilled_model = self.copy(distilled)
+        self.say(f"kept: {kept}. {reason} ({self.elapsed()})")
+        return self.copy(baseline if kept == BASELINE else distilled), report
+
+    def train_baseline(self):
+        """The student alone: cross-entropy on the labels, early-stopped on validation."""
+        s = self.settings
+        baseline = self.new_student()
+        baseline.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
+                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        stopper = self.stopper(baseline)
+        keras.utils.set_random_seed(s["seed"])
+        baseline.fit(*self.fit_data, batch_size=s["batch_size"], epochs=s["epochs"],
+                     shuffle=True, callbacks=[stopper], verbose=self.fit_verbose)
+        self.record(BASELINE, None, None, baseline, stopper, "baseline")
+        return baseline
+
+    def finish_search(self, searched):
+        """Continues the best candidate (the first on a tie) up to `epochs`; returns its student."""
+        (alpha, temperature), distiller, stopper, dataset = max(
+            searched, key=lambda item: item[2].best)
+        remaining = self.settings["epochs"] - stopper.epochs
         if remaining > 0 and not stopper.exhausted:
-            keras.utils.set_random_seed(s["seed"] + 1)
+            keras.utils.set_random_seed(self.settings["seed"] + 1)
             distiller.fit(dataset, epochs=remaining, callbacks=[stopper], shuffle=False,
                           verbose=self.fit_verbose)
-        name = _candidate_name(alpha, temperature)
         for (a, t), other, other_stopper, _ in searched:
             if other is not distiller:
                 self.record(_candidate_name(a, t), a, t, other.student, other_stopper, "search")
-        self.record(name, alpha, temperature, distiller.student, stopper, "final")
-        self.phase(5, f"{name}: {self.summary(self.runs[-1])}")
-
-        kept, reason = self.choose(self.runs[0], self.runs[-1])
-        chosen = baseline if kept == BASELINE else distiller.student
-        report = RecipeReport(self.runs, teacher, kept, reason, self.report_settings(description,
-                                                                                      len(x_all)))
-        report.baseline_model = self.copy(baseline)
-        report.distilled_model = self.copy(distiller.student)
-        self.say(f"kept: {kept}. {reason} ({self.elapsed()})")
-        return self.copy(chosen), report
+        self.record(_candidate_name(alpha, temperature), alpha, temperature, distiller.student,
+                    stopper, "final")
+        return distiller.student
 
     def transfer_set(self):
         s = self.settings
@@ -343,21 +350,22 @@ class _Recipe:
 
 
 def _check_settings(**settings):
-    check = _checks
+    """The keyword arguments of `distill()`, checked, with `search_epochs` filled in."""
     for name in ("epochs", "patience", "views_per_example", "batch_size", "transfer_batch_size"):
-        settings[name] = check.check_positive_int(name, settings[name])
-    settings["seed"] = check.check_positive_int("seed", settings["seed"], minimum=0)
-    settings["learning_rate"] = check.check_positive_number("learning_rate",
-                                                            settings["learning_rate"])
-    check.check_choice("views", settings["views"], inputs.VIEW_KINDS)
-    check.check_choice("teacher_outputs", settings["teacher_outputs"], check.TEACHER_OUTPUT_KINDS)
-    check.check_choice("verbose", settings["verbose"], (0, 1, 2))
+        settings[name] = _checks.check_positive_int(name, settings[name])
+    settings["seed"] = _checks.check_positive_int("seed", settings["seed"], minimum=0)
+    settings["learning_rate"] = _checks.check_positive_number("learning_rate",
+                                                              settings["learning_rate"])
+    _checks.check_choice("views", settings["views"], inputs.VIEW_KINDS)
+    _checks.check_choice("teacher_outputs", settings["teacher_outputs"],
+                         _checks.TEACHER_OUTPUT_KINDS)
+    _checks.check_choice("verbose", settings["verbose"], (0, 1, 2))
     settings["candidates"] = _check_candidates(settings["candidates"])
     search = settings["search_epochs"]
     if search is None:
-        search = settings["epochs"] if len(settings["candidates"]) == 1 else max(
-            1, settings["epochs"] // 4)
-    search = check.check_positive_int("search_epochs", search)
+        several = len(settings["candidates"]) > 1
+        search = max(1, settings["epochs"] // 4) if several else settings["epochs"]
+    search = _checks.check_positive_int("search_epochs", search)
     if search > settings["epochs"]:
         raise ValueError(
             f"`search_epochs` must not exceed `epochs` ({settings['epochs']}). "
