@@ -4,8 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 
-def model_outputs(model, x, batch_size=256):
-    """`model(x, training=False)` over `x` in chunks of `batch_size`, as one float64 array.
+def model_outputs(model, x, batch_size=256, dtype="float64"):
+    """`model(x, training=False)` over `x` in chunks of `batch_size`, as NumPy arrays.
 
     Unlike `model.predict`, this traces no `tf.function`: evaluating many
     models (or one model after every epoch) on a set whose size is not a
@@ -13,12 +13,14 @@ def model_outputs(model, x, batch_size=256):
     model, and TensorFlow then warns about retracing.
 
     Args:
-        model: A `keras.Model` with one output.
+        model: A `keras.Model`.
         x: Inputs: an array, or a dict/list of arrays with the same length.
         batch_size: Rows per call. Defaults to `256`.
+        dtype: dtype of the returned arrays. Defaults to `"float64"`.
 
     Returns:
-        A NumPy array of the outputs, examples first.
+        The outputs, examples first: an array, or the model's dict/list of
+        arrays when it has several outputs.
 
     Example:
         ```python
@@ -31,5 +33,6 @@ def model_outputs(model, x, batch_size=256):
     chunks = []
     for start in range(0, num_examples, batch_size):
         inputs = tf.nest.map_structure(lambda a: np.asarray(a)[start:start + batch_size], x)
-        chunks.append(np.asarray(model(inputs, training=False), dtype=np.float64))
-    return np.concatenate(chunks)
+        chunks.append(model(inputs, training=False))
+    return tf.nest.map_structure(
+        lambda *parts: np.concatenate([np.asarray(part, dtype) for part in parts]), *chunks)

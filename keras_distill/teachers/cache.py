@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from keras_distill import _checks
 from keras_distill._files import atomic_path
+from keras_distill.evaluation.outputs import model_outputs
 
 INPUTS_KEY = "inputs"
 LOGITS_KEY = "teacher_logits"
@@ -92,7 +93,8 @@ class TeacherCache:
         _checks.check_choice("dtype", dtype, _STORAGE_DTYPES)
         _checks.check_choice("teacher_outputs", teacher_outputs, _checks.TEACHER_OUTPUT_KINDS)
         num_examples, digest = fingerprint(x)
-        outputs = teacher.predict(x, batch_size=batch_size, verbose=0)
+        # Eager calls in chunks: `predict` would trace once per batch shape of every new teacher.
+        outputs = model_outputs(teacher, x, batch_size, dtype="float32")
         if isinstance(outputs, dict):
             outputs = outputs[teacher_output]
         elif isinstance(outputs, (list, tuple)):
