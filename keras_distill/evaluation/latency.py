@@ -43,8 +43,9 @@ def measure_latencies(models, x, batch_size=1, repeats=9, warmup=DEFAULT_WARMUP)
     Every model's call is traced once (one `tf.function` per model, reused
     for the warm-up and the timed calls, so nothing retraces) and warmed up
     with `warmup` untimed calls. Then each of `repeats` rounds times every
-    model once, in turn, so a slow spell of the machine falls on all models
-    alike and two identical models time alike.
+    model once, in turn (each round starting one model later), so a slow
+    spell of the machine, or the caches another model left behind, fall on
+    all models alike, and two identical models time alike.
 
     Args:
         models: `{name: keras.Model}`.
@@ -70,8 +71,12 @@ def measure_latencies(models, x, batch_size=1, repeats=9, warmup=DEFAULT_WARMUP)
         for _ in range(max(warmup, 1)):
             _ = np.asarray(call(batch))
     times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
+    names = list(calls)
+    for round_index in range(repeats):
+        # Each round starts one model later, so every model follows every other equally often.
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            call = calls[name]
             start = time.perf_counter()
             _ = np.asarray(call(batch))
             times[name].append((time.perf_counter() - start) * 1000.0)

@@ -3,6 +3,7 @@ import logging
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from helpers import make_mlp
 
@@ -10,6 +11,7 @@ from keras_distill import Distiller
 from keras_distill.evaluation import metrics
 from keras_distill.evaluation import report as report_lib
 from keras_distill._keras import keras
+from keras_distill.evaluation.latency import measure_latencies
 from keras_distill.evaluation.latency import measure_latency
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -140,11 +142,18 @@ def test_plots_are_written(tmp_path, data, teacher, student):
     _assert_png(report.plot_accuracy_vs_size(tmp_path / "params.png", size_key="parameters"))
 
 
-def test_latency_fields(data, student):
+def test_latency_fields(data, student, teacher):
     x, _ = data
     result = measure_latency(student, x[:3], batch_size=5, repeats=3)
     assert result["batch_size"] == 5 and result["repeats"] == 3
     assert 0 < result["min_ms"] <= result["median_ms"]
+    both = measure_latencies({"s": student, "t": teacher}, x, batch_size=2, repeats=4, warmup=0)
+    assert list(both) == ["s", "t"]
+    for timing in both.values():
+        assert (timing["batch_size"], timing["repeats"]) == (2, 4)
+        assert 0 < timing["min_ms"] <= timing["median_ms"]
+    with pytest.raises(ValueError, match=r"`warmup` must be an integer >= 0. Received: warmup=-1"):
+        measure_latencies({"s": student}, x, warmup=-1)
 
 
 @pytest.mark.parametrize(
@@ -228,10 +237,9 @@ def test_compare_names_the_student_and_traces_no_function_twice(data, teacher, s
                            latency_repeats=0)
 
 
-def test_predict_on_many_models_is_what_retraces(data, student, caplog):
-    """The check above can fail: `predict` on ragged batches of many models does warn."""
-    x, _ = data
+def test_the_retracing_check_can_fail(caplog):
+    """The check above sees TensorFlow's retracing warnings when there are some."""
     with caplog.at_level(logging.WARNING, logger="tensorflow"):
-        for index in range(4):
-            _copy(student, index).predict(x[:100], batch_size=64, verbose=0)
+        for size in range(1, 9):
+            tf.function(lambda t: t * 2.0)(tf.zeros([size]))
     assert [r for r in caplog.records if "retracing" in r.getMessage()]
