@@ -16,6 +16,8 @@ from keras_distill.teachers.cache import TeacherCache
 
 DEFAULT_CANDIDATES = ((0.5, 1.0), (0.5, 2.0), (0.9, 2.0))
 DEFAULT_VALIDATION_SPLIT = 0.2
+# Train accuracy less than this above validation accuracy: the student alone may underfit.
+UNDERFIT_GAP = 0.02
 
 
 def distill(
@@ -206,7 +208,7 @@ class _Recipe:
         distilled = self.finish_search(searched)
         self.phase(5, f"{self.runs[-1]['name']}: {self.summary(self.runs[-1])}")
 
-        kept, reason = self.choose(self.runs[0], self.runs[-1])
+        kept, reason = choose_student(self.runs[0], self.runs[-1])
         settings = self.report_settings(description, len(x_all))
         report = RecipeReport(self.runs, teacher, kept, reason, settings)
         report.baseline_model = self.copy(baseline)
@@ -225,6 +227,7 @@ class _Recipe:
         baseline.fit(*self.fit_data, batch_size=s["batch_size"], epochs=s["epochs"],
                      shuffle=True, callbacks=[stopper], verbose=self.fit_verbose)
         self.record(BASELINE, None, None, baseline, stopper, "baseline")
+        self.runs[-1]["train_accuracy"] = accuracy(baseline, *self.fit_data)
         return baseline
 
     def finish_search(self, searched):
@@ -269,21 +272,6 @@ class _Recipe:
         distiller.fit(dataset, epochs=s["search_epochs"], callbacks=[stopper], shuffle=False,
                       verbose=self.fit_verbose)
         return (alpha, temperature), distiller, stopper, dataset
-
-    def choose(self, baseline, distilled):
-        gain = distilled["validation_accuracy"] - baseline["validation_accuracy"]
-        if gain > 0:
-            return distilled["name"], (
-                f"Its validation accuracy {_pct(distilled['validation_accuracy'])} is "
-                f"{100 * gain:.2f} points above the student alone "
-                f"({_pct(baseline['validation_accuracy'])})."
-            )
-        return BASELINE, (
-            "Distillation did not help here: the best distilled student "
-            f"({distilled['name']}, {_pct(distilled['validation_accuracy'])}) is not above the "
-            f"student alone ({_pct(baseline['validation_accuracy'])}) on validation, so the "
-            "student alone is returned."
-        )
 
     def record(self, name, alpha, temperature, model, stopper, stage):
         x_val, y_val = self.validation
@@ -347,6 +335,37 @@ class _Recipe:
 
     def elapsed(self):
         return f"{time.perf_counter() - self.started:.0f} s"
+
+
+def choose_student(baseline, distilled):
+    """`(kept run's name, reason)`: the distilled run only if strictly better on validation.
+
+    Args:
+        baseline: The student alone's run (with `train_accuracy`).
+        distilled: The best distilled run.
+    """
+    gain = distilled["validation_accuracy"] - baseline["validation_accuracy"]
+    if gain > 0:
+        return distilled["name"], (
+            f"Its validation accuracy {_pct(distilled['validation_accuracy'])} is "
+            f"{100 * gain:.2f} points above the student alone "
+            f"({_pct(baseline['validation_accuracy'])})."
+        )
+    reason = (
+        "Distillation did not help here: the best distilled student "
+        f"({distilled['name']}, {_pct(distilled['validation_accuracy'])}) is not above the "
+        f"student alone ({_pct(baseline['validation_accuracy'])}) on validation, so the "
+        "student alone is returned."
+    )
+    fit_gap = baseline["train_accuracy"] - baseline["validation_accuracy"]
+    if fit_gap < UNDERFIT_GAP:
+        reason += (
+            f" The student alone fits its training data little better than validation "
+            f"({_pct(baseline['train_accuracy'])} vs {_pct(baseline['validation_accuracy'])}):"
+            " it may underfit, and students that underfit lost accuracy with distillation in "
+            "docs/quality.md; a larger student may gain more."
+        )
+    return BASELINE, reason
 
 
 def _check_settings(**settings):

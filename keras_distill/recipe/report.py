@@ -21,7 +21,8 @@ class RecipeReport(JsonFile):
             (`None` for the student alone), `epochs` (trained), `best_epoch`,
             `validation_accuracy`, `test_accuracy` (or `None`), `curve`
             (validation accuracy after each epoch) and `stage`
-            (`"baseline"`, `"search"` or `"final"`).
+            (`"baseline"`, `"search"` or `"final"`); the student alone's run
+            also has `train_accuracy`.
         teacher: `{"validation_accuracy", "test_accuracy"}` of the teacher.
         kept: Name of the run whose student was returned.
         reason: One sentence: why that student.

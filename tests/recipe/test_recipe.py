@@ -14,6 +14,7 @@ from keras_distill import RecipeReport
 from keras_distill import distill
 from keras_distill._keras import keras
 from keras_distill.recipe import inputs
+from keras_distill.recipe import pipeline
 
 FAST = {"epochs": 6, "patience": 3, "batch_size": 32, "transfer_batch_size": 64,
         "learning_rate": 0.01, "verbose": 0}
@@ -133,6 +134,9 @@ def test_a_useless_teacher_returns_the_student_alone(splits, capsys):
     alone = report["student alone"]["validation_accuracy"]
     assert numpy_accuracy(best, x_val, y_val) == pytest.approx(alone)
     assert report.runs[-1]["validation_accuracy"] <= alone
+    train = report["student alone"]["train_accuracy"]
+    assert train == pytest.approx(numpy_accuracy(best, x, y))
+    assert ("it may underfit" in report.reason) == (train - alone < 0.02)
     assert report.teacher["test_accuracy"] is None and "test accuracy" not in str(report)
 
 
@@ -227,3 +231,20 @@ def test_the_same_model_as_teacher_and_student_is_refused(trained_teacher):
     x, y = make_data(16)
     with pytest.raises(ValueError, match="`student` and `teacher` must be different models"):
         distill(trained_teacher, trained_teacher, x, y)
+
+
+@pytest.mark.parametrize(
+    "alone, distilled, kept, says",
+    [
+        ((0.90, 0.70), 0.75, "distilled a=0.5 T=1", "5.00 points above the student alone"),
+        ((0.90, 0.70), 0.70, "student alone", "Distillation did not help here"),
+        ((0.71, 0.70), 0.60, "student alone", "it may underfit"),
+    ],
+)
+def test_choice_of_the_student(alone, distilled, kept, says):
+    baseline = {"name": "student alone", "train_accuracy": alone[0],
+                "validation_accuracy": alone[1]}
+    candidate = {"name": "distilled a=0.5 T=1", "validation_accuracy": distilled}
+    name, reason = pipeline.choose_student(baseline, candidate)
+    assert name == kept and says in reason
+    assert ("underfit" in reason) == (says == "it may underfit")
