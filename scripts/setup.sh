@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs keras_distill with every extra, pinned by constraints.txt.
-# pip runs quietly; the only line dropped from its stderr is pip's notice about a configured
-# package location that does not exist on this machine (known noise, not an error).
+# pip runs quietly. Two known notices are silenced, nothing else: setuptools' "Editable
+# installation" build warning (a PYTHONWARNINGS filter on that message only, for the editable
+# install), and pip's line about a configured package location missing on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -14,4 +15,5 @@ quiet_pip() {
     .venv/bin/python -m pip "$@" 2> >(grep -v -E "$MISSING_LOCATION" >&2)
 }
 quiet_pip install --quiet --upgrade pip
-quiet_pip install --quiet -c constraints.txt -e ".[dev]"
+PYTHONWARNINGS="ignore:Editable installation" \
+    quiet_pip install --quiet -c constraints.txt -e ".[dev]"
