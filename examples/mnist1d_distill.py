@@ -66,7 +66,7 @@ def main(argv=None):
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--latency-repeats", type=int, default=21)
+    parser.add_argument("--latency-repeats", type=int, default=51)
     parser.add_argument("--out", default="outputs", help="folder for the student and the report")
     args = parser.parse_args(argv)
     started = time.perf_counter()
