@@ -14,6 +14,12 @@ order; the data split is fixed per dataset, so differences are paired.
     python benchmarks/quality.py --quick         # 2 seeds, fewer epochs (smoke run)
     python benchmarks/quality.py --seeds 0 1 2 --datasets digits --out outputs/quality.json
     python benchmarks/quality.py --recipe --out outputs/quality_recipe.json
+    python benchmarks/quality.py --distill --out outputs/quality_distill.json
+
+`--distill` measures the one call `keras_distill.distill()` against the
+student alone it trains and against plain KD with the Distiller's defaults
+(alpha 0.5, T 4, labelled data only, the same early stopping), on MNIST-1D,
+digits and scikit-learn's breast-cancer table.
 
 `--recipe` runs the recommended recipe with hyperparameters selected on a
 validation split carved from the training data (never the test set): the
@@ -39,10 +45,13 @@ from keras_distill import TeacherCache  # noqa: E402
 from keras_distill import FeatureMatch  # noqa: E402
 from keras_distill import augment  # noqa: E402
 from keras_distill import datasets  # noqa: E402
+from keras_distill import distill  # noqa: E402
 from keras_distill import schedules  # noqa: E402
 from keras_distill import transfer  # noqa: E402
+from keras_distill.recipe import BestOnValidation as StopOnValidation  # noqa: E402
 from keras_distill._keras import GENERATION  # noqa: E402
 from keras_distill._keras import keras  # noqa: E402
+from keras_distill.evaluation import model_outputs  # noqa: E402
 
 NUM_CLASSES = 10
 
@@ -127,7 +136,7 @@ def load(name, args):
 
 
 def accuracy(model, x, y):
-    return float(np.mean(model.predict(x, batch_size=512, verbose=0).argmax(-1) == y))
+    return float(np.mean(model_outputs(model, x, 512).argmax(-1) == y))
 
 
 def train_alone(build, seed, x, y, epochs, batch_size, dataset=None):
@@ -431,11 +440,134 @@ def main_recipe(args, everything, started):
     print(f"wrote {args.out} ({everything['seconds']:.0f} s, {GENERATION})")
 
 
+# ---------------------------------------------------------------- distill() mode
+
+def cancer_teacher():
+    inputs = keras.Input((30,))
+    x = keras.layers.Dense(128, activation="relu")(inputs)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x), name="mlp_teacher")
+
+
+def cancer_student():
+    """A linear classifier (logistic regression) on the 30 standardised features."""
+    inputs = keras.Input((30,))
+    return keras.Model(inputs, keras.layers.Dense(2)(inputs), name="linear_student")
+
+
+def breast_cancer():
+    """scikit-learn's breast-cancer table (569 rows), standardised, split 50/50 at random."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    order = np.random.default_rng(0).permutation(len(bunch.target))
+    x, y = bunch.data[order].astype("float32"), bunch.target[order].astype("int32")
+    cut = len(y) // 2
+    mean, std = x[:cut].mean(0), x[:cut].std(0) + 1e-6
+    x = (x - mean) / std
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def distill_setup(name, args):
+    """Data, models and the budget of each dataset for `--distill`."""
+    if name == "cancer":
+        (x, y), (x_test, y_test) = breast_cancer()
+        return {"data": (x, y, x_test, y_test), "extra": None, "teacher": cancer_teacher,
+                "student": cancer_student, "teacher_epochs": 50, "batch_size": 32,
+                "max_epochs": args.max_epochs or 150, "patience": 20}
+    setup = load(name, args)
+    setup.update(teacher_epochs=setup["epochs"], max_epochs=args.max_epochs or
+                 (60 if name == "mnist1d" else 150), patience=10 if name == "mnist1d" else 20)
+    return setup
+
+
+def run_distill_seed(setup, seed):
+    """Teacher, `distill()` (its student alone and its kept student) and plain KD, one seed."""
+    x, y, x_test, y_test = setup["data"]
+    (x_fit, y_fit), (x_val, y_val) = validation_split(x, y)
+    batch = setup["batch_size"]
+    teacher = train_alone(setup["teacher"], 1000 + seed, x_fit, y_fit, setup["teacher_epochs"],
+                          batch)
+    keras.utils.set_random_seed(seed)
+    student = setup["student"]()
+    initial = student.get_weights()
+    best, report = distill(teacher, student, x_fit, y_fit, validation_data=(x_val, y_val),
+                           unlabeled=setup["extra"], test_data=(x_test, y_test),
+                           epochs=setup["max_epochs"], patience=setup["patience"],
+                           batch_size=batch, seed=seed, verbose=0)
+    # Plain KD with the Distiller's defaults, the same start and the same early stopping.
+    plain = keras.models.clone_model(student)
+    plain.set_weights(initial)
+    stopper = StopOnValidation(plain, x_val, y_val, setup["patience"])
+    keras.utils.set_random_seed(seed)
+    distil(None, teacher, seed, (x_fit, y_fit), setup["max_epochs"], batch, alpha=0.5,
+           temperature=4.0, callbacks=[stopper], student=plain)
+    results = {
+        "teacher": accuracy(teacher, x_test, y_test),
+        "student alone": report["student alone"]["test_accuracy"],
+        "plain KD a=0.5 T=4": accuracy(plain, x_test, y_test),
+        "distill()": accuracy(best, x_test, y_test),
+        "distill() kept a distilled student": float(report.distilled),
+        "student alone (validation)": report["student alone"]["validation_accuracy"],
+        "plain KD a=0.5 T=4 (validation)": accuracy(plain, x_val, y_val),
+        "distill() (validation)": accuracy(best, x_val, y_val),
+        "seconds of distill()": report.settings["seconds"],
+    }
+    return results, report.kept
+
+
+def distill_markdown(name, per_seed, table):
+    """Test accuracy, paired difference to the student alone and R (mean +- se over seeds)."""
+    lines = [f"### {name} ({len(per_seed)} seeds): distill() vs the student alone vs plain KD", "",
+             "| run | test accuracy | vs alone (paired) | R per seed (mean +- se) | R of means |",
+             "|---|---|---|---|---|"]
+    for run in ("teacher", "student alone", "plain KD a=0.5 T=4", "distill()"):
+        cell = f"{100 * table[run]['mean']:.2f} +- {100 * table[run]['se']:.2f}"
+        if run in ("teacher", "student alone"):
+            lines.append(f"| {run} | {cell} | | | |")
+            continue
+        diff, se, recovery = gap_stats(per_seed, table, run, "student alone", "teacher")
+        ratios = [(r[run] - r["student alone"]) / (r["teacher"] - r["student alone"])
+                  for r in per_seed if r["teacher"] - r["student alone"] > 0]
+        spread = (f"{np.mean(ratios):.2f} +- {np.std(ratios, ddof=1) / np.sqrt(len(ratios)):.2f}"
+                  if len(ratios) > 1 else "-")
+        lines.append(f"| {run} | {cell} | {100 * diff:+.2f} +- {100 * se:.2f} | {spread} | "
+                     f"{recovery:.2f} |")
+    kept = table["distill() kept a distilled student"]["mean"]
+    lines.append("")
+    lines.append(f"distill() kept a distilled student in {kept * len(per_seed):.0f} of "
+                 f"{len(per_seed)} seeds; seconds per call: "
+                 f"{table['seconds of distill()']['mean']:.0f}.")
+    return "\n".join(lines)
+
+
+def main_distill(args, everything, started):
+    everything["distill"] = True
+    for name in args.datasets:
+        setup = distill_setup(name, args)
+        per_seed, kept = [], []
+        for seed in args.seeds:
+            results, choice = run_distill_seed(setup, seed)
+            per_seed.append(results)
+            kept.append(choice)
+            print(f"[{name}] seed {seed} done at {time.perf_counter() - started:.0f} s "
+                  f"(kept: {choice})", flush=True)
+            table = summarise(per_seed)
+            everything["datasets"][name] = {"per_seed": per_seed, "summary": table, "kept": kept,
+                                            "max_epochs": setup["max_epochs"],
+                                            "patience": setup["patience"]}
+            everything["seconds"] = time.perf_counter() - started
+            save(everything, args.out)
+        print(distill_markdown(name, per_seed, table), flush=True)
+    print(f"wrote {args.out} ({everything['seconds']:.0f} s, {GENERATION})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--datasets", nargs="+", default=["mnist1d", "digits"],
-                        choices=["mnist1d", "digits"])
+    parser.add_argument("--datasets", nargs="+", default=None,
+                        choices=["mnist1d", "digits", "cancer"],
+                        help="defaults to mnist1d and digits (and cancer with --distill)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of every run; defaults to 20 on MNIST-1D, 30 on digits")
     parser.add_argument("--transfer-size", type=int, default=None,
@@ -450,6 +582,8 @@ def main(argv=None):
     parser.add_argument("--recipe", action="store_true",
                         help="only the recommended recipe: candidates selected on a validation "
                              "split, early stopping for the student alone and every candidate")
+    parser.add_argument("--distill", action="store_true",
+                        help="only keras_distill.distill() vs the student alone vs plain KD")
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="with --recipe: epoch cap (60 on MNIST-1D, 150 on digits)")
     parser.add_argument("--stop-patience", type=int, default=None,
@@ -460,11 +594,15 @@ def main(argv=None):
                              "(earlier on MNIST-1D, later on digits)")
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)
+    if args.datasets is None:
+        args.datasets = ["mnist1d", "digits"] + (["cancer"] if args.distill else [])
+    if "cancer" in args.datasets and not args.distill:
+        parser.error("--datasets cancer needs --distill")
     if args.transfer_size is None:
-        args.transfer_size = 40000 if args.recipe else 4000
+        args.transfer_size = 40000 if args.recipe or args.distill else 4000
     if args.quick:
         args.seeds, args.epochs = args.seeds[:2], 8
-        if args.recipe:
+        if args.recipe or args.distill:
             args.epochs, args.max_epochs = None, 4
             args.transfer_size = min(args.transfer_size, 4000)
     grid = [(0.5, 2.0), (0.5, 4.0), (0.9, 2.0), (0.9, 4.0)]
@@ -474,6 +612,8 @@ def main(argv=None):
                   "datasets": {}}
     if args.recipe:
         return main_recipe(args, everything, started)
+    if args.distill:
+        return main_distill(args, everything, started)
     for name in args.datasets:
         setup = load(name, args)
         per_seed = []

@@ -3,8 +3,8 @@
 The distiller and its losses live at the top; each folder is one concern:
 `matching` (feature and attention matches), `teachers` (live teacher or cache),
 `compression` (TFLite export, pruning, quantization, the chain), `evaluation`
-(reports, metrics, latency, plots) and `data` (augmentation, transfer sets,
-offline datasets).
+(reports, metrics, latency, plots), `data` (augmentation, transfer sets,
+offline datasets) and `recipe` (`distill()`, the safe path in one call).
 """
 
 import warnings
@@ -15,6 +15,7 @@ from keras_distill import data
 from keras_distill import evaluation
 from keras_distill import losses
 from keras_distill import matching
+from keras_distill import recipe
 from keras_distill import saving
 from keras_distill import schedules
 from keras_distill import teachers
@@ -45,6 +46,8 @@ from keras_distill.matching import AttentionMatch
 from keras_distill.matching import FeatureAdapter
 from keras_distill.matching import FeatureMatch
 from keras_distill.matching import feature_losses
+from keras_distill.recipe import RecipeReport
+from keras_distill.recipe import distill
 from keras_distill.schedules import DistillationScheduler
 from keras_distill.teachers import TeacherCache
 
@@ -60,6 +63,7 @@ __all__ = [
     "FeatureMatch",
     "GENERATION",
     "ParityError",
+    "RecipeReport",
     "Report",
     "StopOnNonFinite",
     "TeacherCache",
@@ -70,6 +74,7 @@ __all__ = [
     "compression",
     "data",
     "datasets",
+    "distill",
     "evaluation",
     "export_tflite",
     "feature_losses",
@@ -80,6 +85,7 @@ __all__ = [
     "matching",
     "prune",
     "quantization_aware_training",
+    "recipe",
     "report",
     "run_tflite",
     "saving",

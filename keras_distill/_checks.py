@@ -235,6 +235,21 @@ def check_labels(labels, num_classes, mask_value):
         )
 
 
-
 def _leaves(values):
     return [] if values is None else tf.nest.flatten(values)
+
+
+def check_positive_number(name, value):
+    """Returns `value` as a float, or raises unless it is a finite number > 0."""
+    return _check_real(name, value, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def check_fraction(name, value):
+    """Returns `value` as a float, or raises unless it lies strictly between 0 and 1."""
+    return _check_real(name, value, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
+
+
+def _check_real(name, value, accept, expected):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not accept(value):
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+    return float(value)

@@ -44,3 +44,4 @@ def write_text(path, text):
         with open(temporary, "w", encoding="utf-8") as stream:
             stream.write(text)
     return path
+

@@ -31,6 +31,11 @@ DISTILL_DEFAULTS = {
     "distillation_loss": "kl",
     "seed": 0,
 }
+# With --recipe, options not given come from here (keras_distill.distill's defaults).
+RECIPE_DEFAULTS = dict(DISTILL_DEFAULTS, alpha=None, temperature=None, epochs=60, batch_size=128,
+                       learning_rate=0.002)
+# Options of plain distillation that the recipe does not take.
+NOT_WITH_RECIPE = ("optimizer", "distillation_loss", "tensorboard", "backup_dir", "history")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -117,6 +122,20 @@ def _add_distill(commands):
     distill.add_argument("--unsafe-allow-lambda", action="store_true",
                          help="load models with Lambda layers (they can run arbitrary code; "
                               "only for files you trust)")
+    distill.add_argument("--recipe", action="store_true",
+                         help="run the safe recipe (keras_distill.distill): train the student "
+                              "alone with early stopping, distil copies of it on a transfer set "
+                              "labelled by the teacher for a few (alpha, T) candidates, and save "
+                              "whichever is better on validation (--val, else 20%% of --data); "
+                              "--alpha and --temperature, if given, are the only candidate; "
+                              f"defaults: epochs {RECIPE_DEFAULTS['epochs']}, batch size "
+                              f"{RECIPE_DEFAULTS['batch_size']}, learning rate "
+                              f"{RECIPE_DEFAULTS['learning_rate']}")
+    distill.add_argument("--unlabeled", metavar="U.npz",
+                         help="with --recipe: inputs without labels (a .npz file with an array "
+                              "`x`) for the teacher to label; default: generated views of --data")
+    distill.add_argument("--recipe-report", metavar="RECIPE.json",
+                         help="with --recipe: save what was tried and kept as JSON")
     distill.set_defaults(handler=run_distill)
 
 
@@ -197,19 +216,21 @@ def main(argv=None):
 
 def run_distill(args):
     """`keras-distill distill`: trains the student and saves it to `--out`."""
-    options = _distill_options(args)
     verbose = int(_choice("--verbose", args.verbose, ("0", "1", "2")))
     _check_suffix("--out", args.out, ".keras")
+    if args.recipe:
+        return run_recipe(args, verbose)
+    for option, value in (("--unlabeled", args.unlabeled), ("--recipe-report", args.recipe_report)):
+        if value is not None:
+            raise CliError(f"`{option}` needs `--recipe`. Received: {option}={value}")
+    options = _distill_options(args)
     from keras_distill import saving
     from keras_distill._keras import keras
     from keras_distill.callbacks import StopOnNonFinite
     from keras_distill.distiller import Distiller
 
     keras.utils.set_random_seed(options["seed"])
-    teacher = _load("--teacher", args.teacher, args.unsafe_allow_lambda)
-    student = _load("--student", args.student, args.unsafe_allow_lambda)
-    x, y = saving.load_arrays(args.data, ("x", "y"), argument_name="--data")
-    validation = saving.load_arrays(args.val, ("x", "y"), argument_name="--val") if args.val else None
+    teacher, student, (x, y), validation = _load_training(args)
     distiller = Distiller(student=student, teacher=teacher)
     distiller.compile(
         optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]),
@@ -234,6 +255,42 @@ def run_distill(args):
     if args.history:
         _write_json(args.history, {k: [float(v) for v in vs] for k, vs in history.history.items()})
     print(f"Saved the student to {args.out}")
+    return 0
+
+
+def run_recipe(args, verbose):
+    """`keras-distill distill --recipe`: the safe recipe; says which student it kept."""
+    for key in NOT_WITH_RECIPE:
+        value = getattr(args, key)
+        if value is not None:
+            option = "--" + key.replace("_", "-")
+            raise CliError(f"`{option}` cannot be used with `--recipe` (it trains with Adam and "
+                           f"the KL loss, and writes --recipe-report). Received: {option}={value}")
+    options = _distill_options(args, RECIPE_DEFAULTS)
+    from keras_distill import saving
+    from keras_distill.recipe import distill
+
+    teacher, student, (x, y), validation = _load_training(args)
+    unlabeled = None
+    if args.unlabeled:
+        (unlabeled,) = saving.load_arrays(args.unlabeled, ("x",), argument_name="--unlabeled")
+    candidates = {}
+    if options["alpha"] is not None or options["temperature"] is not None:
+        alpha = 0.5 if options["alpha"] is None else options["alpha"]
+        temperature = 1.0 if options["temperature"] is None else options["temperature"]
+        candidates["candidates"] = ((alpha, temperature),)
+    best, report = distill(
+        teacher, student, x, y, validation_data=validation, unlabeled=unlabeled,
+        epochs=options["epochs"], batch_size=options["batch_size"],
+        learning_rate=options["learning_rate"], seed=options["seed"], verbose=min(verbose, 1),
+        **candidates,
+    )
+    saving.save_model(best, args.out)
+    if args.recipe_report:
+        report.save_json(args.recipe_report)
+    if verbose:
+        print(report)
+    print(f"Saved the student to {args.out} (kept: {report.kept})")
     return 0
 
 
@@ -287,8 +344,8 @@ def run_report(args):
     return 0
 
 
-def _distill_options(args):
-    options = dict(DISTILL_DEFAULTS)
+def _distill_options(args, defaults=DISTILL_DEFAULTS):
+    options = dict(defaults)
     if args.config:
         from keras_distill import saving
 
@@ -362,6 +419,19 @@ def _check_suffix(name, path, suffix):
         raise CliError(
             f"`{name}` must be a file path ending in '{suffix}'. Received: {name}={path}"
         ) from None
+
+
+def _load_training(args):
+    """The teacher, the student, `--data` and `--val` (or `None`) of `distill`."""
+    from keras_distill import saving
+
+    teacher = _load("--teacher", args.teacher, args.unsafe_allow_lambda)
+    student = _load("--student", args.student, args.unsafe_allow_lambda)
+    data = saving.load_arrays(args.data, ("x", "y"), argument_name="--data")
+    validation = None
+    if args.val:
+        validation = saving.load_arrays(args.val, ("x", "y"), argument_name="--val")
+    return teacher, student, data, validation
 
 
 def _load(name, path, allow_lambda):

@@ -6,10 +6,9 @@ the train step.
 """
 
 import math
-import numbers
 
-from keras_distill._keras import keras
 from keras_distill._checks import check_int
+from keras_distill._keras import keras
 
 
 class _Schedule:

@@ -6,14 +6,14 @@ import pytest
 
 PUBLIC_API = [
     "AttentionMatch", "ChainReport", "Distiller", "DistillationScheduler", "ExportReport",
-    "FeatureAdapter", "FeatureMatch", "GENERATION", "ParityError", "Report", "StopOnNonFinite",
-    "TeacherCache", "augment", "callbacks", "compare", "compress", "compression", "data",
-    "datasets", "evaluation", "export_tflite", "feature_losses", "gzip_size", "keras",
-    "keras_quantize", "losses", "matching", "prune", "quantization_aware_training", "report",
-    "run_tflite", "saving", "schedules", "teachers", "tflite_latency", "transfer",
+    "FeatureAdapter", "FeatureMatch", "GENERATION", "ParityError", "RecipeReport", "Report",
+    "StopOnNonFinite", "TeacherCache", "augment", "callbacks", "compare", "compress",
+    "compression", "data", "datasets", "distill", "evaluation", "export_tflite", "feature_losses",
+    "gzip_size", "keras", "keras_quantize", "losses", "matching", "prune",
+    "quantization_aware_training", "recipe", "report", "run_tflite", "saving", "schedules", "teachers", "tflite_latency", "transfer",
     "unquantizable_layers", "weight_sparsity", "__version__",
 ]
-SUBPACKAGES = ("compression", "data", "evaluation", "matching", "teachers")
+SUBPACKAGES = ("compression", "data", "evaluation", "matching", "recipe", "teachers")
 
 
 def test_public_api_is_pinned():
@@ -53,6 +53,7 @@ def test_top_level_names_are_the_subpackages_objects():
     assert keras_distill.FeatureMatch is keras_distill.matching.FeatureMatch
     assert keras_distill.compare is keras_distill.evaluation.compare
     assert keras_distill.augment is keras_distill.data.augment
+    assert keras_distill.distill is keras_distill.recipe.distill
 
 
 def test_io_is_a_deprecated_alias_of_saving():

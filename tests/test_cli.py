@@ -224,7 +224,7 @@ def test_help_describes_every_option(capsys):
     expected = {
         "distill": ["--teacher", "--student", "--data", "--val", "--alpha", "--temperature",
                     "--epochs", "--batch-size", "--out", "--tensorboard", "--config",
-                    "--unsafe-allow-lambda"],
+                    "--unsafe-allow-lambda", "--recipe", "--unlabeled", "--recipe-report"],
         "export": ["--out", "--quantization", "--calibration", "{none,dynamic,float16,int8}"],
         "report": ["--teacher", "--student", "--data", "--out-dir"],
     }
@@ -277,3 +277,42 @@ def test_distill_stops_on_non_finite_loss_and_saves_nothing(files, capsys, monke
         f"the end of epoch 0, batch {batch - 1}" if batch else "the weights before training"
     )
     assert (tmp_path / "kept.keras").read_bytes() == b"previous content"
+
+
+def test_distill_recipe_says_which_student_it_kept(files):
+    np.savez(files / "unlabeled.npz", x=make_data(96, seed=7)[0])
+    code, out, err = run_cli(
+        "distill", "--teacher", "teacher.keras", "--student", "student.keras",
+        "--data", "train.npz", "--val", "val.npz", "--unlabeled", "unlabeled.npz", "--recipe",
+        "--epochs", "4", "--batch-size", "32", "--learning-rate", "0.01",
+        "--out", "recipe/kept.keras", "--recipe-report", "recipe/report.json", cwd=files,
+    )
+    assert code == 0, err
+    report = json.loads((files / "recipe" / "report.json").read_text())
+    assert out.strip().splitlines()[-1] == (
+        f"Saved the student to recipe/kept.keras (kept: {report['kept']})")
+    assert "[5/5]" in out and "| run | alpha | T |" in out and f"Kept: {report['kept']}." in out
+    assert report["settings"]["num_transfer"] == 128 + 96
+    assert report["settings"]["epochs"] == 4
+    kept = {run["name"]: run for run in report["runs"]}[report["kept"]]
+    x_val, y_val = make_data(64, seed=1)
+    model = saving.load_model(str(files / "recipe" / "kept.keras"))
+    accuracy = float(np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == y_val))
+    assert accuracy == pytest.approx(kept["validation_accuracy"])
+    assert accuracy >= {run["name"]: run for run in report["runs"]}["student alone"][
+        "validation_accuracy"]
+
+
+def test_recipe_option_errors(files, capsys, monkeypatch):
+    monkeypatch.chdir(files)
+    code, _, err = call(capsys, *DISTILL, "--recipe", "--tensorboard", "tb")
+    assert (code, err) == (1, [
+        "keras-distill: error: `--tensorboard` cannot be used with `--recipe` (it trains with "
+        "Adam and the KL loss, and writes --recipe-report). Received: --tensorboard=tb"])
+    code, _, err = call(capsys, *DISTILL, "--unlabeled", "u.npz")
+    assert (code, err) == (1, [
+        "keras-distill: error: `--unlabeled` needs `--recipe`. Received: --unlabeled=u.npz"])
+    code, _, err = call(capsys, *DISTILL, "--recipe", "--epochs", "0")
+    assert (code, err) == (1, [
+        "keras-distill: error: `--epochs` must be an integer >= 1. Received: --epochs=0"])
+    assert not os.path.exists("o.keras")

@@ -16,12 +16,22 @@ def load(name):
 
 
 def test_mnist1d_distill(tmp_path, capsys):
-    results = load("mnist1d_distill").main(["--epochs", "1", "--out", str(tmp_path)])
-    assert set(results) == {"teacher (CNN)", "student alone (MLP)", "student distilled (MLP)"}
-    assert all(0.0 <= value <= 1.0 for value in results.values())
-    for name in ("mnist1d_student.keras", "report.json", "history.png", "accuracy_vs_size.png"):
+    results = load("mnist1d_distill").main([
+        "--unlabeled", "400", "--epochs", "2", "--teacher-epochs", "1", "--patience", "1",
+        "--latency-repeats", "1", "--out", str(tmp_path),
+    ])
+    assert set(results) == {"teacher", "student alone", "student (kept)", "kept"}
+    assert all(0.0 <= results[name] <= 1.0 for name in ("teacher", "student alone",
+                                                        "student (kept)"))
+    names = ("mnist1d_student.keras", "recipe.json", "report.json", "validation_curves.png",
+             "accuracy_vs_size.png")
+    for name in names:
         assert os.path.getsize(tmp_path / name) > 0, name
-    assert "| teacher (CNN)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"Kept: {results['kept']}." in out
+    assert "| teacher | 11,658 |" in out
+    assert out.strip().splitlines()[-1].startswith(
+        f"Wrote {', '.join(names[:-1])} and {names[-1]} to {tmp_path}/")
 
 
 @pytest.mark.slow

@@ -23,6 +23,13 @@ def new_figure(width, height):
     return Figure(figsize=(width, height), dpi=100)
 
 
+def plain_number_formatter():
+    """A tick formatter that writes `50`, not `5 x 10^1`, on logarithmic axes."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:g}")
+
+
 def history_dict(history):
     """The `{name: [value per epoch]}` dict of a `History` object or a plain dict."""
     values = getattr(history, "history", history)
@@ -88,7 +95,7 @@ def plot_history(history, path, keys=None, title=None):
 
 
 def plot_accuracy_vs_size(rows, path, size_key="file_size_bytes", title=None):
-    """Scatter plot of test accuracy against model size, one labelled point per model.
+    """Scatter plot of test accuracy against model size, one point per model, named in a legend.
 
     Args:
         rows: Dicts with `"name"`, `"accuracy"` and `size_key` (as in
@@ -105,14 +112,19 @@ def plot_accuracy_vs_size(rows, path, size_key="file_size_bytes", title=None):
     figure = new_figure(5.5, 4.0)
     axes = figure.add_subplot(1, 1, 1)
     scale, unit = (1024.0, "file size (KiB)") if size_key == "file_size_bytes" else (1.0, "parameters")
-    for row in rows:
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+    for index, row in enumerate(rows):
         if row.get(size_key) is None or row.get("accuracy") is None:
             continue
-        size = row[size_key] / scale
-        axes.scatter([size], [row["accuracy"]], s=40)
-        axes.annotate(row["name"], (size, row["accuracy"]), textcoords="offset points",
-                      xytext=(5, 5), fontsize="small")
+        # A legend, not text beside the points: models of the same size share a position.
+        axes.scatter([row[size_key] / scale], [row["accuracy"]], s=60, alpha=0.8,
+                     marker=markers[index % len(markers)], label=row["name"])
     axes.set_xscale("log")
+    plain = plain_number_formatter()
+    axes.xaxis.set_major_formatter(plain)
+    axes.xaxis.set_minor_formatter(plain)
+    axes.margins(x=0.3, y=0.15)
+    axes.legend(fontsize="small", loc="best")
     axes.set_xlabel(unit)
     axes.set_ylabel("accuracy")
     axes.grid(alpha=0.3)

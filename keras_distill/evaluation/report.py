@@ -14,7 +14,8 @@ from keras_distill.evaluation import metrics
 from keras_distill.evaluation import plots
 from keras_distill.evaluation._tables import JsonReport
 from keras_distill.evaluation._tables import markdown_table
-from keras_distill.evaluation.latency import measure_latency
+from keras_distill.evaluation.latency import measure_latencies
+from keras_distill.evaluation.outputs import model_outputs
 from keras_distill.evaluation.sizes import parameter_count
 
 COLUMNS = (
@@ -68,7 +69,11 @@ class Report(JsonReport):
         return cls(data["models"], data["settings"], data.get("history"))
 
     def to_markdown(self):
-        """A Markdown table: one line per model; latency is the median, in ms, per batch size."""
+        """A Markdown table: one line per model; latency is the fastest call, in ms, per batch size.
+
+        The fastest of the alternated calls is the steadiest figure on a
+        shared machine; the median is in `rows` and `to_json()`.
+        """
         header = [title for _, title, _ in COLUMNS]
         lines = []
         for row in self.rows:
@@ -79,7 +84,7 @@ class Report(JsonReport):
                     value = value / 1024.0
                 if key == "latency_ms":
                     value = " / ".join(
-                        f"b{item['batch_size']}: {item['median_ms']:.2f}"
+                        f"b{item['batch_size']}: {item['min_ms']:.2f}"
                         for item in row.get("latency", {}).values()
                     ) or "-"
                 cells.append("-" if value is None else fmt.format(value))
@@ -93,8 +98,9 @@ class Report(JsonReport):
         return (
             f"{self.to_markdown()}\n"
             f"{settings['num_examples']} examples; agreement = top-1 agreement with the teacher; "
-            f"ECE with {settings['num_bins']} equal-width bins; latency = median of "
-            f"{settings['latency_repeats']} calls ({settings['generation']})."
+            f"ECE with {settings['num_bins']} equal-width bins; latency = fastest of "
+            f"{settings['latency_repeats']} warmed-up calls, models alternated "
+            f"({settings['generation']})."
         )
 
     def __repr__(self):
@@ -127,6 +133,7 @@ def compare(
     num_bins=metrics.DEFAULT_NUM_BINS,
     from_logits=True,
     history=None,
+    student_name="student",
 ):
     """Measures a teacher, a student and any other models on the same `(x, y)`.
 
@@ -135,18 +142,19 @@ def compare(
     which both predict the same class; 1 for the teacher), expected
     calibration error (ECE, `metrics.expected_calibration_error`: top-1
     confidence, `num_bins` equal-width bins, Guo et al. 2017), and
-    inference latency (`latency.measure_latency`: minimum and median of
-    `latency_repeats` calls, at each of `latency_batch_sizes`).
+    inference latency (`latency.measure_latencies`: minimum and median of
+    `latency_repeats` warmed-up calls at each of `latency_batch_sizes`, the
+    models timed in turn so that identical models time alike).
 
     Args:
         teacher: The teacher `keras.Model`.
         student: The student `keras.Model` (e.g. `distiller.student`).
-        x: Inputs (a NumPy array or anything `model.predict` takes with
-            `len()`).
+        x: Inputs (a NumPy array, or a dict/list of arrays).
         y: `(n,)` integer labels.
         others: Optional `{name: keras.Model}` of further models, e.g. the
             student trained alone. Defaults to none.
-        batch_size: Batch size of `predict`. Defaults to `256`.
+        batch_size: Rows per model call when computing the outputs.
+            Defaults to `256`.
         latency_batch_sizes: Batch sizes to time. Defaults to `(1, 64)`.
         latency_repeats: Timed calls per batch size; `0` skips timing.
             Defaults to `9`.
@@ -155,6 +163,8 @@ def compare(
             probabilities. Defaults to `True`.
         history: Optional `fit()` history to keep in the report for
             `Report.plot_history`. Defaults to none.
+        student_name: Name of the student's row, e.g. `"student (distilled)"`.
+            Defaults to `"student"`.
 
     Returns:
         A `Report`.
@@ -174,12 +184,17 @@ def compare(
         Networks", ICML 2017. https://arxiv.org/abs/1706.04599
     """
     num_bins = metrics.check_num_bins(num_bins)
-    models = {"teacher": teacher, "student": student}
+    if not isinstance(student_name, str) or student_name in ("", "teacher"):
+        raise ValueError(
+            "`student_name` must be a non-empty string other than 'teacher'. "
+            f"Received: student_name={student_name!r}"
+        )
+    models = {"teacher": teacher, student_name: student}
     for name, model in dict(others or {}).items():
         if name in models:
             raise ValueError(
-                f"`others` must not reuse the names 'teacher' or 'student'. Received: others "
-                f"with key {name!r}"
+                f"`others` must not reuse the names 'teacher' or {student_name!r}. Received: "
+                f"others with key {name!r}"
             )
         models[str(name)] = model
     for name, model in models.items():
@@ -190,19 +205,15 @@ def compare(
         raise ValueError(
             f"`y` must hold one label per example of `x` ({len(x)}). Received: y.shape={np.shape(y)}"
         )
-    outputs = {
-        name: np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-        for name, model in models.items()
-    }
+    outputs = {name: model_outputs(model, x, batch_size) for name, model in models.items()}
+    latency = {name: {} for name in models}
+    for size in latency_batch_sizes if latency_repeats else ():
+        timed = measure_latencies(models, x, batch_size=size, repeats=latency_repeats)
+        for name, result in timed.items():
+            latency[name][f"batch_{size}"] = result
     rows = []
     for name, model in models.items():
         probabilities = metrics.softmax(outputs[name]) if from_logits else outputs[name]
-        latency = {}
-        if latency_repeats:
-            for size in latency_batch_sizes:
-                latency[f"batch_{size}"] = measure_latency(
-                    model, x, batch_size=size, repeats=latency_repeats
-                )
         rows.append({
             "name": name,
             "model": model.name,
@@ -211,7 +222,7 @@ def compare(
             "accuracy": metrics.accuracy(outputs[name], labels),
             "agreement": metrics.top1_agreement(outputs[name], outputs["teacher"]),
             "ece": metrics.expected_calibration_error(probabilities, labels, num_bins),
-            "latency": latency,
+            "latency": latency[name],
         })
     settings = {
         "num_examples": int(len(labels)),

@@ -22,6 +22,7 @@ from keras_distill import _checks
 from keras_distill._files import atomic_path
 from keras_distill._outputs import logits_from
 from keras_distill._outputs import select_output
+from keras_distill.evaluation.outputs import model_outputs
 
 INPUTS_KEY = "inputs"
 LOGITS_KEY = "teacher_logits"
@@ -97,7 +98,8 @@ class TeacherCache:
         from_logits = _checks.check_teacher_from_logits(teacher_from_logits, teacher_outputs)
         _checks.check_choice("dtype", dtype, _STORAGE_DTYPES)
         num_examples, digest = fingerprint(x)
-        outputs = teacher.predict(x, batch_size=batch_size, verbose=0)
+        # Eager calls in chunks: `predict` would trace once per batch shape of every new teacher.
+        outputs = model_outputs(teacher, x, batch_size, dtype="float32")
         outputs = select_output(outputs, teacher_output, teacher, "teacher")
         logits = np.asarray(logits_from(outputs, from_logits), np.float32)
         num_classes = logits.shape[-1]

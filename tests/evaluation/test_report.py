@@ -1,7 +1,9 @@
 import json
+import logging
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from helpers import make_mlp
 
@@ -9,6 +11,7 @@ from keras_distill import Distiller
 from keras_distill.evaluation import metrics
 from keras_distill.evaluation import report as report_lib
 from keras_distill._keras import keras
+from keras_distill.evaluation.latency import measure_latencies
 from keras_distill.evaluation.latency import measure_latency
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -139,11 +142,18 @@ def test_plots_are_written(tmp_path, data, teacher, student):
     _assert_png(report.plot_accuracy_vs_size(tmp_path / "params.png", size_key="parameters"))
 
 
-def test_latency_fields(data, student):
+def test_latency_fields(data, student, teacher):
     x, _ = data
     result = measure_latency(student, x[:3], batch_size=5, repeats=3)
     assert result["batch_size"] == 5 and result["repeats"] == 3
     assert 0 < result["min_ms"] <= result["median_ms"]
+    both = measure_latencies({"s": student, "t": teacher}, x, batch_size=2, repeats=4, warmup=0)
+    assert list(both) == ["s", "t"]
+    for timing in both.values():
+        assert (timing["batch_size"], timing["repeats"]) == (2, 4)
+        assert 0 < timing["min_ms"] <= timing["median_ms"]
+    with pytest.raises(ValueError, match=r"`warmup` must be an integer >= 0. Received: warmup=-1"):
+        measure_latencies({"s": student}, x, warmup=-1)
 
 
 @pytest.mark.parametrize(
@@ -202,3 +212,34 @@ def test_saved_size_ignores_optimizer_state(tmp_path, data, student):
     assert with_optimizer > plain + 2000  # Adam state: two slots per weight and the iteration count
     # Equal up to the archive's metadata (names, dates), far below the size with the optimizer.
     assert abs(report_lib.saved_size(student) - plain) < 0.01 * plain
+
+
+def _copy(model, name):
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def test_compare_names_the_student_and_traces_no_function_twice(data, teacher, student, caplog):
+    x, y = data
+    others = {f"copy {index}": _copy(student, index) for index in range(4)}
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        # 100 rows in batches of 64: `predict` would trace two batch shapes per model.
+        report = report_lib.compare(teacher, student, x[:100], y[:100], others=others,
+                                    batch_size=64, latency_repeats=2, student_name="kept")
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+    assert [row["name"] for row in report.rows] == ["teacher", "kept"] + list(others)
+    for row in report.rows:
+        assert set(row["latency"]) == {"batch_1", "batch_64"}
+        assert row["accuracy"] == report["kept"]["accuracy"] or row["name"] == "teacher"
+    with pytest.raises(ValueError, match="Received: others with key 'kept'"):
+        report_lib.compare(teacher, student, x, y, others={"kept": student}, student_name="kept",
+                           latency_repeats=0)
+
+
+def test_the_retracing_check_can_fail(caplog):
+    """The check above sees TensorFlow's retracing warnings when there are some."""
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for size in range(1, 9):
+            tf.function(lambda t: t * 2.0)(tf.zeros([size]))
+    assert [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -1,0 +1,153 @@
+"""Inputs of the recipe: NumPy or `tf.data` in, checked NumPy arrays out.
+
+The recipe runs the teacher once over a fixed transfer set (`TeacherCache`)
+and compares students on one fixed validation split, so every input is read
+into memory once, here.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_distill import _checks
+from keras_distill.data import augment
+
+VIEW_KINDS = ("auto", "mixup", "signal", "image")
+
+
+def labelled_arrays(name, x, y=None):
+    """`(inputs, sparse labels)` from arrays or a finite `tf.data.Dataset` of `(x, y)`.
+
+    Args:
+        name: Argument name for error messages.
+        x: A NumPy array (or anything `np.asarray` takes), or a finite,
+            batched dataset of `(x, y)` (then `y` must be `None`).
+        y: Integer labels `(n,)` or one-hot rows `(n, k)`, unless `x` is a
+            dataset.
+
+    Returns:
+        `(x, y)`: float32 inputs and int64 sparse labels.
+    """
+    if isinstance(x, tf.data.Dataset):
+        if y is not None:
+            raise ValueError(
+                f"`{name}` is a tf.data.Dataset of (x, y) batches, so its labels come from it; "
+                f"leave `y` empty. Received: y with shape {np.shape(y)}"
+            )
+        x, y = _read_dataset(name, x, labelled=True)
+    elif y is None:
+        raise ValueError(
+            f"`{name}` needs labels: pass them as `y`, or pass a tf.data.Dataset of (x, y) "
+            f"batches. Received: {name} with shape {np.shape(x)} and y=None"
+        )
+    x = np.asarray(x, np.float32)
+    y = sparse_labels(name, y)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(
+            f"`{name}` must hold at least one example and one label per example. "
+            f"Received: {len(x)} inputs and {len(y)} labels"
+        )
+    _checks.check_finite(name, x)
+    return x, y
+
+
+def input_array(name, x):
+    """Float32 inputs from an array or a finite, batched dataset of `x` (or `(x, ...)`)."""
+    if isinstance(x, tf.data.Dataset):
+        x = _read_dataset(name, x, labelled=False)
+    x = np.asarray(x, np.float32)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"`{name}` must hold at least one example. Received: {name} of shape "
+                         f"{x.shape}")
+    _checks.check_finite(name, x)
+    return x
+
+
+def pair(name, data):
+    """`(x, y)` arrays from a tuple `(x, y)` or a dataset of `(x, y)` batches."""
+    if isinstance(data, tf.data.Dataset):
+        return labelled_arrays(name, data)
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            f"`{name}` must be a tuple (x, y) or a tf.data.Dataset of (x, y) batches. "
+            f"Received: {name}={type(data).__name__}"
+        )
+    return labelled_arrays(name, *data)
+
+
+def sparse_labels(name, y):
+    """Int64 class indices from integer labels `(n,)`/`(n, 1)` or one-hot rows `(n, k)`."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[-1] > 1:
+        y = y.argmax(-1)
+    y = y.reshape(-1)
+    if y.size and (y.dtype.kind not in "iuf" or np.any(y != np.round(y)) or y.min() < 0):
+        raise ValueError(
+            f"The labels of `{name}` must be class indices >= 0 or one-hot rows. "
+            f"Received: labels from {y.min()!r} to {y.max()!r} ({y.dtype})"
+        )
+    return y.astype(np.int64)
+
+
+def split(x, y, fraction, seed):
+    """A fixed, seeded random split into `(fitting part, validation part)`."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = len(y) - max(1, int(round(fraction * len(y))))
+    if cut < 1:
+        raise ValueError(
+            "`validation_split` leaves no examples to train on. "
+            f"Received: validation_split={fraction} with {len(y)} examples"
+        )
+    fit, val = order[:cut], order[cut:]
+    return (x[fit], y[fit]), (x[val], y[val])
+
+
+def view_kind(kind, x):
+    """The kind of generated views for inputs `x`: `"auto"` picks by rank.
+
+    Rank-3 inputs `(n, length, channels)` get `"signal"` views; every other
+    rank (vectors, flat signals, images) gets `"mixup"`, the views that kept
+    distillation level with the student alone on scikit-learn digits.
+    """
+    return ("signal" if x.ndim == 3 else "mixup") if kind == "auto" else kind
+
+
+def generated_views(x, kind, copies, seed):
+    """`copies` views of every input: mixup, signal or image augmentation (no labels).
+
+    Args:
+        x: Labelled inputs.
+        kind: `"mixup"`, `"signal"` or `"image"` (see `view_kind`).
+        copies: Views per input.
+        seed: Seed of the views (the result is the same for the same seed).
+
+    Returns:
+        A float32 array of `copies * len(x)` inputs.
+    """
+    tf.random.set_seed(seed)
+    repeated = np.concatenate([x] * copies)
+    if kind == "mixup":
+        views = augment.mixup(repeated)
+    elif kind == "signal":
+        views = augment.signal_augmentation()(repeated)
+    else:
+        views = augment.image_augmentation(max_translation=1)(repeated)
+    return np.asarray(views, np.float32)
+
+
+def _read_dataset(name, dataset, labelled):
+    inputs, labels = [], []
+    for count, element in enumerate(dataset.as_numpy_iterator()):
+        if count > 1_000_000:
+            raise ValueError(f"`{name}` must be a finite dataset. Received: a dataset with more "
+                             "than a million batches")
+        parts = element if isinstance(element, tuple) else (element,)
+        if labelled and len(parts) < 2:
+            raise ValueError(f"`{name}` must yield (x, y) batches. Received: batches of "
+                             f"{len(parts)} element(s)")
+        inputs.append(np.asarray(parts[0]))
+        if labelled:
+            labels.append(np.asarray(parts[1]))
+    if not inputs:
+        raise ValueError(f"`{name}` must yield at least one batch. Received: an empty dataset")
+    x = np.concatenate(inputs)
+    return (x, np.concatenate(labels)) if labelled else x

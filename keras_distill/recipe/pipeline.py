@@ -1,0 +1,438 @@
+"""`distill()`: the measured recipe in one call, never below the student alone on validation."""
+
+import time
+
+from keras_distill import _checks
+from keras_distill._keras import GENERATION
+from keras_distill._keras import keras
+from keras_distill.data import transfer
+from keras_distill.distiller import Distiller
+from keras_distill.recipe import inputs
+from keras_distill.recipe.report import BASELINE
+from keras_distill.recipe.report import RecipeReport
+from keras_distill.recipe.stopping import BestOnValidation
+from keras_distill.recipe.stopping import accuracy
+from keras_distill.teachers.cache import TeacherCache
+
+DEFAULT_CANDIDATES = ((0.5, 1.0), (0.5, 2.0), (0.9, 2.0))
+DEFAULT_VALIDATION_SPLIT = 0.2
+# Train accuracy less than this above validation accuracy: the student alone may underfit.
+UNDERFIT_GAP = 0.02
+
+
+def distill(
+    teacher,
+    student,
+    x,
+    y=None,
+    validation_data=None,
+    validation_split=None,
+    unlabeled=None,
+    test_data=None,
+    epochs=60,
+    search_epochs=None,
+    patience=10,
+    candidates=DEFAULT_CANDIDATES,
+    views="auto",
+    views_per_example=4,
+    batch_size=128,
+    transfer_batch_size=256,
+    learning_rate=2e-3,
+    teacher_outputs="logits",
+    seed=0,
+    verbose=1,
+):
+    """Distils `teacher` into a copy of `student`, and keeps it only if it beats the student alone.
+
+    The recipe measured in `docs/quality.md`, end to end:
+
+    1. A validation part is set aside (`validation_data`, or a seeded random
+       `validation_split` of `(x, y)`). It decides everything below; the
+       test data, if given, is only reported.
+    2. Baseline: a copy of `student` trains alone on the labels
+       (cross-entropy, Adam), with early stopping on validation accuracy
+       (`patience` epochs, at most `epochs`), best weights restored.
+    3. Transfer set: the labelled inputs plus `unlabeled` inputs (label
+       `-1`: distillation term only). Without `unlabeled`, `views_per_example`
+       generated views of every labelled input take their place
+       (`views`: mixup for vectors and images, shift/scale/noise for
+       `(n, length, channels)` signals). The teacher labels the transfer set
+       once (`TeacherCache`); no teacher runs while the students train.
+    4. Search: a copy of `student` per `(alpha, temperature)` candidate
+       trains with `L = (1 - alpha) * H(y, s) + alpha * T^2 * KL(t/T || s/T)`
+       for `search_epochs` with the same early stopping. The candidate with
+       the best validation accuracy (the first on a tie) continues up to
+       `epochs` in all.
+    5. Choice: the distilled student is kept only if its validation accuracy
+       is strictly higher than the student alone's; otherwise the student
+       alone is returned and the report says so. The returned model is never
+       worse on validation than the baseline trained here.
+
+    Every student starts from the weights `student` has now (the copies are
+    paired); `student` itself is not changed. Epoch budget: the baseline
+    trains at most `epochs`, the distillation at most
+    `len(candidates) * search_epochs + epochs - search_epochs` epochs in all.
+
+    Args:
+        teacher: Trained `keras.Model` (outputs logits, or probabilities with
+            `teacher_outputs="probabilities"`).
+        student: Built `keras.Model` with the teacher's number of classes.
+        x: Labelled inputs (NumPy array) or a finite, batched
+            `tf.data.Dataset` of `(x, y)`.
+        y: Class indices `(n,)` or one-hot rows; `None` when `x` is a
+            dataset.
+        validation_data: `(x_val, y_val)` or a dataset of `(x, y)`.
+            Defaults to `None` (use `validation_split`).
+        validation_split: Fraction of `(x, y)` set aside, at random with
+            `seed`, when `validation_data` is not given. Defaults to `0.2`.
+        unlabeled: Inputs without labels (array, or a dataset of `x`) for
+            the teacher to label. Around ten times the labelled set worked
+            best in `docs/quality.md`. Defaults to `None` (generated views).
+        test_data: `(x_test, y_test)` or a dataset, only reported. Defaults
+            to `None`.
+        epochs: Most epochs of any one student. Defaults to `60`.
+        search_epochs: Epochs of each candidate before the choice of
+            `alpha` and `temperature`. Defaults to `None`
+            (`max(1, epochs // 4)`; `epochs` for a single candidate).
+        patience: Epochs without a better validation accuracy before a
+            student stops. Defaults to `10`.
+        candidates: `(alpha, temperature)` pairs to try. Defaults to
+            `((0.5, 1.0), (0.5, 2.0), (0.9, 2.0))`.
+        views: Generated views when `unlabeled` is `None`: `"auto"`,
+            `"mixup"`, `"signal"` or `"image"`. Defaults to `"auto"`.
+        views_per_example: Generated views per labelled input. Defaults to
+            `4`.
+        batch_size: Batch size of the student alone. Defaults to `128`.
+        transfer_batch_size: Batch size on the transfer set. Defaults to
+            `256`.
+        learning_rate: Adam's learning rate for every student. Defaults to
+            `2e-3`.
+        teacher_outputs: `"logits"` or `"probabilities"`. Defaults to
+            `"logits"`.
+        seed: Seed of the split, the generated views, the initial order of
+            batches and of every training run. Defaults to `0`.
+        verbose: `0` silent, `1` one line per phase, `2` also Keras' one
+            line per epoch. Defaults to `1`.
+
+    Returns:
+        `(best, report)`: `best` is a new, uncompiled `keras.Model` of the
+        student's architecture (no teacher inside); `report` is a
+        `RecipeReport`.
+
+    Example:
+        ```python
+        best, report = keras_distill.distill(
+            teacher, student, x_train, y_train, unlabeled=x_unlabeled,
+            test_data=(x_test, y_test))
+        print(report)
+        best.save("student.keras")
+        ```
+
+    References:
+        Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+        Network", 2015 (transfer set). https://arxiv.org/abs/1503.02531
+    """
+    _checks.check_model("teacher", teacher)
+    _checks.check_model("student", student)
+    _checks.check_distinct(student, teacher)
+    _checks.check_class_counts(student.output_shape, teacher.output_shape)
+    settings = _check_settings(
+        epochs=epochs, search_epochs=search_epochs, patience=patience, candidates=candidates,
+        views=views, views_per_example=views_per_example, batch_size=batch_size,
+        transfer_batch_size=transfer_batch_size, learning_rate=learning_rate,
+        teacher_outputs=teacher_outputs, seed=seed, verbose=verbose,
+    )
+    if validation_data is not None and validation_split is not None:
+        raise ValueError(
+            "Pass either `validation_data` or `validation_split`, not both. "
+            f"Received: validation_split={validation_split!r} with validation_data"
+        )
+    x, y = inputs.labelled_arrays("x", x, y)
+    if validation_data is None:
+        fraction = _checks.check_fraction(
+            "validation_split",
+            DEFAULT_VALIDATION_SPLIT if validation_split is None else validation_split,
+        )
+        (x_fit, y_fit), (x_val, y_val) = inputs.split(x, y, fraction, settings["seed"])
+    else:
+        (x_fit, y_fit), (x_val, y_val) = (x, y), inputs.pair("validation_data", validation_data)
+    test = None if test_data is None else inputs.pair("test_data", test_data)
+    extra = None if unlabeled is None else inputs.input_array("unlabeled", unlabeled)
+    num_classes = student.output_shape[-1]
+    for name, labels in (("y", y_fit), ("validation_data", y_val)) + (
+        (("test_data", test[1]),) if test else ()
+    ):
+        _check_label_range(name, labels, num_classes)
+    for name, values in (("validation_data", x_val), ("test_data", test and test[0]),
+                         ("unlabeled", extra)):
+        if values is not None and values.shape[1:] != x_fit.shape[1:]:
+            raise ValueError(
+                f"`{name}` must have the example shape of `x` {x_fit.shape[1:]}. "
+                f"Received: {name} inputs of shape {values.shape}"
+            )
+    return _Recipe(teacher, student, settings, (x_fit, y_fit), (x_val, y_val), test, extra).run()
+
+
+class _Recipe:
+    """The state of one `distill()` run: data, settings, progress and trained students."""
+
+    def __init__(self, teacher, student, settings, fit, validation, test, extra):
+        self.teacher, self.student, self.settings = teacher, student, settings
+        self.fit_data, self.validation, self.test, self.extra = fit, validation, test, extra
+        self.initial_weights = student.get_weights()
+        self.runs = []
+        self.started = time.perf_counter()
+        self.num_phases = 5
+
+    def run(self):
+        s = self.settings
+        x_fit, y_fit = self.fit_data
+        x_val, y_val = self.validation
+        self.say(f"distill: {len(y_fit):,} labelled examples to train on, {len(y_val):,} to "
+                 f"validate, {len(s['candidates'])} (alpha, T) candidate(s), {GENERATION}")
+        teacher = {"validation_accuracy": accuracy(self.teacher, x_val, y_val),
+                   "test_accuracy": self.test_accuracy(self.teacher)}
+        self.phase(1, f"teacher: validation accuracy {_pct(teacher['validation_accuracy'])}")
+
+        baseline = self.train_baseline()
+        self.phase(2, f"student alone: {self.summary(self.runs[-1])}")
+
+        x_all, y_all, description = self.transfer_set()
+        cache = TeacherCache.build(self.teacher, x_all, teacher_outputs=s["teacher_outputs"])
+        self.phase(3, f"the teacher labelled {len(x_all):,} inputs once ({description})")
+
+        searched = [self.distil(alpha, temperature, cache, x_all, y_all)
+                    for alpha, temperature in s["candidates"]]
+        scores = ", ".join(f"a={a:g} T={t:g}: {_pct(st.best)}" for (a, t), _, st, _ in searched)
+        self.phase(4, f"search ({s['search_epochs']} epochs each): {scores}")
+        distilled = self.finish_search(searched)
+        self.phase(5, f"{self.runs[-1]['name']}: {self.summary(self.runs[-1])}")
+
+        kept, reason = choose_student(self.runs[0], self.runs[-1])
+        settings = self.report_settings(description, len(x_all))
+        report = RecipeReport(self.runs, teacher, kept, reason, settings)
+        report.baseline_model = self.copy(baseline)
+        report.distilled_model = self.copy(distilled)
+        self.say(f"kept: {kept}. {reason} ({self.elapsed()})")
+        return self.copy(baseline if kept == BASELINE else distilled), report
+
+    def train_baseline(self):
+        """The student alone: cross-entropy on the labels, early-stopped on validation."""
+        s = self.settings
+        baseline = self.new_student()
+        baseline.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
+                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        stopper = self.stopper(baseline)
+        keras.utils.set_random_seed(s["seed"])
+        baseline.fit(*self.fit_data, batch_size=s["batch_size"], epochs=s["epochs"],
+                     shuffle=True, callbacks=[stopper], verbose=self.fit_verbose)
+        self.record(BASELINE, None, None, baseline, stopper, "baseline")
+        self.runs[-1]["train_accuracy"] = accuracy(baseline, *self.fit_data)
+        return baseline
+
+    def finish_search(self, searched):
+        """Continues the best candidate (the first on a tie) up to `epochs`; returns its student."""
+        (alpha, temperature), distiller, stopper, dataset = max(
+            searched, key=lambda item: item[2].best)
+        remaining = self.settings["epochs"] - stopper.epochs
+        if remaining > 0 and not stopper.exhausted:
+            keras.utils.set_random_seed(self.settings["seed"] + 1)
+            distiller.fit(dataset, epochs=remaining, callbacks=[stopper], shuffle=False,
+                          verbose=self.fit_verbose)
+        for (a, t), other, other_stopper, _ in searched:
+            if other is not distiller:
+                self.record(_candidate_name(a, t), a, t, other.student, other_stopper, "search")
+        self.record(_candidate_name(alpha, temperature), alpha, temperature, distiller.student,
+                    stopper, "final")
+        return distiller.student
+
+    def transfer_set(self):
+        s = self.settings
+        x_fit, y_fit = self.fit_data
+        if self.extra is not None:
+            extra, description = self.extra, f"transfer set: {len(self.extra):,} unlabeled inputs"
+        else:
+            kind = inputs.view_kind(s["views"], x_fit)
+            extra = inputs.generated_views(x_fit, kind, s["views_per_example"], s["seed"])
+            description = (f"transfer set: {len(extra):,} generated {kind} views "
+                           f"({s['views_per_example']} per labelled input)")
+        x_all, y_all = transfer.transfer_set(x_fit, y_fit, extra)
+        return x_all, y_all, description + " labelled by the teacher, plus the labelled inputs"
+
+    def distil(self, alpha, temperature, cache, x_all, y_all):
+        s = self.settings
+        student = self.new_student()
+        distiller = Distiller(student=student, teacher=cache)
+        distiller.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]), alpha=alpha,
+                          temperature=temperature)
+        stopper = self.stopper(student)
+        dataset = cache.dataset(x_all, y_all, batch_size=s["transfer_batch_size"], seed=s["seed"])
+        keras.utils.set_random_seed(s["seed"])
+        # The cache's dataset shuffles itself; `shuffle=False` only silences Keras' notice.
+        distiller.fit(dataset, epochs=s["search_epochs"], callbacks=[stopper], shuffle=False,
+                      verbose=self.fit_verbose)
+        return (alpha, temperature), distiller, stopper, dataset
+
+    def record(self, name, alpha, temperature, model, stopper, stage):
+        x_val, y_val = self.validation
+        self.runs.append({
+            "name": name,
+            "alpha": alpha,
+            "temperature": temperature,
+            "stage": stage,
+            "epochs": stopper.epochs,
+            "best_epoch": stopper.best_epoch,
+            "validation_accuracy": accuracy(model, x_val, y_val),
+            "test_accuracy": self.test_accuracy(model),
+            "curve": [float(v) for v in stopper.curve],
+        })
+
+    def new_student(self):
+        model = _clone(self.student)
+        model.set_weights(self.initial_weights)
+        return model
+
+    def copy(self, model):
+        clone = _clone(model)
+        clone.set_weights(model.get_weights())
+        return clone
+
+    def stopper(self, model):
+        return BestOnValidation(model, *self.validation, patience=self.settings["patience"])
+
+    def test_accuracy(self, model):
+        return None if self.test is None else accuracy(model, *self.test)
+
+    @property
+    def fit_verbose(self):
+        return 2 if self.settings["verbose"] == 2 else 0
+
+    def report_settings(self, description, num_transfer):
+        s = self.settings
+        return {
+            "num_fit": int(len(self.fit_data[1])),
+            "num_validation": int(len(self.validation[1])),
+            "num_test": None if self.test is None else int(len(self.test[1])),
+            "num_transfer": int(num_transfer),
+            "transfer_description": description,
+            **{key: s[key] for key in ("epochs", "search_epochs", "patience", "batch_size",
+                                       "transfer_batch_size", "learning_rate", "seed")},
+            "candidates": [list(pair) for pair in s["candidates"]],
+            "seconds": round(time.perf_counter() - self.started, 1),
+            "generation": GENERATION,
+        }
+
+    def summary(self, run):
+        return (f"{run['epochs']} epochs, best validation accuracy "
+                f"{_pct(run['validation_accuracy'])} at epoch {run['best_epoch']}")
+
+    def phase(self, number, text):
+        self.say(f"[{number}/{self.num_phases}] {text} ({self.elapsed()})")
+
+    def say(self, text):
+        if self.settings["verbose"]:
+            print(text, flush=True)
+
+    def elapsed(self):
+        return f"{time.perf_counter() - self.started:.0f} s"
+
+
+def choose_student(baseline, distilled):
+    """`(kept run's name, reason)`: the distilled run only if strictly better on validation.
+
+    Args:
+        baseline: The student alone's run (with `train_accuracy`).
+        distilled: The best distilled run.
+    """
+    gain = distilled["validation_accuracy"] - baseline["validation_accuracy"]
+    if gain > 0:
+        return distilled["name"], (
+            f"Its validation accuracy {_pct(distilled['validation_accuracy'])} is "
+            f"{100 * gain:.2f} points above the student alone "
+            f"({_pct(baseline['validation_accuracy'])})."
+        )
+    reason = (
+        "Distillation did not help here: the best distilled student "
+        f"({distilled['name']}, {_pct(distilled['validation_accuracy'])}) is not above the "
+        f"student alone ({_pct(baseline['validation_accuracy'])}) on validation, so the "
+        "student alone is returned."
+    )
+    fit_gap = baseline["train_accuracy"] - baseline["validation_accuracy"]
+    if fit_gap < UNDERFIT_GAP:
+        reason += (
+            f" The student alone fits its training data little better than validation "
+            f"({_pct(baseline['train_accuracy'])} vs {_pct(baseline['validation_accuracy'])}):"
+            " it may underfit, and students that underfit lost accuracy with distillation in "
+            "docs/quality.md; a larger student may gain more."
+        )
+    return BASELINE, reason
+
+
+def _check_settings(**settings):
+    """The keyword arguments of `distill()`, checked, with `search_epochs` filled in."""
+    for name in ("epochs", "patience", "views_per_example", "batch_size", "transfer_batch_size"):
+        settings[name] = _checks.check_int(name, settings[name])
+    settings["seed"] = _checks.check_int("seed", settings["seed"], minimum=0)
+    settings["learning_rate"] = _checks.check_positive_number("learning_rate",
+                                                              settings["learning_rate"])
+    _checks.check_choice("views", settings["views"], inputs.VIEW_KINDS)
+    _checks.check_choice("teacher_outputs", settings["teacher_outputs"],
+                         _checks.TEACHER_OUTPUT_KINDS)
+    _checks.check_choice("verbose", settings["verbose"], (0, 1, 2))
+    settings["candidates"] = _check_candidates(settings["candidates"])
+    search = settings["search_epochs"]
+    if search is None:
+        several = len(settings["candidates"]) > 1
+        search = max(1, settings["epochs"] // 4) if several else settings["epochs"]
+    search = _checks.check_int("search_epochs", search)
+    if search > settings["epochs"]:
+        raise ValueError(
+            f"`search_epochs` must not exceed `epochs` ({settings['epochs']}). "
+            f"Received: search_epochs={search}"
+        )
+    settings["search_epochs"] = search
+    return settings
+
+
+def _check_candidates(candidates):
+    try:
+        pairs = [tuple(pair) for pair in candidates]
+        valid = bool(pairs) and all(len(pair) == 2 for pair in pairs)
+    except TypeError:
+        valid = False
+    if valid:
+        try:
+            return [(_checks.check_alpha(a), _checks.check_temperature(t)) for a, t in pairs]
+        except ValueError:
+            pass
+    raise ValueError(
+        "`candidates` must be a non-empty list of (alpha, temperature) pairs, alpha in [0, 1] "
+        f"and temperature > 0. Received: candidates={candidates!r}"
+    )
+
+
+def _check_label_range(name, labels, num_classes):
+    if labels.size and labels.max() >= num_classes:
+        raise ValueError(
+            f"The labels of `{name}` must be class indices in [0, {num_classes - 1}]. "
+            f"Received: labels up to {int(labels.max())}"
+        )
+
+
+def _clone(model):
+    try:
+        return keras.models.clone_model(model)
+    except Exception as error:  # noqa: BLE001 - Keras raises several types here.
+        raise ValueError(
+            "`student` must be a model Keras can clone (Sequential, functional, or a subclass "
+            "with get_config); distill() trains copies and leaves yours untouched. "
+            f"Received: student={model.name!r} ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _candidate_name(alpha, temperature):
+    return f"distilled a={alpha:g} T={temperature:g}"
+
+
+def _pct(value):
+    return f"{100.0 * value:.2f}%"

@@ -1,0 +1,250 @@
+"""`distill()`: the recipe end to end, its guarantee, its report and its argument checks."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import NUM_CLASSES
+from helpers import make_data
+from helpers import make_mlp
+import keras_distill
+from keras_distill import RecipeReport
+from keras_distill import distill
+from keras_distill._keras import keras
+from keras_distill.recipe import inputs
+from keras_distill.recipe import pipeline
+
+FAST = {"epochs": 6, "patience": 3, "batch_size": 32, "transfer_batch_size": 64,
+        "learning_rate": 0.01, "verbose": 0}
+
+
+def numpy_accuracy(model, x, y):
+    """Accuracy from the model's raw outputs, computed here with NumPy only."""
+    logits = np.asarray(model(tf.constant(x), training=False))
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return make_data(128, seed=0), make_data(64, seed=1), make_data(64, seed=2)
+
+
+@pytest.fixture(scope="module")
+def recipe_run(trained_teacher, splits):
+    (x, y), validation, test = splits
+    student = make_mlp(8, "student", seed=2)
+    initial = [w.copy() for w in student.get_weights()]
+    unlabeled = make_data(256, seed=3)[0]
+    best, report = distill(trained_teacher, student, x, y, validation_data=validation,
+                           unlabeled=unlabeled, test_data=test,
+                           candidates=((0.5, 1.0), (0.9, 2.0)), search_epochs=2, **FAST)
+    return student, initial, best, report
+
+
+def useless_teacher():
+    """A teacher that puts every input in class 0 with full confidence: KD cannot help."""
+    model = make_mlp(4, "useless_teacher", seed=5)
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([np.zeros_like(kernel), np.array([20.0, 0.0, 0.0], "float32")])
+    return model
+
+
+def test_returns_a_plain_copy_of_the_student(recipe_run):
+    student, initial, best, _ = recipe_run
+    assert isinstance(best, keras.Model) and not isinstance(best, keras_distill.Distiller)
+    assert best is not student
+    assert [layer.name for layer in best.layers] == [layer.name for layer in student.layers]
+    assert best.count_params() == student.count_params()
+    assert not any("teacher" in weight.name for weight in best.weights)
+    for before, after in zip(initial, student.get_weights()):
+        np.testing.assert_array_equal(before, after)  # The caller's student is untouched.
+
+
+def test_never_worse_than_the_baseline_on_validation(recipe_run, splits):
+    _, _, best, report = recipe_run
+    _, (x_val, y_val), (x_test, y_test) = splits
+    kept = report[report.kept]
+    alone = report["student alone"]
+    assert numpy_accuracy(best, x_val, y_val) == pytest.approx(kept["validation_accuracy"])
+    assert numpy_accuracy(best, x_test, y_test) == pytest.approx(kept["test_accuracy"])
+    assert kept["validation_accuracy"] >= alone["validation_accuracy"]
+    assert numpy_accuracy(report.baseline_model, x_val, y_val) == pytest.approx(
+        alone["validation_accuracy"])
+    distilled = report.runs[-1]
+    assert report.distilled == (distilled["validation_accuracy"] > alone["validation_accuracy"])
+
+
+def test_report_contents(recipe_run, trained_teacher, splits):
+    _, _, _, report = recipe_run
+    _, (x_val, y_val), (x_test, y_test) = splits
+    assert [run["stage"] for run in report.runs] == ["baseline", "search", "final"]
+    assert {run["name"] for run in report.runs} == {
+        "student alone", "distilled a=0.5 T=1", "distilled a=0.9 T=2"}
+    for run in report.runs:
+        assert 1 <= run["best_epoch"] <= run["epochs"] <= FAST["epochs"]
+        assert len(run["curve"]) == run["epochs"]
+        # The best epoch's weights were restored: its accuracy is the curve's maximum.
+        assert run["validation_accuracy"] == pytest.approx(max(run["curve"]))
+        assert run["curve"][run["best_epoch"] - 1] == max(run["curve"])
+    assert report.runs[1]["epochs"] <= 2  # The candidate that lost the search stopped there.
+    assert report.teacher["validation_accuracy"] == pytest.approx(
+        numpy_accuracy(trained_teacher, x_val, y_val))
+    assert report.teacher["test_accuracy"] == pytest.approx(
+        numpy_accuracy(trained_teacher, x_test, y_test))
+    settings = report.settings
+    assert (settings["num_fit"], settings["num_validation"], settings["num_test"]) == (128, 64, 64)
+    assert settings["num_transfer"] == 128 + 256
+    assert "256 unlabeled inputs" in settings["transfer_description"]
+    assert settings["candidates"] == [[0.5, 1.0], [0.9, 2.0]]
+    text = str(report)
+    assert text.splitlines()[0] == (
+        "| run | alpha | T | epochs (best) | validation accuracy | test accuracy |")
+    assert f"Kept: {report.kept}. {report.reason}" in text
+    assert f"**{report.kept} (kept)**" in text
+    data = json.loads(report.to_json())
+    assert data == report.to_dict()
+    assert set(data) == {"kept", "reason", "teacher", "runs", "settings"}
+    again = RecipeReport.from_json(report.to_json())
+    assert again.to_dict() == report.to_dict() and str(again) == text
+
+
+def test_files_are_written(recipe_run, tmp_path):
+    _, _, _, report = recipe_run
+    path = report.save_json(tmp_path / "out" / "recipe.json")
+    assert json.loads(open(path).read())["kept"] == report.kept
+    png = report.plot_validation(tmp_path / "curves.png")
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_useless_teacher_returns_the_student_alone(splits, capsys):
+    (x, y), validation, _ = splits
+    best, report = distill(useless_teacher(), make_mlp(8, "student", seed=2), x, y,
+                           validation_data=validation, candidates=((0.5, 1.0), (0.9, 2.0)),
+                           search_epochs=3, **FAST)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""  # verbose=0 is silent.
+    assert report.kept == "student alone" and not report.distilled
+    assert report.reason.startswith("Distillation did not help here")
+    assert "so the student alone is returned" in report.reason
+    for mine, baseline in zip(best.get_weights(), report.baseline_model.get_weights()):
+        np.testing.assert_array_equal(mine, baseline)
+    x_val, y_val = validation
+    alone = report["student alone"]["validation_accuracy"]
+    assert numpy_accuracy(best, x_val, y_val) == pytest.approx(alone)
+    assert report.runs[-1]["validation_accuracy"] <= alone
+    train = report["student alone"]["train_accuracy"]
+    assert train == pytest.approx(numpy_accuracy(best, x, y))
+    assert ("it may underfit" in report.reason) == (train - alone < 0.02)
+    assert report.teacher["test_accuracy"] is None and "test accuracy" not in str(report)
+
+
+def test_datasets_give_the_same_run_as_arrays(trained_teacher, splits):
+    (x, y), (x_val, y_val), _ = splits
+    unlabeled = make_data(64, seed=3)[0]
+    settings = dict(FAST, epochs=2, candidates=((0.5, 1.0),))
+    best_arrays, from_arrays = distill(trained_teacher, make_mlp(8, "student", seed=2), x, y,
+                                       validation_data=(x_val, y_val), unlabeled=unlabeled,
+                                       **settings)
+    batches = tf.data.Dataset.from_tensor_slices
+    best_data, from_data = distill(
+        trained_teacher, make_mlp(8, "student", seed=2), batches((x, y)).batch(32),
+        validation_data=batches((x_val, y_val)).batch(16),
+        unlabeled=batches(unlabeled).batch(10), **settings)
+    assert from_data.settings["num_transfer"] == 128 + 64
+    for a, b in zip(from_arrays.runs, from_data.runs):
+        assert a["curve"] == pytest.approx(b["curve"])
+    for a, b in zip(best_arrays.get_weights(), best_data.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_validation_split_generated_views_and_progress(trained_teacher, capsys):
+    x, y = make_data(100, seed=4)
+    one_hot = np.eye(NUM_CLASSES, dtype="float32")[y]
+    _, report = distill(trained_teacher, make_mlp(8, "student", seed=2), x, one_hot,
+                        **dict(FAST, epochs=2, verbose=1, views_per_example=2,
+                               candidates=((0.5, 1.0),)))
+    assert (report.settings["num_fit"], report.settings["num_validation"]) == (80, 20)
+    assert report.settings["num_transfer"] == 80 * 3
+    assert "160 generated mixup views (2 per labelled input)" in str(report)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("distill: 80 labelled examples to train on, 20 to validate")
+    assert [line[:5] for line in out[1:6]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    assert out[6].startswith(f"kept: {report.kept}.") and len(out) == 7
+
+
+def test_generated_views():
+    x, _ = make_data(50, seed=0)
+    views = inputs.generated_views(x, "mixup", copies=3, seed=0)
+    assert views.shape == (150, x.shape[1]) and views.dtype == np.float32
+    # A mixup view is a convex combination of two inputs: inside their per-feature range.
+    assert np.all(views >= x.min(0) - 1e-6) and np.all(views <= x.max(0) + 1e-6)
+    np.testing.assert_array_equal(views, inputs.generated_views(x, "mixup", 3, seed=0))
+    signals = np.random.default_rng(0).normal(size=(6, 20, 1)).astype("float32")
+    assert inputs.view_kind("auto", signals) == "signal"
+    assert inputs.view_kind("auto", x) == "mixup"
+    assert inputs.generated_views(signals, "signal", 2, seed=0).shape == (12, 20, 1)
+    images = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    assert inputs.generated_views(images, "image", 2, seed=0).shape == (8, 8, 8, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": 0}, "`epochs` must be an integer >= 1. Received: epochs=0"),
+        ({"patience": 1.5}, "`patience` must be an integer >= 1. Received: patience=1.5"),
+        ({"search_epochs": 9, "epochs": 4},
+         "`search_epochs` must not exceed `epochs` (4). Received: search_epochs=9"),
+        ({"validation_split": 1.5},
+         "`validation_split` must be a number in (0, 1). Received: validation_split=1.5"),
+        ({"validation_split": 0.2, "validation_data": "given"},
+         "Received: validation_split=0.2 with validation_data"),
+        ({"candidates": [(2.0, 1.0)]}, "Received: candidates=[(2.0, 1.0)]"),
+        ({"candidates": []}, "Received: candidates=[]"),
+        ({"views": "bogus"},
+         "`views` must be one of ['auto', 'mixup', 'signal', 'image']. Received: views='bogus'"),
+        ({"verbose": 3}, "`verbose` must be one of [0, 1, 2]. Received: verbose=3"),
+        ({"learning_rate": -1}, "Received: learning_rate=-1"),
+        ({"seed": -1}, "`seed` must be an integer >= 0. Received: seed=-1"),
+        ({"y": np.zeros(5)}, "Received: 128 inputs and 5 labels"),
+        ({"y": np.full(128, 7)}, "`y` must be class indices in [0, 2]. Received: labels up to 7"),
+        ({"y": None}, "`x` needs labels"),
+        ({"unlabeled": np.zeros((4, 3))},
+         "`unlabeled` must have the example shape of `x` (8,). Received: unlabeled inputs of "
+         "shape (4, 3)"),
+        ({"validation_data": (np.zeros((4, 8)),)}, "`validation_data` must be a tuple (x, y)"),
+        ({"test_data": (np.full((4, 8), np.nan), np.zeros(4))}, "`test_data` contains NaN"),
+        ({"teacher": "teacher.keras"}, "Received: teacher=builtins.str"),
+    ],
+)
+def test_errors_name_the_argument(trained_teacher, kwargs, message):
+    x, y = make_data(128)
+    arguments = {"teacher": trained_teacher, "student": make_mlp(8, "student", seed=2),
+                 "x": x, "y": y, **kwargs}
+    with pytest.raises(ValueError) as info:
+        distill(**arguments)
+    assert message in str(info.value)
+
+
+def test_the_same_model_as_teacher_and_student_is_refused(trained_teacher):
+    x, y = make_data(16)
+    with pytest.raises(ValueError, match="`student` and `teacher` must be different models"):
+        distill(trained_teacher, trained_teacher, x, y)
+
+
+@pytest.mark.parametrize(
+    "alone, distilled, kept, says",
+    [
+        ((0.90, 0.70), 0.75, "distilled a=0.5 T=1", "5.00 points above the student alone"),
+        ((0.90, 0.70), 0.70, "student alone", "Distillation did not help here"),
+        ((0.71, 0.70), 0.60, "student alone", "it may underfit"),
+    ],
+)
+def test_choice_of_the_student(alone, distilled, kept, says):
+    baseline = {"name": "student alone", "train_accuracy": alone[0],
+                "validation_accuracy": alone[1]}
+    candidate = {"name": "distilled a=0.5 T=1", "validation_accuracy": distilled}
+    name, reason = pipeline.choose_student(baseline, candidate)
+    assert name == kept and says in reason
+    assert ("underfit" in reason) == (says == "it may underfit")
