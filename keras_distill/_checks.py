@@ -43,6 +43,23 @@ def check_temperature(temperature):
     return float(temperature)
 
 
+def check_bool(name, value):
+    """Returns `value`, or raises unless it is `True` or `False`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def check_trainable(name, model):
+    """Raises when `model` has no trainable weight (frozen): training could not change it."""
+    if not model.trainable or not model.trainable_weights:
+        raise ValueError(
+            f"`{name}` has no trainable weights, so training cannot change it. Unfreeze it "
+            f"(`{name}.trainable = True`) before `fit`. "
+            f"Received: {name}={model.name!r} with trainable={model.trainable}"
+        )
+
+
 def check_choice(name, value, choices):
     """Raises unless `value` is one of `choices`."""
     if value not in choices:
@@ -196,8 +213,34 @@ def check_data_arrays(x, y):
     check_finite("x", x)
 
 
+def labels_as_array(y):
+    """`y` as a NumPy array when it is a plain Python list of labels; otherwise `y`.
+
+    Keras reads a list as one array per output; a list of numbers means the
+    labels of one output.
+    """
+    if isinstance(y, (list, tuple)) and y and all(
+        isinstance(value, (numbers.Number, str, list, tuple)) for value in y
+    ):
+        try:
+            return np.asarray(y)
+        except ValueError:
+            raise ValueError(
+                "`y` must be an array of labels, one per example. Received: y as a ragged "
+                f"Python list starting {y[:3]!r}"
+            ) from None
+    return y
+
+
 def check_labels(labels, num_classes, mask_value):
     """Raises when labels do not fit `num_classes` (sparse range or one-hot width)."""
+    if labels.dtype.kind not in "iufb":
+        sample = labels.ravel()[:3].tolist()
+        raise ValueError(
+            f"Labels must be numbers: class indices 0..{num_classes - 1} or one-hot rows. Map "
+            f"names to indices first (e.g. with `np.unique(y, return_inverse=True)`). "
+            f"Received: y with dtype {labels.dtype} starting {sample}"
+        )
     if labels.ndim >= 2 and labels.shape[-1] != 1:
         if labels.shape[-1] != num_classes:
             raise ValueError(
@@ -208,13 +251,20 @@ def check_labels(labels, num_classes, mask_value):
     present = labels[labels != mask_value]
     if present.size == 0:
         return
+    bad = ~np.isfinite(present) | (present != np.round(present))
+    if np.any(bad):
+        value = present[np.argmax(bad)].item()
+        raise ValueError(
+            f"Sparse labels must be whole class indices in [0, {num_classes - 1}] (or "
+            f"{mask_value} for a missing label); {int(bad.sum())} are not, e.g. {value}. Round "
+            f"or remap them. Received: y={value}"
+        )
     low, high = present.min(), present.max()
-    if low < 0 or high >= num_classes or np.any(present != np.round(present)):
+    if low < 0 or high >= num_classes:
         raise ValueError(
             f"Sparse labels must be class indices in [0, {num_classes - 1}] (or {mask_value} for "
             f"a missing label). Received: y with values from {low} to {high}"
         )
-
 
 
 def _leaves(values):

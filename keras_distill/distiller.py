@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras_distill import _keras
 from keras_distill import losses as losses_lib
 from keras_distill import _checks
+from keras_distill import _data_checks
 from keras_distill.teachers import cache as cache_lib
 from keras_distill.matching.adapters import FeatureAdapter
 from keras_distill.matching.capture import LayerCapture
@@ -154,6 +155,7 @@ class Distiller(keras.Model):
         distillation_loss="kl",
         student_loss_fn=None,
         distillation_loss_fn=None,
+        data_checks=True,
         **kwargs,
     ):
         """Configures training.
@@ -178,6 +180,13 @@ class Distiller(keras.Model):
                 probabilities, `loss(softmax(t/T), softmax(s/T)) * T^2`.
                 Defaults to `keras.losses.KLDivergence()` when only
                 `student_loss_fn` is given.
+            data_checks: Check every batch inside the compiled step: sparse
+                labels are class indices in range, and `x`, the sample
+                weights, the teacher's outputs and the loss are finite (the
+                finiteness checks are left to a `StopOnNonFinite` callback
+                when `fit` gets one). A failed check raises a `ValueError`
+                before the batch changes any weight. See `docs/errors.md`.
+                Defaults to `True`.
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, `weighted_metrics`, `run_eagerly`).
         """
@@ -203,6 +212,7 @@ class Distiller(keras.Model):
         else:
             self.student_loss_fn = self.distillation_loss_fn = None
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self.data_checks = _checks.check_bool("data_checks", data_checks)
         self.alpha = alpha
         self.temperature = temperature
 
@@ -240,13 +250,25 @@ class Distiller(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_strategy()
+        _checks.check_trainable("student", self.student)
+        y = _checks.labels_as_array(y)
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
-        return super().fit(x, y, *args, **kwargs)
+        _data_checks.use_kinds(self, kwargs.get("callbacks"))
+        position = _data_checks.Position()
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [position]
+        with _data_checks.reraise_as_value_error(position):
+            return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        y = _checks.labels_as_array(y)
+        with _data_checks.reraise_as_value_error():
+            return super().evaluate(x, y, *args, **kwargs)
 
     def train_step(self, data):
         x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
+        y = _data_checks.checked_labels(self, y, teacher_logits, training=True)
         variables = self._student_side_variables()
         with tf.GradientTape() as tape:
             with self._student_capture.recording() as student_features:
@@ -256,6 +278,10 @@ class Distiller(keras.Model):
             )
             scaled = _keras.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
+        checks = _data_checks.step_checks(
+            self, data, teacher_logits, components["loss"], True, gradients
+        )
+        gradients = _data_checks.after(checks, gradients)
         _keras.apply_gradients(self.optimizer, gradients, variables)
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
@@ -263,11 +289,14 @@ class Distiller(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
+        y = _data_checks.checked_labels(self, y, teacher_logits, training=False)
         with self._student_capture.recording() as student_features:
             student_outputs = self.student(x, training=False)
         components = self._loss_components(
             y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
         )
+        checks = _data_checks.step_checks(self, data, teacher_logits, components["loss"], False)
+        components = _data_checks.after(checks, components)
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 
@@ -284,7 +313,7 @@ class Distiller(keras.Model):
             logits = tf.convert_to_tensor(y_pred)
             labels = tf.convert_to_tensor(y)
             mask = self._label_mask(labels, logits)
-            y = self._fill_missing_labels(labels, mask)
+            y = _data_checks.flat_sparse_labels(self._fill_missing_labels(labels, mask), logits)
             sample_weight = _example_weights(sample_weight, tf.shape(logits)[0]) * mask
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
