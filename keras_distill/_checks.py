@@ -168,6 +168,16 @@ def check_class_counts(student_shape, teacher_shape):
     student_classes, teacher_classes = student_shape[-1], teacher_shape[-1]
     if student_classes is None or teacher_classes is None:
         return
+    if 1 in (student_classes, teacher_classes):
+        raise ValueError(
+            "A model with one output unit (a binary, sigmoid-style classifier) cannot be "
+            "distilled: the softmax of a single logit is always 1, so the loss would be 0 and "
+            "the student would not change. Give the teacher and the student two output units: "
+            "the logits [0, z] describe the same two classes as one sigmoid logit z (e.g. "
+            "`keras.layers.Concatenate()([keras.ops.zeros_like(z), z])`). "
+            f"Received: student output shape={tuple(student_shape)}, "
+            f"teacher output shape={tuple(teacher_shape)}"
+        )
     if student_classes != teacher_classes:
         raise ValueError(
             "The student's and the teacher's distilled outputs must have the same number "
@@ -184,6 +194,65 @@ def looks_like_probabilities(outputs, atol=1e-3):
         return False
     in_range = np.all(values >= 0.0) and np.all(values <= 1.0)
     return bool(in_range and np.allclose(values.sum(axis=-1), 1.0, atol=atol))
+
+
+def check_output_kinds(teacher_outputs, teacher, student):
+    """Checks the first batch's outputs: the teacher's against `teacher_outputs`, the student's.
+
+    Args:
+        teacher_outputs: `"logits"` or `"probabilities"`, as declared.
+        teacher: The teacher's outputs on the first batch.
+        student: The student's outputs on the first batch.
+    """
+    teacher_probabilities = looks_like_probabilities(teacher)
+    if teacher_outputs == "logits" and teacher_probabilities:
+        raise ValueError(
+            "The teacher returns probabilities (every row is in [0, 1] and sums to 1), "
+            "but the Distiller was told they are logits. Pass "
+            "`teacher_outputs='probabilities'`, or remove the teacher's final softmax. "
+            "Received: teacher_outputs='logits'"
+        )
+    if teacher_outputs == "probabilities" and not teacher_probabilities:
+        values = np.asarray(teacher, np.float64)
+        raise ValueError(
+            "The Distiller was told the teacher returns probabilities, but its outputs are not "
+            "rows in [0, 1] that sum to 1 (they look like logits). Pass "
+            "`teacher_outputs='logits'`, or end the teacher with a softmax. Received: "
+            f"teacher_outputs='probabilities' with values in [{values.min():.4g}, "
+            f"{values.max():.4g}] and row sums from {values.sum(-1).min():.4g} to "
+            f"{values.sum(-1).max():.4g}"
+        )
+    if looks_like_probabilities(student):
+        raise ValueError(
+            "The student returns probabilities (every row is in [0, 1] and sums to 1): it ends "
+            "in a softmax, and the Distiller would apply a second one. Remove the student's "
+            "final softmax (use `activation=None`; apply the softmax after training if you "
+            "need probabilities). Received: student outputs that sum to 1 per row"
+        )
+
+
+def check_unlabelled(model, x, y, class_weight):
+    """Raises when `fit` gets no labels but `class_weight`, or Keras 3 metrics, need them."""
+    if y is not None:
+        return
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        if isinstance(spec, tuple) and len(spec) > 1:
+            return
+    elif not isinstance(x, (np.ndarray, tf.Tensor, dict, list, tuple)):
+        return  # A generator: its batches are unknown until they come.
+    if class_weight is not None:
+        raise ValueError(
+            "`class_weight` weighs examples by their label, but the data has no labels (x only). "
+            "Pass labels `y`, or drop `class_weight`. "
+            f"Received: class_weight={class_weight!r} with y=None"
+        )
+    if GENERATION == "keras3" and getattr(model, "_compile_metrics", None) is not None:
+        raise ValueError(
+            "Metrics compare predictions with labels, but the data has no labels (x only). "
+            "Compile without `metrics`, or pass labels `y`. "
+            "Received: compiled metrics with y=None"
+        )
 
 
 def check_finite(name, values):
@@ -253,7 +322,7 @@ def check_labels(labels, num_classes, mask_value):
         return
     bad = ~np.isfinite(present) | (present != np.round(present))
     if np.any(bad):
-        value = present[np.argmax(bad)].item()
+        value = str(present[np.argmax(bad)])
         raise ValueError(
             f"Sparse labels must be whole class indices in [0, {num_classes - 1}] (or "
             f"{mask_value} for a missing label); {int(bad.sum())} are not, e.g. {value}. Round "

@@ -252,6 +252,7 @@ class Distiller(keras.Model):
         self._check_strategy()
         _checks.check_trainable("student", self.student)
         y = _checks.labels_as_array(y)
+        _checks.check_unlabelled(self, x, y, kwargs.get("class_weight"))
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
         _data_checks.use_kinds(self, kwargs.get("callbacks"))
@@ -575,13 +576,7 @@ class Distiller(keras.Model):
                           self.student, "student")
         _checks.check_class_counts(tuple(student.shape), tuple(teacher.shape))
         _checks.check_finite("teacher outputs", teacher)
-        if self.teacher_outputs == "logits" and _checks.looks_like_probabilities(teacher):
-            raise ValueError(
-                "The teacher returns probabilities (every row is in [0, 1] and sums to 1), "
-                "but the Distiller was told they are logits. Pass "
-                "`teacher_outputs='probabilities'`, or remove the teacher's final softmax. "
-                "Received: teacher_outputs='logits'"
-            )
+        _checks.check_output_kinds(self.teacher_outputs, teacher, student)
         labels = y if isinstance(y, np.ndarray) else y_batch
         if labels is not None and not _is_nested(labels):
             _checks.check_labels(np.asarray(labels), student.shape[-1], self.label_mask_value)
