@@ -118,6 +118,59 @@ def check_existing_file(name, path, expected):
         raise ValueError(f"`{name}` must be {expected}; {reason}. Received: {name}={path!r}")
 
 
+def check_output_file(name, path, inputs=None):
+    """Raises unless a file can be written at `path`, before any long work starts.
+
+    `path` must not be a folder, must not lie inside an existing file, its
+    nearest existing folder must be writable, and it must not be one of the
+    `inputs` (`{option: path}`), which writing would replace.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"`{name}` must be a file path; it is a folder. Received: {name}={path!r}")
+    for option, source in (inputs or {}).items():
+        if source is not None and _same_file(path, source):
+            raise ValueError(
+                f"`{name}` must differ from `{option}`: writing it would replace that input. "
+                f"Choose another file. Received: {name}={path!r}, {option}={source!r}"
+            )
+    _check_parent_folder(name, os.path.dirname(os.path.abspath(path)), path)
+
+
+def check_output_folder(name, path):
+    """Raises unless `path` is (or can be created as) a writable folder."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"`{name}` must be a folder; a file exists there. Remove it or choose another "
+            f"folder. Received: {name}={path!r}"
+        )
+    _check_parent_folder(name, os.path.abspath(path), path)
+
+
+def _check_parent_folder(name, folder, path):
+    """Raises when the nearest existing ancestor of `folder` is a file or not writable."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"`{name}` lies inside {existing!r}, which is a file, not a folder. "
+            f"Choose another location. Received: {name}={path!r}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`{name}` cannot be written: the folder {existing!r} is not writable. "
+            f"Choose another location. Received: {name}={path!r}"
+        )
+
+
+def _same_file(first, second):
+    if os.path.exists(first) and os.path.exists(second):
+        return os.path.samefile(first, second)
+    return os.path.abspath(first) == os.path.abspath(second)
+
+
 def first_line(error):
     """The first line of an exception's message, or its type name when it has none."""
     text = str(error).strip()
@@ -317,22 +370,23 @@ def check_labels(labels, num_classes, mask_value):
                 f"Received: y with shape {labels.shape}"
             )
         return
-    present = labels[labels != mask_value]
+    missing = "" if mask_value is None else f" (or {mask_value} for a missing label)"
+    present = labels if mask_value is None else labels[labels != mask_value]
     if present.size == 0:
         return
     bad = ~np.isfinite(present) | (present != np.round(present))
     if np.any(bad):
         value = str(present[np.argmax(bad)])
+        count = "1 label is" if bad.sum() == 1 else f"{int(bad.sum())} labels are"
         raise ValueError(
-            f"Sparse labels must be whole class indices in [0, {num_classes - 1}] (or "
-            f"{mask_value} for a missing label); {int(bad.sum())} are not, e.g. {value}. Round "
-            f"or remap them. Received: y={value}"
+            f"Sparse labels must be whole class indices in [0, {num_classes - 1}]{missing}; "
+            f"{count} not, e.g. {value}. Round or remap them. Received: y={value}"
         )
     low, high = present.min(), present.max()
     if low < 0 or high >= num_classes:
         raise ValueError(
-            f"Sparse labels must be class indices in [0, {num_classes - 1}] (or {mask_value} for "
-            f"a missing label). Received: y with values from {low} to {high}"
+            f"Sparse labels must be class indices in [0, {num_classes - 1}]{missing}. "
+            f"Received: y with values from {low} to {high}"
         )
 
 

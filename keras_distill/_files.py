@@ -12,6 +12,9 @@ def atomic_path(path, suffix=".tmp"):
     The temporary file lives in the destination folder (so `os.replace` is
     atomic), is synced to disk before the move, and is removed if anything
     fails, leaving an existing `path` untouched. Missing folders are created.
+    The new file gets the mode of the file it replaces, else the usual mode
+    of a new file (`0o666` less the umask, e.g. `0o644`), not the private
+    `0o600` of temporary files.
 
     Args:
         path: The destination.
@@ -30,12 +33,23 @@ def atomic_path(path, suffix=".tmp"):
     os.close(handle)
     try:
         yield temporary
+        os.chmod(temporary, _mode_for(path))
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _mode_for(path):
+    """The permission bits for a file written at `path`."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_text(path, text):

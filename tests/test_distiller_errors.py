@@ -285,8 +285,8 @@ def class_weight_without_labels(x, y):
 
 @pytest.mark.parametrize("make_arguments, expected", [
     (float_label,
-     "Sparse labels must be whole class indices in [0, 2] (or -1 for a missing label); 1 are "
-     "not, e.g. 1.7. Round or remap them. Received: y=1.7"),
+     "Sparse labels must be whole class indices in [0, 2] (or -1 for a missing label); 1 label "
+     "is not, e.g. 1.7. Round or remap them. Received: y=1.7"),
     (string_labels,
      "Labels must be numbers: class indices 0..2 or one-hot rows. Map names to indices first "
      "(e.g. with `np.unique(y, return_inverse=True)`). Received: y with dtype <U3 starting "

@@ -25,3 +25,18 @@ def test_a_failure_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("boom")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.png"]
+
+
+def test_new_files_get_the_usual_mode_and_replacements_keep_theirs(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        write_text(str(tmp_path / "new.json"), "{}")
+        os.umask(0o027)
+        write_text(str(tmp_path / "private.json"), "{}")
+    finally:
+        os.umask(old_umask)
+    assert os.stat(tmp_path / "new.json").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "private.json").st_mode & 0o777 == 0o640
+    os.chmod(tmp_path / "new.json", 0o600)
+    write_text(str(tmp_path / "new.json"), "[]")
+    assert os.stat(tmp_path / "new.json").st_mode & 0o777 == 0o600

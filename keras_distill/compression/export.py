@@ -7,6 +7,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from keras_distill import _checks
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
@@ -188,13 +189,7 @@ def _all_layers(model):
 
 
 def _check_path(path):
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        path = None
-    if not isinstance(path, str) or not path.endswith(".tflite"):
-        raise ValueError(f"`path` must be a file path ending in '.tflite'. Received: path={path!r}")
-    return path
+    return _checks.check_path("path", path, ".tflite")
 
 
 def _check_options(quantization, representative_data, int8_io, model, num_samples):
