@@ -17,6 +17,10 @@ from keras_distill._files import atomic_path
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 _KERAS_MEMBERS = ("config.json",)
+MAX_CONFIG_BYTES = 64 * 2**20
+"""Largest `config.json` (uncompressed) a `.keras` file may declare; models need far less."""
+MAX_CONFIG_DEPTH = 500
+"""Deepest nesting of `config.json`; Keras configs of nested models stay far below."""
 _READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -167,7 +171,13 @@ def load_arrays(path, names=("x", "y"), argument_name="path"):
             f"`{name}` is not a readable `.npz` file ({_first_line(error)}). "
             f"Received: {name}={path!r}"
         ) from None
-    lengths = {n: len(a) if a.ndim else 0 for n, a in zip(names, arrays)}
+    scalars = [n for n, a in zip(names, arrays) if a.ndim == 0]
+    if scalars:
+        raise ValueError(
+            f"`{name}` holds a single value (a 0-d array) as {scalars[0]!r}; it needs one row "
+            f"per example (save e.g. `np.atleast_1d(...)`). Received: {name}={path!r}"
+        )
+    lengths = {n: len(a) for n, a in zip(names, arrays)}
     if any(length == 0 for length in lengths.values()):
         raise ValueError(
             f"`{name}` holds an empty array: there is nothing to use. "
@@ -247,19 +257,58 @@ def _read_keras_config(path, name):
         raise corrupted("not a complete zip archive")
     try:
         with zipfile.ZipFile(path) as archive:
-            bad_member = archive.testzip()
             members = archive.namelist()
+            config_info = archive.getinfo("config.json") if "config.json" in members else None
+            oversized = config_info is not None and config_info.file_size > MAX_CONFIG_BYTES
+            bad_member = None if oversized else archive.testzip()
             content = None
-            if bad_member is None and all(member in members for member in _KERAS_MEMBERS):
+            if bad_member is None and config_info is not None and not oversized:
                 content = json.loads(archive.read("config.json").decode("utf-8"))
+    except RecursionError:
+        raise _too_deep(name, path) from None
     except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as error:
         raise corrupted(_first_line(error)) from error
+    if oversized:
+        raise _oversized(config_info, name, path)
     if bad_member is not None:
         raise corrupted(f"member {bad_member!r} fails its CRC")
     for member in _KERAS_MEMBERS:
         if member not in members:
             raise corrupted(f"no {member!r} inside")
+    if _depth(content) > MAX_CONFIG_DEPTH:
+        raise _too_deep(name, path)
     return content
+
+
+def _oversized(info, name, path):
+    """The error for a `config.json` declaring more than `MAX_CONFIG_BYTES` (left unread)."""
+    return ValueError(
+        f"`{name}` is not loaded: its config.json would inflate to {info.file_size} bytes "
+        f"(from {info.compress_size}), more than the {MAX_CONFIG_BYTES} a model config "
+        f"needs. It is damaged or hostile. Received: {name}={path!r}"
+    )
+
+
+def _too_deep(name, path):
+    return ValueError(
+        f"`{name}` is not loaded: its config.json is nested more than {MAX_CONFIG_DEPTH} levels "
+        f"deep, far beyond any model's. It is damaged or hostile. Received: {name}={path!r}"
+    )
+
+
+def _depth(config):
+    """Nesting depth of lists and dicts, without recursion."""
+    deepest, stack = 0, [(config, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_CONFIG_DEPTH:
+                return depth
+            stack.extend((item, depth + 1) for item in (
+                value.values() if isinstance(value, dict) else value
+            ))
+    return deepest
 
 
 def _lambda_layer_names(config):

@@ -259,3 +259,52 @@ def test_read_only_folder_emulated(saved, monkeypatch):
         f"Received: path={path!r}"
     )
     assert os.listdir(folder) == ["model.keras"]
+
+
+def _keras_file_with_config(path, config_bytes):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", config_bytes)
+        archive.writestr("metadata.json", b"{}")
+    return path
+
+
+def test_config_that_inflates_beyond_the_limit_is_refused_unread(tmp_path):
+    size = saving.MAX_CONFIG_BYTES + 1
+    path = _keras_file_with_config(str(tmp_path / "bomb.keras"), b" " * size)
+    assert os.path.getsize(path) < size // 500
+    with pytest.raises(ValueError) as info:
+        saving.load_model(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"`path` is not loaded: its config.json would inflate to {size} bytes (from "
+    )
+    assert message.endswith(
+        "more than the 67108864 a model config needs. It is damaged or hostile. "
+        f"Received: path={path!r}"
+    )
+
+
+@pytest.mark.parametrize("depth", [100_000, saving.MAX_CONFIG_DEPTH + 1])
+def test_config_nested_too_deep_is_refused(tmp_path, depth):
+    path = _keras_file_with_config(
+        str(tmp_path / "deep.keras"), b"[" * depth + b"]" * depth
+    )
+    with pytest.raises(ValueError) as info:
+        saving.load_model(path)
+    assert str(info.value) == (
+        "`path` is not loaded: its config.json is nested more than 500 levels deep, far beyond "
+        f"any model's. It is damaged or hostile. Received: path={path!r}"
+    )
+
+
+def test_load_arrays_refuses_0d_arrays(tmp_path):
+    path = str(tmp_path / "scalar.npz")
+    np.savez(path, x=np.float32(1.0), y=np.int32(0))
+    with pytest.raises(ValueError) as info:
+        saving.load_arrays(path)
+    assert str(info.value) == (
+        "`path` holds a single value (a 0-d array) as 'x'; it needs one row per example (save "
+        f"e.g. `np.atleast_1d(...)`). Received: path={path!r}"
+    )
