@@ -323,6 +323,21 @@ def check_finite(name, values):
         )
 
 
+def check_inputs_fit(name, array, model):
+    """Raises unless `array` (batch first) is finite and shaped like `model`'s one input."""
+    expected = tuple(model.inputs[0].shape[1:])
+    received = tuple(array.shape[1:])
+    if len(expected) != len(received) or any(
+        want is not None and want != got for want, got in zip(expected, received)
+    ):
+        raise ValueError(
+            f"`{name}` must hold inputs of the model's shape (batch, "
+            f"{', '.join(str(d) for d in expected)}). "
+            f"Received: {name} of shape {tuple(array.shape)}"
+        )
+    check_finite(name, array)
+
+
 def check_data_arrays(x, y):
     """Raises unless every array in `x` and `y` has the same number of examples."""
     lengths = {len(leaf) for leaf in _leaves(x)}

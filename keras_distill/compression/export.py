@@ -114,6 +114,7 @@ def export_tflite(
     calibration = None
     if representative_data is not None:
         calibration = _rows(representative_data, num_calibration_samples, "representative_data")
+        _checks.check_inputs_fit("representative_data", calibration, model)
     if sample_inputs is None:
         if calibration is not None:
             sample_inputs = calibration[:num_samples]
@@ -121,6 +122,7 @@ def export_tflite(
             shape = _input_shape(model)
             sample_inputs = np.random.default_rng(seed).standard_normal((num_samples, *shape))
     sample_inputs = _rows(sample_inputs, None, "sample_inputs")
+    _checks.check_inputs_fit("sample_inputs", sample_inputs, model)
     keras_outputs = _predict(model, sample_inputs)
     content = _convert(model, quantization, calibration, int8_io)
     with atomic_path(path, suffix=".tflite") as temporary:

@@ -252,3 +252,22 @@ def test_corrupted_truncated_and_missing_tflite_files(tmp_path, model):
     with pytest.raises(ValueError) as info:
         load_interpreter(str(tmp_path / "missing.tflite"))
     assert str(info.value) == f"No .tflite file at this path. Received: model={str(tmp_path / 'missing.tflite')!r}"
+
+
+@pytest.mark.parametrize("argument", ["representative_data", "sample_inputs"])
+def test_inputs_of_the_wrong_shape_or_with_nan_are_named(tmp_path, model, x, argument):
+    with pytest.raises(ValueError) as info:
+        export_tflite(model, tmp_path / "m.tflite", **{argument: x[:, :5]})
+    assert str(info.value) == (
+        f"`{argument}` must hold inputs of the model's shape (batch, 8). "
+        f"Received: {argument} of shape ({len(x)}, 5)"
+    )
+    bad = x.copy()
+    bad[2, 4] = np.nan
+    quantization = "int8" if argument == "representative_data" else None
+    with pytest.raises(ValueError) as info:
+        export_tflite(model, tmp_path / "m.tflite", quantization=quantization, **{argument: bad})
+    assert str(info.value).startswith(
+        f"`{argument}` contains NaN or Inf values (1 of {len(x)} examples, the first at index 2)."
+    )
+    assert os.listdir(tmp_path) == []
