@@ -284,6 +284,22 @@ def check_output_kinds(teacher_outputs, teacher, student):
         )
 
 
+def check_student_head(student):
+    """Raises when a single-output student's last layer applies a softmax (static check)."""
+    layers = getattr(student, "layers", None) or []
+    if len(getattr(student, "outputs", None) or []) != 1 or not layers:
+        return
+    last = layers[-1]
+    activation = getattr(last, "activation", None)
+    if type(last).__name__ == "Softmax" or getattr(activation, "__name__", None) == "softmax":
+        raise ValueError(
+            f"The student's last layer {last.name!r} applies a softmax, and the Distiller "
+            "applies its own to the logits: it would train on a double softmax. Remove it "
+            "(use `activation=None`; apply the softmax after training if you need "
+            f"probabilities). Received: student={student.name!r}"
+        )
+
+
 def check_unlabelled(model, x, y, class_weight):
     """Raises when `fit` gets no labels but `class_weight`, or Keras 3 metrics, need them."""
     if y is not None:

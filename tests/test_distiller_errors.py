@@ -240,6 +240,19 @@ def test_student_ending_in_softmax(teacher, data):
     x, y = data
     student = make_mlp(8, "soft_student", seed=2, final_activation="softmax")
     assert fit_error(compiled(student, teacher), x, y, verbose=0) == (
+        "The student's last layer 'soft_student_logits' applies a softmax, and the Distiller "
+        "applies its own to the logits: it would train on a double softmax. Remove it (use "
+        "`activation=None`; apply the softmax after training if you need probabilities). "
+        "Received: student='soft_student'"
+    )
+
+
+def test_student_returning_probabilities_is_found_on_the_first_batch(teacher, data):
+    x, y = data
+    inputs = keras.Input((8,))
+    student = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(3)(inputs) * 1.0))
+    student = keras.Model(inputs, student(inputs) + 0.0, name="wrapped")
+    assert fit_error(compiled(student, teacher), x, y, verbose=0) == (
         "The student returns probabilities (every row is in [0, 1] and sums to 1): it ends in a "
         "softmax, and the Distiller would apply a second one. Remove the student's final softmax "
         "(use `activation=None`; apply the softmax after training if you need probabilities). "
