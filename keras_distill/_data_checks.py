@@ -25,7 +25,7 @@ PREFIX = "keras_distill: "
 _ONE_VALUE = ("loss", "gradients")
 _STEP = re.compile(r"training step (\d+)")
 # Graph mode: "assertion failed: [keras_distill: ...]"; eager: "Summarized data: b'...'".
-_MESSAGE = re.compile(re.escape(PREFIX) + r"(.*?Received: [^\]\n']*)")
+_MESSAGE = re.compile(re.escape(PREFIX) + r"(.*?Received: .*?)(?=\]\s|\]$|['\"]\s|['\"]$)")
 
 
 def is_sparse(labels, logits):
@@ -192,7 +192,32 @@ def step_checks(model, data, teacher_logits, loss, training, gradients=()):
             "A gradient (the loss is finite, but its gradient overflowed)", "gradients",
             tf.where(finite, 0.0, float("nan"))[None],
         ))
-    return finite_checks(named, position(model.optimizer.iterations if training else None))
+    where = position(model.optimizer.iterations if training else None)
+    checks = finite_checks(named, where)
+    if getattr(model, "teacher_outputs", "logits") == "probabilities" and not (
+        cache_lib.is_cached_batch(keras.utils.unpack_x_y_sample_weight(data)[0])
+    ):
+        checks += probability_checks(teacher_logits, where)
+    return checks
+
+
+def probability_checks(log_probabilities, where):
+    """Asserts that a teacher declared to return probabilities did: rows summing to 1.
+
+    Args:
+        log_probabilities: `log(max(p, 1e-12))` of the teacher's outputs `p`.
+        where: Words for the position (a string tensor).
+    """
+    sums = tf.reduce_sum(tf.exp(log_probabilities), axis=-1)
+    good = tf.abs(sums - 1.0) <= 1e-3
+    first = tf.argmin(tf.cast(good, tf.int32))
+    message = tf.strings.join([
+        PREFIX, "The teacher was declared to return probabilities, but in ", where, ", row ",
+        _text(first), " of its outputs (negatives counted as 0) sums to ", _text(sums[first]),
+        ", not 1: it returns logits. Pass `teacher_outputs='logits'`, or end the teacher with "
+        "a softmax. Received: teacher_outputs='probabilities'",
+    ])
+    return [_assert(tf.reduce_all(good), message)]
 
 
 def _scales_loss(optimizer):

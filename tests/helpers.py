@@ -40,8 +40,8 @@ class FillAbove(keras.layers.Layer):
         return tf.where(broken, tf.fill(tf.shape(logits), self.value), logits)
 
 
-def broken_teacher(value, name="broken_teacher"):
-    """A teacher whose logits become `value` (NaN, Inf) where the first feature exceeds 50."""
-    base = make_mlp(16, "base", seed=1)
+def broken_teacher(value, name="broken_teacher", final_activation=None):
+    """A teacher whose outputs become `value` (NaN, Inf) where the first feature exceeds 50."""
+    base = make_mlp(16, "base", seed=1, final_activation=final_activation)
     inputs = keras.Input((NUM_FEATURES,))
     return keras.Model(inputs, FillAbove(value)([inputs, base(inputs)]), name=name)

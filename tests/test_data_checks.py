@@ -57,7 +57,8 @@ def test_bad_label_after_the_first_batch_of_a_dataset(value, shown):
     assert str(error.value) == label_message(3, 5, shown)
 
 
-def test_bad_integer_label_from_a_generator():
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_bad_integer_label_from_a_generator(run_eagerly):
     x, y = make_data(256)
     y[2 * BATCH + 1] = 5
 
@@ -66,7 +67,7 @@ def test_bad_integer_label_from_a_generator():
             yield x[start:start + BATCH], y[start:start + BATCH]
 
     with pytest.raises(ValueError) as error:
-        distiller_for().fit(batches(), steps_per_epoch=8, verbose=0)
+        distiller_for(run_eagerly=run_eagerly).fit(batches(), steps_per_epoch=8, verbose=0)
     assert str(error.value) == label_message(2, 1, "5")
 
 
@@ -187,3 +188,26 @@ def test_labels_shaped_n_1_1_give_the_same_accuracy_as_flat_labels():
     student = distiller.student
     expected = np.mean(np.argmax(student.predict(x, verbose=0), -1) == y)
     np.testing.assert_allclose(results, [expected, expected], atol=1e-6)
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_a_teacher_declared_probabilities_is_checked_on_every_batch(run_eagerly):
+    x, y = make_data(256)
+    x[3 * BATCH + 2, 0] = 100.0  # The teacher returns logits (all 2.0) for this row only.
+    teacher = broken_teacher(2.0, final_activation="softmax")
+    distiller = Distiller(student=make_mlp(8, "student", seed=2), teacher=teacher,
+                          teacher_outputs="probabilities")
+    distiller.compile(optimizer="adam", run_eagerly=run_eagerly)
+
+    def batches():
+        for start in range(0, len(x), BATCH):
+            yield x[start:start + BATCH], y[start:start + BATCH]
+
+    with pytest.raises(ValueError) as error:
+        distiller.fit(batches(), steps_per_epoch=8, verbose=0)
+    assert str(error.value) == (
+        "The teacher was declared to return probabilities, but in epoch 0, batch 3 (training step "
+        "3), row 2 of its outputs (negatives counted as 0) sums to 6, not 1: it returns logits. "
+        "Pass `teacher_outputs='logits'`, or end the teacher with a softmax. "
+        "Received: teacher_outputs='probabilities'"
+    )
