@@ -4,7 +4,6 @@ Nothing here unpickles: `.keras` files load with Keras `safe_mode=True`,
 `.npz` files with `allow_pickle=False`, YAML with `yaml.safe_load`.
 """
 
-import errno
 import json
 import os
 import zipfile
@@ -21,8 +20,6 @@ MAX_CONFIG_BYTES = 64 * 2**20
 """Largest `config.json` (uncompressed) a `.keras` file may declare; models need far less."""
 MAX_CONFIG_DEPTH = 500
 """Deepest nesting of `config.json`; Keras configs of nested models stay far below."""
-_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def load_model(path, safe_mode=True, allow_lambda=False, compile=False, custom_objects=None,
@@ -112,14 +109,8 @@ def save_model(model, path):
             f"`model` must be a keras.Model of the active Keras ({GENERATION}). "
             f"Received: model={type(model).__module__}.{type(model).__name__}"
         )
-    try:
-        with atomic_path(path, suffix=".tmp.keras") as temporary:
-            model.save(temporary)
-    except Exception as error:
-        cause = _os_error(error)
-        if cause is None:
-            raise
-        raise _write_error(cause, path, os.path.dirname(os.path.abspath(path))) from error
+    with atomic_path(path, suffix=".tmp.keras") as temporary:
+        model.save(temporary)
     return path
 
 
@@ -338,39 +329,6 @@ def _check_exists(path, name, expected):
     if not os.path.isfile(path):
         reason = "it is a folder" if os.path.isdir(path) else "no such file"
         raise ValueError(f"`{name}` must be {expected}; {reason}. Received: {name}={path!r}")
-
-
-def _os_error(error):
-    """The `OSError` behind `error` (itself, or in its cause/context chain), if any."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError) and error.errno is not None:
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _write_error(cause, path, folder):
-    if cause.errno in _READ_ONLY_ERRNOS:
-        error = PermissionError(
-            f"Cannot write `path`: the folder {folder!r} is read-only or not writable "
-            f"({cause.strerror}). Nothing was written; an existing file is unchanged. "
-            f"Received: path={path!r}"
-        )
-    elif cause.errno in _FULL_ERRNOS:
-        error = OSError(
-            f"Cannot write `path`: no space left on the device of {folder!r} "
-            f"({cause.strerror}). Nothing was written; an existing file is unchanged. "
-            f"Received: path={path!r}"
-        )
-    else:
-        error = OSError(
-            f"Cannot write `path` ({cause.strerror or _first_line(cause)}). Nothing was "
-            f"written; an existing file is unchanged. Received: path={path!r}"
-        )
-    error.errno = cause.errno
-    return error
 
 
 def _first_line(error):
