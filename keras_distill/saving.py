@@ -11,10 +11,17 @@ import zipfile
 import numpy as np
 
 from keras_distill._keras import GENERATION
+from keras_distill._keras import KERAS_VERSION
 from keras_distill._keras import keras
 from keras_distill._files import atomic_path
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+_GENERATION_FIX = {
+    "keras3": "Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to load it with "
+              "tf_keras, or save the model again with Keras 3.",
+    "tf_keras": "Unset TF_USE_LEGACY_KERAS to load it with Keras 3, or save the model again "
+                "with tf_keras.",
+}
 _KERAS_MEMBERS = ("config.json",)
 MAX_CONFIG_BYTES = 64 * 2**20
 """Largest `config.json` (uncompressed) a `.keras` file may declare; models need far less."""
@@ -76,8 +83,16 @@ def load_model(path, safe_mode=True, allow_lambda=False, compile=False, custom_o
             path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
         )
     except Exception as error:  # Keras raises many types while rebuilding a model.
+        saved_by = _saved_by_other_generation(path)
+        if saved_by is not None:
+            raise ValueError(
+                f"`{name}` was saved by Keras {saved_by}, but keras_distill runs on {GENERATION} "
+                f"(Keras {KERAS_VERSION}), which cannot rebuild it. {_GENERATION_FIX[GENERATION]} "
+                f"Received: {name}={path!r}"
+            ) from error
+        reason = _first_line(error).split(" Full object config:")[0]
         raise ValueError(
-            f"`{name}` could not be loaded as a Keras model ({_first_line(error)}). "
+            f"`{name}` could not be loaded as a Keras model ({reason}). "
             f"Received: {name}={path!r}"
         ) from error
 
@@ -269,6 +284,18 @@ def _read_keras_config(path, name):
     if _depth(content) > MAX_CONFIG_DEPTH:
         raise _too_deep(name, path)
     return content
+
+
+def _saved_by_other_generation(path):
+    """The Keras version in the file's metadata.json when its major version is not ours."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.getinfo("metadata.json").file_size > MAX_CONFIG_BYTES:
+                return None
+            version = str(json.loads(archive.read("metadata.json"))["keras_version"])
+    except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile, RecursionError):
+        return None
+    return None if version.split(".")[0] == KERAS_VERSION.split(".")[0] else version
 
 
 def _oversized(info, name, path):

@@ -303,3 +303,35 @@ def test_config_nested_too_deep_is_refused(tmp_path, depth):
         f"any model's. It is damaged or hostile. Received: path={path!r}"
     )
 
+
+
+def test_a_file_of_the_other_keras_generation_is_named(tmp_path):
+    import subprocess
+    import sys
+
+    other = str(tmp_path / "other.keras")
+    legacy_here = keras.__version__.startswith("2.")
+    environment = dict(os.environ, TF_USE_LEGACY_KERAS="0" if legacy_here else "1",
+                       TF_CPP_MIN_LOG_LEVEL="3")
+    code = (
+        "import sys; from keras_distill import saving; from keras_distill._keras import keras; "
+        "inputs = keras.Input((4,)); "
+        "saving.save_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)), sys.argv[1]); "
+        "print(keras.__version__)"
+    )
+    completed = subprocess.run([sys.executable, "-c", code, other], env=environment,
+                               capture_output=True, text=True, check=True, timeout=120)
+    other_version = completed.stdout.split()[-1]
+    with pytest.raises(ValueError) as info:
+        saving.load_model(other)
+    fix = (
+        "Unset TF_USE_LEGACY_KERAS to load it with Keras 3, or save the model again with tf_keras."
+        if legacy_here else
+        "Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to load it with tf_keras, or "
+        "save the model again with Keras 3."
+    )
+    generation = "tf_keras" if legacy_here else "keras3"
+    assert str(info.value) == (
+        f"`path` was saved by Keras {other_version}, but keras_distill runs on {generation} "
+        f"(Keras {keras.__version__}), which cannot rebuild it. {fix} Received: path={other!r}"
+    )
