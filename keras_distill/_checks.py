@@ -366,6 +366,36 @@ def check_data_arrays(x, y):
     check_finite("x", x)
 
 
+def check_fit_arguments(distiller, x, y, class_weight):
+    """The checks `Distiller.fit` runs before reading data; returns `y` (a list as an array).
+
+    The student is trainable and ends in no softmax, `x` is not ragged, and
+    `class_weight` or metrics do not come without labels.
+    """
+    check_trainable("student", distiller.student)
+    check_student_head(distiller.student)
+    check_not_ragged("x", x)
+    y = labels_as_array(y)
+    check_unlabelled(distiller, x, y, class_weight)
+    return y
+
+
+def check_not_ragged(name, values):
+    """Raises for ragged inputs: a `tf.RaggedTensor`, or Python rows of different lengths."""
+    ragged = isinstance(values, tf.RaggedTensor)
+    if isinstance(values, (list, tuple)) and values and all(
+        isinstance(row, (list, tuple)) for row in values
+    ):
+        lengths = sorted({len(row) for row in values})
+        ragged = len(lengths) > 1
+    if ragged:
+        raise ValueError(
+            f"`{name}` is ragged (its rows have different lengths), but the models take one "
+            f"fixed shape. Pad the rows to one length (e.g. `keras.utils.pad_sequences`) or use "
+            f"`.to_tensor()`. Received: {name} of type {type(values).__name__} with ragged rows"
+        )
+
+
 def labels_as_array(y):
     """`y` as a NumPy array when it is a plain Python list of labels; otherwise `y`.
 

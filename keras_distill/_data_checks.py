@@ -13,6 +13,7 @@ mode (Keras' default on CPU) and eager mode, and are skipped under XLA.
 """
 
 import contextlib
+import contextvars
 import re
 
 import tensorflow as tf
@@ -23,6 +24,8 @@ from keras_distill.teachers import cache as cache_lib
 
 PREFIX = "keras_distill: "
 _ONE_VALUE = ("loss", "gradients")
+_EVALUATION = "an evaluation batch"
+_CONVERTING = contextvars.ContextVar("keras_distill_converting", default=False)
 _STEP = re.compile(r"training step (\d+)")
 # Graph mode: "assertion failed: [keras_distill: ...]"; eager: "Summarized data: b'...'".
 _MESSAGE = re.compile(re.escape(PREFIX) + r"(.*?Received: .*?)(?=\]\s|\]$|['\"]\s|['\"]$)")
@@ -236,7 +239,7 @@ def _kinds(model):
 def position(step=None):
     """Words for the batch's position: the global training step, or an evaluation batch."""
     if step is None:
-        return tf.constant("an evaluation batch")
+        return tf.constant(_EVALUATION)
     return tf.strings.join(["training step ", _text(step)])
 
 
@@ -247,15 +250,26 @@ class Position(keras.callbacks.Callback):
         super().__init__()
         self.epoch = None
         self.first_step = 0
+        self.test_batch = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.first_step = int(self.model.optimizer.iterations.numpy())
+        self.test_batch = None
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.test_batch = batch
 
     def describe(self, text):
-        """`text` with "training step N" spelled as epoch, batch and step."""
+        """`text` with "training step N" spelled as epoch, batch and step, and with the
+        validation batch named."""
         if self.epoch is None:
             return text
+        if self.test_batch is not None:
+            text = text.replace(
+                _EVALUATION,
+                f"validation batch {self.test_batch} (`validation_data`, epoch {self.epoch})",
+            )
 
         def spell(match):
             step = int(match.group(1))
@@ -271,14 +285,18 @@ def reraise_as_value_error(position=None):
     Args:
         position: The fit's `Position` callback, to name the epoch and batch.
     """
+    outermost = not _CONVERTING.get()
+    token = _CONVERTING.set(True)
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
         match = _MESSAGE.search(str(error))
-        if match is None:
+        if match is None or not outermost:  # `fit` converts what its validation raises.
             raise
         text = match.group(1).replace("\\'", "'")
         raise ValueError(position.describe(text) if position else text) from None
+    finally:
+        _CONVERTING.reset(token)
 
 
 def _text(value):

@@ -250,10 +250,7 @@ class Distiller(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_strategy()
-        _checks.check_trainable("student", self.student)
-        _checks.check_student_head(self.student)
-        y = _checks.labels_as_array(y)
-        _checks.check_unlabelled(self, x, y, kwargs.get("class_weight"))
+        y = _checks.check_fit_arguments(self, x, y, kwargs.get("class_weight"))
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
         _data_checks.use_kinds(self, kwargs.get("callbacks"))

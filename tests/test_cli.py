@@ -378,3 +378,20 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_bad_validation_label_is_one_clear_line(files, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(files)
+    x, y = make_data(64, seed=1)
+    y[40] = 7
+    np.savez(tmp_path / "bad_val.npz", x=x, y=y)
+    code, _, err = call(capsys, *distill_args({
+        "--val": str(tmp_path / "bad_val.npz"), "--out": str(tmp_path / "o.keras"),
+        "--epochs": "1", "--batch-size": "32", "--verbose": "0",
+    }))
+    assert (code, err) == (1, [
+        "keras-distill: error: `y` must hold class indices 0, 1, ..., 2 (or -1 for a missing "
+        "label); in validation batch 1 (`validation_data`, epoch 0), row 8 of the batch holds 7. "
+        "Fix the labels (round or remap them), or give one-hot rows of width 3. Received: y=7"
+    ])
+    assert not (tmp_path / "o.keras").exists()

@@ -75,14 +75,14 @@ def test_bad_label_in_validation_data_and_in_evaluate():
     x, y = make_data(256)
     bad = y.copy()
     bad[BATCH + 2] = -2
-    where = "an evaluation batch"
     distiller = distiller_for()
     with pytest.raises(ValueError) as error:
         distiller.fit(dataset(x, y), validation_data=dataset(x, bad), verbose=0)
+    where = "validation batch 1 (`validation_data`, epoch 0)"
     assert str(error.value) == label_message(None, 2, "-2", where)
     with pytest.raises(ValueError) as error:
         distiller.evaluate(dataset(x, bad), verbose=0)
-    assert str(error.value) == label_message(None, 2, "-2", where)
+    assert str(error.value) == label_message(None, 2, "-2", "an evaluation batch")
 
 
 def test_missing_label_value_passes():

@@ -314,6 +314,19 @@ def test_bad_labels_are_named(ready, data, make_arguments, expected):
     assert fit_error(ready, *args, verbose=0, **kwargs) == expected
 
 
+@pytest.mark.parametrize("ragged", [
+    lambda: [[0.0] * 8, [0.0] * 5],
+    lambda: tf.ragged.constant([[0.0] * 8, [0.0] * 5]),
+])
+def test_ragged_x(ready, ragged):
+    x = ragged()
+    assert fit_error(ready, x, np.array([0, 1]), verbose=0) == (
+        "`x` is ragged (its rows have different lengths), but the models take one fixed shape. "
+        "Pad the rows to one length (e.g. `keras.utils.pad_sequences`) or use `.to_tensor()`. "
+        f"Received: x of type {type(x).__name__} with ragged rows"
+    )
+
+
 def test_labels_as_a_python_list_train_like_an_array(teacher, student, data):
     x, y = data
     distiller = Distiller(student=student, teacher=teacher)
