@@ -304,6 +304,9 @@ def test_output_locations_are_checked_before_any_work(files, capsys, monkeypatch
         ({"--history": str(locked / "h.json")},
          f"`--history` cannot be written: the folder {str(locked)!r} is not writable. Choose "
          f"another location. Received: --history={str(locked / 'h.json')!r}"),
+        ({"--history": a_file + "/h.json"},
+         f"`--history` lies inside {a_file!r}, which is a file, not a folder. Choose another "
+         f"location. Received: --history={a_file + '/h.json'!r}"),
         ({"--tensorboard": a_file},
          f"`--tensorboard` must be a folder; a file exists there. Remove it or choose another "
          f"folder. Received: --tensorboard={a_file!r}"),
