@@ -128,6 +128,21 @@ def after(checks, values):
         )
 
 
+def prepare_fit(model, fit_kwargs):
+    """Chooses the checks for `model.fit(**fit_kwargs)` and adds a `Position` callback.
+
+    Returns:
+        The `Position` callback, or `None` when `callbacks` is not a list.
+    """
+    callbacks = fit_kwargs.get("callbacks")
+    use_kinds(model, callbacks if isinstance(callbacks, (list, tuple)) else [])
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        return None
+    position = Position()
+    fit_kwargs["callbacks"] = list(callbacks or []) + [position]
+    return position
+
+
 def use_kinds(model, callbacks):
     """Chooses the checks for the next `fit`; retraces the steps when the choice changed.
 

@@ -253,9 +253,7 @@ class Distiller(keras.Model):
         y = _checks.check_fit_arguments(self, x, y, kwargs.get("class_weight"))
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
-        _data_checks.use_kinds(self, kwargs.get("callbacks"))
-        position = _data_checks.Position()
-        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [position]
+        position = _data_checks.prepare_fit(self, kwargs)
         with _data_checks.reraise_as_value_error(position):
             return super().fit(x, y, *args, **kwargs)
 
