@@ -177,7 +177,11 @@ def checked_labels(model, y, teacher_logits, training):
 
 
 def step_checks(model, data, teacher_logits, loss, training, gradients=()):
-    """The finiteness checks of one step of `model` (a `Distiller`) on the batch `data`.
+    """The checks of one step of `model` (a `Distiller`) on the batch `data`, after its loss.
+
+    With the `"labels"` kind: a teacher declared to return probabilities
+    does. With `"finite"`: `x`, the sample weights, the teacher's logits, the
+    loss and the gradients are finite.
 
     Args:
         model: The `Distiller`: its chosen checks.
@@ -191,11 +195,20 @@ def step_checks(model, data, teacher_logits, loss, training, gradients=()):
     Returns:
         A list of assertion ops, for `after`.
     """
-    if "finite" not in _kinds(model):
+    kinds = _kinds(model)
+    if not kinds:
         return []
     x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    if cache_lib.is_cached_batch(x):
-        x = x[cache_lib.INPUTS_KEY]
+    cached = cache_lib.is_cached_batch(x)
+    x = x[cache_lib.INPUTS_KEY] if cached else x
+    where = position(model.optimizer.iterations if training else None)
+    checks = []
+    if "labels" in kinds and getattr(model, "teacher_outputs", None) == "probabilities" and (
+        not cached
+    ):
+        checks += probability_checks(teacher_logits, where)
+    if "finite" not in kinds:
+        return checks
     named = [
         ("`x`", "x", x),
         ("`sample_weight`", "sample_weight", sample_weight),
@@ -210,13 +223,7 @@ def step_checks(model, data, teacher_logits, loss, training, gradients=()):
             "A gradient (the loss is finite, but its gradient overflowed)", "gradients",
             tf.where(finite, 0.0, float("nan"))[None],
         ))
-    where = position(model.optimizer.iterations if training else None)
-    checks = finite_checks(named, where)
-    if getattr(model, "teacher_outputs", "logits") == "probabilities" and not (
-        cache_lib.is_cached_batch(keras.utils.unpack_x_y_sample_weight(data)[0])
-    ):
-        checks += probability_checks(teacher_logits, where)
-    return checks
+    return checks + finite_checks(named, where)
 
 
 def probability_checks(log_probabilities, where):

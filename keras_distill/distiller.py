@@ -181,12 +181,13 @@ class Distiller(keras.Model):
                 Defaults to `keras.losses.KLDivergence()` when only
                 `student_loss_fn` is given.
             data_checks: Check every batch inside the compiled step: sparse
-                labels are class indices in range, and `x`, the sample
-                weights, the teacher's outputs and the loss are finite (the
-                finiteness checks are left to a `StopOnNonFinite` callback
-                when `fit` gets one). A failed check raises a `ValueError`
-                before the batch changes any weight. See `docs/errors.md`.
-                Defaults to `True`.
+                labels are class indices in range, a teacher declared to
+                return probabilities does, and `x`, the sample weights, the
+                teacher's outputs, the loss and the gradients are finite
+                (finiteness is left to a `StopOnNonFinite` callback when
+                `fit` gets one). A failed check raises a `ValueError` naming
+                the batch before it changes any weight. Skipped under XLA.
+                See `docs/errors.md`. Defaults to `True`.
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, `weighted_metrics`, `run_eagerly`).
         """
