@@ -2,8 +2,9 @@
 
 The first-batch checks (`Distiller.fit`) see one batch; these see every batch,
 at the cost of a few reductions per step: sparse labels are whole class
-indices in range (or the missing-label value), and `x`, the sample weights,
-the teacher's logits and the loss are finite. A failed check stops the step
+indices in range (or the missing-label value), a teacher declared to return
+probabilities does, and `x`, the sample weights, the teacher's logits, the
+loss and the gradients are finite. A failed check stops the step
 *before* the weights change, with an `InvalidArgumentError` that
 `reraise_as_value_error` turns into a `ValueError` at the `fit`/`evaluate`
 boundary.
@@ -37,14 +38,15 @@ def is_sparse(labels, logits):
 
 
 def flat_sparse_labels(labels, logits):
-    """Sparse labels reshaped to `(batch,)`, e.g. from `(n, 1, 1)`; others unchanged.
+    """Sparse labels reshaped to the logits' shape without classes, e.g. `(n, 1, 1)` to `(n,)`.
 
     Keras 3's accuracy compares `(n, 1, 1)` labels with `(n,)` predictions by
-    broadcasting, which gives a wrong number without an error.
+    broadcasting, which gives a wrong number without an error. One-hot
+    labels are returned unchanged.
     """
-    if labels.shape.rank is None or not is_sparse(labels, logits) or labels.shape.rank <= 1:
+    if labels.shape.rank is None or not is_sparse(labels, logits):
         return labels
-    return tf.reshape(labels, [-1])
+    return tf.reshape(labels, tf.shape(logits)[:-1])
 
 
 def label_checks(labels, logits, mask_value, where):
