@@ -211,4 +211,3 @@ def test_a_teacher_declared_probabilities_is_checked_on_every_batch(run_eagerly)
         "Pass `teacher_outputs='logits'`, or end the teacher with a softmax. "
         "Received: teacher_outputs='probabilities'"
     )
-
