@@ -120,10 +120,11 @@ def candidates(args, x, y, teacher):
         keras.utils.set_random_seed(1)
         return student_model()
 
-    def ours(jit_compile="auto", matches=None, teacher_or_cache=teacher):
+    def ours(jit_compile="auto", matches=None, teacher_or_cache=teacher, data_checks=True):
         def build():
             model = Distiller(student=fresh_student(), teacher=teacher_or_cache, feature_matches=matches)
-            model.compile(optimizer="adam", alpha=ALPHA, temperature=TEMPERATURE, jit_compile=jit_compile)
+            model.compile(optimizer="adam", alpha=ALPHA, temperature=TEMPERATURE, jit_compile=jit_compile,
+                          data_checks=data_checks)
             return model
         return build
 
@@ -165,6 +166,7 @@ def candidates(args, x, y, teacher):
         "student only": (student_only, dataset),
         LIMIT: (limit, dataset),
         "ours": (ours(), dataset),
+        "ours, checks off": (ours(data_checks=False), dataset),
         "ours, cached teacher": (ours(teacher_or_cache=cache),
                                  lambda: cache.dataset(x, y, batch_size=args.batch, shuffle=False)),
         "ours, XLA off": (ours(jit_compile=False), dataset),
@@ -303,6 +305,8 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the raw times to this file")
     parser.add_argument("--overhead-only", action="store_true",
                         help="time only ours and the limit (row a), e.g. with more repeats")
+    parser.add_argument("--checks-only", action="store_true",
+                        help="time only ours with and without the in-step data checks (row g)")
     parser.add_argument("--memory-child", choices=["student", "distill"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -315,6 +319,13 @@ def main(argv=None):
     if args.overhead_only:
         times = time_keras({name: rows[name] for name in ("ours", LIMIT)}, args.repeats)
         print(ratio_row("a. overhead: ours / limit", "ours", LIMIT, times, 1.05))
+        return
+    if args.checks_only:
+        times = time_keras({name: rows[name] for name in ("ours", "ours, checks off", LIMIT)},
+                           args.repeats)
+        print(ratio_row("g. in-step data checks on / off", "ours", "ours, checks off", times, None))
+        print(ratio_row("a. overhead: ours / limit", "ours", LIMIT, times, 1.05))
+        print(ratio_row("a'. checks off: ours / limit", "ours, checks off", LIMIT, times, None))
         return
     times = time_keras(rows, args.repeats)
     times.update(time_mixed_precision(args, x, y, teacher, args.repeats))
@@ -338,6 +349,7 @@ def main(argv=None):
         print(ratio_row("e. ours / PyTorch loop", "ours", "pytorch loop", times, 1.0))
     print(ratio_row("f. XLA on / XLA off", "ours, XLA on", "ours, XLA off", times, None))
     print(ratio_row("f. mixed_bfloat16 / float32", "ours, mixed_bfloat16", "ours, float32", times, None))
+    print(ratio_row("g. in-step data checks on / off", "ours", "ours, checks off", times, None))
     memory = peak_memory(args)
     print(f"\nPeak resident memory of a 3-epoch fit: student only {memory['student']:.0f} MiB, "
           f"distillation {memory['distill']:.0f} MiB, ratio {memory['distill'] / memory['student']:.2f}")

@@ -44,6 +44,23 @@ def check_temperature(temperature):
     return float(temperature)
 
 
+def check_bool(name, value):
+    """Returns `value`, or raises unless it is `True` or `False`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def check_trainable(name, model):
+    """Raises when `model` has no trainable weight (frozen): training could not change it."""
+    if not model.trainable or not model.trainable_weights:
+        raise ValueError(
+            f"`{name}` has no trainable weights, so training cannot change it. Unfreeze it "
+            f"(`{name}.trainable = True`) before `fit`. "
+            f"Received: {name}={model.name!r} with trainable={model.trainable}"
+        )
+
+
 def check_choice(name, value, choices):
     """Raises unless `value` is one of `choices`."""
     if value not in choices:
@@ -100,6 +117,59 @@ def check_existing_file(name, path, expected):
     if not os.path.isfile(path):
         reason = "it is a folder" if os.path.isdir(path) else "no such file"
         raise ValueError(f"`{name}` must be {expected}; {reason}. Received: {name}={path!r}")
+
+
+def check_output_file(name, path, inputs=None):
+    """Raises unless a file can be written at `path`, before any long work starts.
+
+    `path` must not be a folder, must not lie inside an existing file, its
+    nearest existing folder must be writable, and it must not be one of the
+    `inputs` (`{option: path}`), which writing would replace.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"`{name}` must be a file path; it is a folder. Received: {name}={path!r}")
+    for option, source in (inputs or {}).items():
+        if source is not None and _same_file(path, source):
+            raise ValueError(
+                f"`{name}` must differ from `{option}`: writing it would replace that input. "
+                f"Choose another file. Received: {name}={path!r}, {option}={source!r}"
+            )
+    _check_parent_folder(name, os.path.dirname(os.path.abspath(path)), path)
+
+
+def check_output_folder(name, path):
+    """Raises unless `path` is (or can be created as) a writable folder."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"`{name}` must be a folder; a file exists there. Remove it or choose another "
+            f"folder. Received: {name}={path!r}"
+        )
+    _check_parent_folder(name, os.path.abspath(path), path)
+
+
+def _check_parent_folder(name, folder, path):
+    """Raises when the nearest existing ancestor of `folder` is a file or not writable."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"`{name}` lies inside {existing!r}, which is a file, not a folder. "
+            f"Choose another location. Received: {name}={path!r}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`{name}` cannot be written: the folder {existing!r} is not writable. "
+            f"Choose another location. Received: {name}={path!r}"
+        )
+
+
+def _same_file(first, second):
+    if os.path.exists(first) and os.path.exists(second):
+        return os.path.samefile(first, second)
+    return os.path.abspath(first) == os.path.abspath(second)
 
 
 def first_line(error):
@@ -170,6 +240,16 @@ def check_class_counts(student_shape, teacher_shape):
     student_classes, teacher_classes = student_shape[-1], teacher_shape[-1]
     if student_classes is None or teacher_classes is None:
         return
+    if 1 in (student_classes, teacher_classes):
+        raise ValueError(
+            "A model with one output unit (a binary, sigmoid-style classifier) cannot be "
+            "distilled: the softmax of a single logit is always 1, so the loss would be 0 and "
+            "the student would not change. Give the teacher and the student two output units: "
+            "the logits [0, z] describe the same two classes as one sigmoid logit z (e.g. "
+            "`keras.layers.Concatenate()([keras.ops.zeros_like(z), z])`). "
+            f"Received: student output shape={tuple(student_shape)}, "
+            f"teacher output shape={tuple(teacher_shape)}"
+        )
     if student_classes != teacher_classes:
         raise ValueError(
             "The student's and the teacher's distilled outputs must have the same number "
@@ -188,6 +268,81 @@ def looks_like_probabilities(outputs, atol=1e-3):
     return bool(in_range and np.allclose(values.sum(axis=-1), 1.0, atol=atol))
 
 
+def check_output_kinds(teacher_from_logits, teacher, student):
+    """Checks the first batch's outputs: the teacher's against `teacher_from_logits`, the student's.
+
+    Args:
+        teacher_from_logits: Whether the teacher was declared to return logits.
+        teacher: The teacher's outputs on the first batch.
+        student: The student's outputs on the first batch.
+    """
+    teacher_probabilities = looks_like_probabilities(teacher)
+    if teacher_from_logits and teacher_probabilities:
+        raise ValueError(
+            "The teacher returns probabilities (every row is in [0, 1] and sums to 1), "
+            "but the Distiller was told they are logits. Pass "
+            "`teacher_from_logits=False`, or remove the teacher's final softmax. "
+            "Received: teacher_from_logits=True"
+        )
+    if not teacher_from_logits and not teacher_probabilities:
+        values = np.asarray(teacher, np.float64)
+        raise ValueError(
+            "The Distiller was told the teacher returns probabilities, but its outputs are not "
+            "rows in [0, 1] that sum to 1 (they look like logits). Pass "
+            "`teacher_from_logits=True`, or end the teacher with a softmax. Received: "
+            f"teacher_from_logits=False with values in [{values.min():.4g}, "
+            f"{values.max():.4g}] and row sums from {values.sum(-1).min():.4g} to "
+            f"{values.sum(-1).max():.4g}"
+        )
+    if looks_like_probabilities(student):
+        raise ValueError(
+            "The student returns probabilities (every row is in [0, 1] and sums to 1): it ends "
+            "in a softmax, and the Distiller would apply a second one. Remove the student's "
+            "final softmax (use `activation=None`; apply the softmax after training if you "
+            "need probabilities). Received: student outputs that sum to 1 per row"
+        )
+
+
+def check_student_head(student):
+    """Raises when a single-output student's last layer applies a softmax (static check)."""
+    layers = getattr(student, "layers", None) or []
+    if len(getattr(student, "outputs", None) or []) != 1 or not layers:
+        return
+    last = layers[-1]
+    activation = getattr(last, "activation", None)
+    if type(last).__name__ == "Softmax" or getattr(activation, "__name__", None) == "softmax":
+        raise ValueError(
+            f"The student's last layer {last.name!r} applies a softmax, and the Distiller "
+            "applies its own to the logits: it would train on a double softmax. Remove it "
+            "(use `activation=None`; apply the softmax after training if you need "
+            f"probabilities). Received: student={student.name!r}"
+        )
+
+
+def check_unlabelled(model, x, y, class_weight):
+    """Raises when `fit` gets no labels but `class_weight`, or Keras 3 metrics, need them."""
+    if y is not None:
+        return
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        if isinstance(spec, tuple) and len(spec) > 1:
+            return
+    elif not isinstance(x, (np.ndarray, tf.Tensor, dict, list, tuple)):
+        return  # A generator: its batches are unknown until they come.
+    if class_weight is not None:
+        raise ValueError(
+            "`class_weight` weighs examples by their label, but the data has no labels (x only). "
+            "Pass labels `y`, or drop `class_weight`. "
+            f"Received: class_weight={class_weight!r} with y=None"
+        )
+    if GENERATION == "keras3" and getattr(model, "_compile_metrics", None) is not None:
+        raise ValueError(
+            "Metrics compare predictions with labels, but the data has no labels (x only). "
+            "Compile without `metrics`, or pass labels `y`. "
+            "Received: compiled metrics with y=None"
+        )
+
+
 def check_finite(name, values):
     """Raises when a float array (or nest of them) holds NaN or Inf."""
     for leaf in _leaves(values):
@@ -203,6 +358,21 @@ def check_finite(name, values):
         )
 
 
+def check_inputs_fit(name, array, model):
+    """Raises unless `array` (batch first) is finite and shaped like `model`'s one input."""
+    expected = tuple(model.inputs[0].shape[1:])
+    received = tuple(array.shape[1:])
+    if len(expected) != len(received) or any(
+        want is not None and want != got for want, got in zip(expected, received)
+    ):
+        raise ValueError(
+            f"`{name}` must hold inputs of the model's shape (batch, "
+            f"{', '.join(str(d) for d in expected)}). "
+            f"Received: {name} of shape {tuple(array.shape)}"
+        )
+    check_finite(name, array)
+
+
 def check_data_arrays(x, y):
     """Raises unless every array in `x` and `y` has the same number of examples."""
     lengths = {len(leaf) for leaf in _leaves(x)}
@@ -215,8 +385,64 @@ def check_data_arrays(x, y):
     check_finite("x", x)
 
 
+def check_fit_arguments(distiller, x, y, class_weight):
+    """The checks `Distiller.fit` runs before reading data; returns `y` (a list as an array).
+
+    The student is trainable and ends in no softmax, `x` is not ragged, and
+    `class_weight` or metrics do not come without labels.
+    """
+    check_trainable("student", distiller.student)
+    check_student_head(distiller.student)
+    check_not_ragged("x", x)
+    y = labels_as_array(y)
+    check_unlabelled(distiller, x, y, class_weight)
+    return y
+
+
+def check_not_ragged(name, values):
+    """Raises for ragged inputs: a `tf.RaggedTensor`, or Python rows of different lengths."""
+    ragged = isinstance(values, tf.RaggedTensor)
+    if isinstance(values, (list, tuple)) and values and all(
+        isinstance(row, (list, tuple)) for row in values
+    ):
+        lengths = sorted({len(row) for row in values})
+        ragged = len(lengths) > 1
+    if ragged:
+        raise ValueError(
+            f"`{name}` is ragged (its rows have different lengths), but the models take one "
+            f"fixed shape. Pad the rows to one length (e.g. `keras.utils.pad_sequences`) or use "
+            f"`.to_tensor()`. Received: {name} of type {type(values).__name__} with ragged rows"
+        )
+
+
+def labels_as_array(y):
+    """`y` as a NumPy array when it is a plain Python list of labels; otherwise `y`.
+
+    Keras reads a list as one array per output; a list of numbers means the
+    labels of one output.
+    """
+    if isinstance(y, (list, tuple)) and y and all(
+        isinstance(value, (numbers.Number, str, list, tuple)) for value in y
+    ):
+        try:
+            return np.asarray(y)
+        except ValueError:
+            raise ValueError(
+                "`y` must be an array of labels, one per example. Received: y as a ragged "
+                f"Python list starting {y[:3]!r}"
+            ) from None
+    return y
+
+
 def check_labels(labels, num_classes, mask_value):
     """Raises when labels do not fit `num_classes` (sparse range or one-hot width)."""
+    if labels.dtype.kind not in "iufb":
+        sample = labels.ravel()[:3].tolist()
+        raise ValueError(
+            f"Labels must be numbers: class indices 0..{num_classes - 1} or one-hot rows. Map "
+            f"names to indices first (e.g. with `np.unique(y, return_inverse=True)`). "
+            f"Received: y with dtype {labels.dtype} starting {sample}"
+        )
     if labels.ndim >= 2 and labels.shape[-1] != 1:
         if labels.shape[-1] != num_classes:
             raise ValueError(
@@ -224,16 +450,24 @@ def check_labels(labels, num_classes, mask_value):
                 f"Received: y with shape {labels.shape}"
             )
         return
-    present = labels[labels != mask_value]
+    missing = "" if mask_value is None else f" (or {mask_value} for a missing label)"
+    present = labels if mask_value is None else labels[labels != mask_value]
     if present.size == 0:
         return
-    low, high = present.min(), present.max()
-    if low < 0 or high >= num_classes or np.any(present != np.round(present)):
+    bad = ~np.isfinite(present) | (present != np.round(present))
+    if np.any(bad):
+        value = str(present[np.argmax(bad)])
+        count = "1 label is" if bad.sum() == 1 else f"{int(bad.sum())} labels are"
         raise ValueError(
-            f"Sparse labels must be class indices in [0, {num_classes - 1}] (or {mask_value} for "
-            f"a missing label). Received: y with values from {low} to {high}"
+            f"Sparse labels must be whole class indices in [0, {num_classes - 1}]{missing}; "
+            f"{count} not, e.g. {value}. Round or remap them. Received: y={value}"
         )
-
+    low, high = present.min(), present.max()
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"Sparse labels must be class indices in [0, {num_classes - 1}]{missing}. "
+            f"Received: y with values from {low} to {high}"
+        )
 
 def _leaves(values):
     return [] if values is None else tf.nest.flatten(values)

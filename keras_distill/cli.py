@@ -218,6 +218,13 @@ def run_distill(args):
     """`keras-distill distill`: trains the student and saves it to `--out`."""
     verbose = int(_choice("--verbose", args.verbose, ("0", "1", "2")))
     _check_suffix("--out", args.out, ".keras")
+    _check_outputs(
+        files={"--out": args.out, "--history": args.history,
+               "--recipe-report": args.recipe_report},
+        folders={"--tensorboard": args.tensorboard, "--backup-dir": args.backup_dir},
+        inputs={"--teacher": args.teacher, "--student": args.student, "--data": args.data,
+                "--val": args.val, "--config": args.config, "--unlabeled": args.unlabeled},
+    )
     if args.recipe:
         return run_recipe(args, verbose)
     for option, value in (("--unlabeled", args.unlabeled), ("--recipe-report", args.recipe_report)):
@@ -298,6 +305,10 @@ def run_export(args):
     """`keras-distill export`: writes a `.tflite` file and prints the parity report."""
     quantization = _choice("--quantization", args.quantization, QUANTIZATIONS)
     _check_suffix("--out", args.out, ".tflite")
+    _check_outputs(
+        files={"--out": args.out, "--json": args.json},
+        inputs={"MODEL.keras": args.model, "--calibration": args.calibration},
+    )
     max_abs_diff = _number("--max-abs-diff", args.max_abs_diff, minimum=0.0)
     min_agreement = _number("--min-agreement", args.min_agreement, minimum=0.0, maximum=1.0)
     if quantization == "int8" and not args.calibration:
@@ -326,12 +337,15 @@ def run_export(args):
 def run_report(args):
     """`keras-distill report`: prints a comparison table and writes JSON and PNG files."""
     repeats = _number("--latency-repeats", args.latency_repeats, minimum=0, integer=True)
+    _check_outputs(folders={"--out-dir": args.out_dir})
+    from keras_distill import _checks
     from keras_distill import saving
     from keras_distill.evaluation.report import compare
 
     teacher = _load("--teacher", args.teacher, args.unsafe_allow_lambda)
     student = _load("--student", args.student, args.unsafe_allow_lambda)
     x, y = saving.load_arrays(args.data, ("x", "y"), argument_name="--data")
+    _checks_report_data(_checks, x, y, teacher)
     labels = y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
     report = compare(teacher, student, x, labels, latency_repeats=repeats)
     print(report)
@@ -342,6 +356,31 @@ def run_report(args):
     report.plot_accuracy_vs_size(png_path)
     print(f"Wrote {json_path} and {png_path}")
     return 0
+
+
+def _check_outputs(files=None, folders=None, inputs=None):
+    """Checks every output location before the long work starts (a `CliError` if one is bad)."""
+    from keras_distill import _checks
+
+    try:
+        for name, path in (files or {}).items():
+            if path is not None:
+                _checks.check_output_file(name, path, inputs)
+        for name, path in (folders or {}).items():
+            if path is not None:
+                _checks.check_output_folder(name, path)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+def _checks_report_data(checks, x, y, teacher):
+    """Raises a `CliError` naming `--data` for labels or inputs the report cannot use."""
+    num_classes = teacher.output_shape[-1]
+    try:
+        checks.check_labels(y, num_classes, mask_value=None)
+        checks.check_finite("x", x)
+    except ValueError as error:
+        raise CliError(f"`--data` cannot be used: {error}") from None
 
 
 def _distill_options(args, defaults=DISTILL_DEFAULTS):

@@ -10,6 +10,7 @@ from keras_distill._keras import keras
 from keras_distill._outputs import is_nested as _is_nested
 from keras_distill._outputs import select_output as _select
 from keras_distill._outputs import static_output_shape as _static_output_shape
+from keras_distill import _data_checks
 from keras_distill.matching.adapters import FeatureAdapter
 from keras_distill.matching.capture import LayerCapture
 from keras_distill.matching.matches import AttentionMatch
@@ -157,6 +158,7 @@ class Distiller(keras.Model):
         distillation_loss="kl",
         student_loss_fn=None,
         distillation_loss_fn=None,
+        data_checks=True,
         **kwargs,
     ):
         """Configures training.
@@ -181,6 +183,14 @@ class Distiller(keras.Model):
                 probabilities, `loss(softmax(t/T), softmax(s/T)) * T^2`.
                 Defaults to `keras.losses.KLDivergence()` when only
                 `student_loss_fn` is given.
+            data_checks: Check every batch inside the compiled step: sparse
+                labels are class indices in range, a teacher declared to
+                return probabilities does, and `x`, the sample weights, the
+                teacher's outputs, the loss and the gradients are finite
+                (finiteness is left to a `StopOnNonFinite` callback when
+                `fit` gets one). A failed check raises a `ValueError` naming
+                the batch before it changes any weight. Skipped under XLA.
+                See `docs/errors.md`. Defaults to `True`.
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, `weighted_metrics`, `run_eagerly`).
         """
@@ -206,6 +216,7 @@ class Distiller(keras.Model):
         else:
             self.student_loss_fn = self.distillation_loss_fn = None
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self.data_checks = _checks.check_bool("data_checks", data_checks)
         self.alpha = alpha
         self.temperature = temperature
 
@@ -251,13 +262,22 @@ class Distiller(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_strategy()
+        y = _checks.check_fit_arguments(self, x, y, kwargs.get("class_weight"))
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
-        return super().fit(x, y, *args, **kwargs)
+        position = _data_checks.prepare_fit(self, kwargs)
+        with _data_checks.reraise_as_value_error(position):
+            return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        y = _checks.labels_as_array(y)
+        with _data_checks.reraise_as_value_error():
+            return super().evaluate(x, y, *args, **kwargs)
 
     def train_step(self, data):
         x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
+        y = _data_checks.checked_labels(self, y, teacher_logits, training=True)
         variables = self._student_side_variables()
         with tf.GradientTape() as tape:
             with self._student_capture.recording() as student_features:
@@ -267,6 +287,10 @@ class Distiller(keras.Model):
             )
             scaled = _keras.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
+        checks = _data_checks.step_checks(
+            self, data, teacher_logits, components["loss"], True, gradients
+        )
+        gradients = _data_checks.after(checks, gradients)
         _keras.apply_gradients(self.optimizer, gradients, variables)
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
@@ -274,11 +298,14 @@ class Distiller(keras.Model):
     def test_step(self, data):
         x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
+        y = _data_checks.checked_labels(self, y, teacher_logits, training=False)
         with self._student_capture.recording() as student_features:
             student_outputs = self.student(x, training=False)
         components = self._loss_components(
             y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
         )
+        checks = _data_checks.step_checks(self, data, teacher_logits, components["loss"], False)
+        components = _data_checks.after(checks, components)
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 
@@ -295,7 +322,7 @@ class Distiller(keras.Model):
             logits = tf.convert_to_tensor(y_pred)
             labels = tf.convert_to_tensor(y)
             mask = self._label_mask(labels, logits)
-            y = self._fill_missing_labels(labels, mask)
+            y = _data_checks.flat_sparse_labels(self._fill_missing_labels(labels, mask), logits)
             sample_weight = _example_weights(sample_weight, tf.shape(logits)[0]) * mask
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
@@ -537,13 +564,7 @@ class Distiller(keras.Model):
                           self.student, "student")
         _checks.check_class_counts(tuple(student.shape), tuple(teacher.shape))
         _checks.check_finite("teacher outputs", teacher)
-        if self.teacher_from_logits and _checks.looks_like_probabilities(teacher):
-            raise ValueError(
-                "The teacher returns probabilities (every row is in [0, 1] and sums to 1), "
-                "but the Distiller was told they are logits. Pass "
-                "`teacher_from_logits=False`, or remove the teacher's final softmax. "
-                "Received: teacher_from_logits=True"
-            )
+        _checks.check_output_kinds(self.teacher_from_logits, teacher, student)
         labels = y if isinstance(y, np.ndarray) else y_batch
         if labels is not None and not _is_nested(labels):
             _checks.check_labels(np.asarray(labels), student.shape[-1], self.label_mask_value)

@@ -2,8 +2,10 @@
 
 Every function takes teacher and student *logits* and returns one value per
 example (reduce it yourself, or use the matching `keras.losses.Loss` class).
-All arithmetic runs in float32 through `log_softmax`, so the results are
-stable for large logits and under mixed precision.
+The arithmetic runs through `log_softmax`, so the results are stable for
+large logits and under mixed precision. The tempered KL and soft
+cross-entropy run in float64: at large `T` the tempered distributions differ
+by about `1/T`, which float32 cannot resolve (and `T^2` amplifies the error).
 
 Conventions: `p^T = softmax(z / T)` is the distribution at temperature `T`.
 """
@@ -14,11 +16,8 @@ from keras_distill._keras import keras
 from keras_distill._keras import register_serializable
 
 _MASK_LOGIT = 1000.0
-
-
-def _tempered_log_probs(logits, temperature):
-    logits = tf.cast(logits, tf.float32)
-    return tf.nn.log_softmax(logits / temperature, axis=-1)
+_HIGH_T_SCALE = 1e-4
+"""Below this `max |z - mean(z)| / T`, the KL's quadratic expansion is used."""
 
 
 def distillation_kl(teacher_logits, student_logits, temperature=1.0):
@@ -26,7 +25,12 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
 
     `T^2 * KL(p_t^T || p_s^T) = T^2 * sum_k p_t^T[k] (log p_t^T[k] - log p_s^T[k])`
 
-    The `T^2` factor keeps the gradient scale independent of `T`.
+    The `T^2` factor keeps the gradient scale independent of `T`. Computed
+    in float64. Where the tempered logits are tiny (`max |z - mean(z)| / T`
+    below `1e-4`), even float64 cancels, and the quadratic expansion
+    `T^2 * KL = 1/2 * sum_k p_t^T[k] (d[k] - sum_j p_t^T[j] d[j])^2` with
+    `d = z_t - z_s` is used instead (relative error below `1e-4`); it is the
+    high-temperature limit of Hinton et al. (section 2.1).
 
     Args:
         teacher_logits: Tensor `(..., num_classes)`.
@@ -43,10 +47,25 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
         Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
         Network", 2015. https://arxiv.org/abs/1503.02531
     """
-    log_p_teacher = _tempered_log_probs(teacher_logits, temperature)
-    log_p_student = _tempered_log_probs(student_logits, temperature)
-    kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
-    return kl * (temperature**2)
+    teacher = tf.cast(teacher_logits, tf.float64)
+    student = tf.cast(student_logits, tf.float64)
+    temperature = tf.cast(temperature, tf.float64)
+    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
+    log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
+    p_teacher = tf.exp(log_p_teacher)
+    exact = tf.reduce_sum(p_teacher * (log_p_teacher - log_p_student), axis=-1)
+    exact = exact * temperature**2
+    difference = teacher - student
+    centred = difference - tf.reduce_sum(p_teacher * difference, axis=-1, keepdims=True)
+    quadratic = 0.5 * tf.reduce_sum(p_teacher * tf.square(centred), axis=-1)
+    scale = tf.maximum(_spread(teacher), _spread(student)) / temperature
+    return tf.cast(tf.where(scale < _HIGH_T_SCALE, quadratic, exact), tf.float32)
+
+
+def _spread(logits):
+    """`max |z - mean(z)|` per example: the size of the logits that softmax sees."""
+    centred = logits - tf.reduce_mean(logits, axis=-1, keepdims=True)
+    return tf.reduce_max(tf.abs(centred), axis=-1)
 
 
 def soft_target_cross_entropy(teacher_logits, student_logits, temperature=1.0):
@@ -55,7 +74,7 @@ def soft_target_cross_entropy(teacher_logits, student_logits, temperature=1.0):
     `T^2 * H(p_t^T, p_s^T) = -T^2 * sum_k p_t^T[k] log p_s^T[k]`
 
     Equals `distillation_kl` plus the teacher's entropy (constant in the
-    student), so both give the same gradients.
+    student), so both give the same gradients; computed that way, in float64.
 
     Args:
         teacher_logits: Tensor `(..., num_classes)`.
@@ -68,9 +87,11 @@ def soft_target_cross_entropy(teacher_logits, student_logits, temperature=1.0):
     References:
         Hinton, Vinyals & Dean, 2015. https://arxiv.org/abs/1503.02531
     """
-    p_teacher = tf.exp(_tempered_log_probs(teacher_logits, temperature))
-    log_p_student = _tempered_log_probs(student_logits, temperature)
-    return -tf.reduce_sum(p_teacher * log_p_student, axis=-1) * (temperature**2)
+    temperature64 = tf.cast(temperature, tf.float64)
+    log_p_teacher = tf.nn.log_softmax(tf.cast(teacher_logits, tf.float64) / temperature64, axis=-1)
+    entropy = -tf.reduce_sum(tf.exp(log_p_teacher) * log_p_teacher, axis=-1)
+    entropy = tf.cast(entropy * temperature64**2, tf.float32)
+    return distillation_kl(teacher_logits, student_logits, temperature) + entropy
 
 
 def logit_mse(teacher_logits, student_logits):

@@ -4,9 +4,7 @@ Nothing here unpickles: `.keras` files load with Keras `safe_mode=True`,
 `.npz` files with `allow_pickle=False`, YAML with `yaml.safe_load`.
 """
 
-import errno
 import json
-import os
 import zipfile
 
 import numpy as np
@@ -15,13 +13,23 @@ from keras_distill._checks import check_existing_file
 from keras_distill._checks import check_keras_model
 from keras_distill._checks import check_path
 from keras_distill._checks import first_line
+from keras_distill._keras import GENERATION
+from keras_distill._keras import KERAS_VERSION
 from keras_distill._files import atomic_path
 from keras_distill._keras import keras
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+_GENERATION_FIX = {
+    "keras3": "Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to load it with "
+              "tf_keras, or save the model again with Keras 3.",
+    "tf_keras": "Unset TF_USE_LEGACY_KERAS to load it with Keras 3, or save the model again "
+                "with tf_keras.",
+}
 _KERAS_MEMBERS = ("config.json",)
-_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+MAX_CONFIG_BYTES = 64 * 2**20
+"""Largest `config.json` (uncompressed) a `.keras` file may declare; models need far less."""
+MAX_CONFIG_DEPTH = 500
+"""Deepest nesting of `config.json`; Keras configs of nested models stay far below."""
 
 
 def load_model(path, safe_mode=True, allow_lambda=False, compile=False, custom_objects=None,
@@ -78,8 +86,16 @@ def load_model(path, safe_mode=True, allow_lambda=False, compile=False, custom_o
             path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
         )
     except Exception as error:  # Keras raises many types while rebuilding a model.
+        saved_by = _saved_by_other_generation(path)
+        if saved_by is not None:
+            raise ValueError(
+                f"`{name}` was saved by Keras {saved_by}, but keras_distill runs on {GENERATION} "
+                f"(Keras {KERAS_VERSION}), which cannot rebuild it. {_GENERATION_FIX[GENERATION]} "
+                f"Received: {name}={path!r}"
+            ) from error
+        reason = first_line(error).split(" Full object config:")[0]
         raise ValueError(
-            f"`{name}` could not be loaded as a Keras model ({first_line(error)}). "
+            f"`{name}` could not be loaded as a Keras model ({reason}). "
             f"Received: {name}={path!r}"
         ) from error
 
@@ -107,14 +123,8 @@ def save_model(model, path):
     """
     path = check_path("path", path, (".keras",))
     check_keras_model("model", model)
-    try:
-        with atomic_path(path, suffix=".tmp.keras") as temporary:
-            model.save(temporary)
-    except Exception as error:
-        cause = _os_error(error)
-        if cause is None:
-            raise
-        raise _write_error(cause, path, os.path.dirname(os.path.abspath(path))) from error
+    with atomic_path(path, suffix=".tmp.keras") as temporary:
+        model.save(temporary)
     return path
 
 
@@ -166,7 +176,13 @@ def load_arrays(path, names=("x", "y"), argument_name="path"):
             f"`{name}` is not a readable `.npz` file ({first_line(error)}). "
             f"Received: {name}={path!r}"
         ) from None
-    lengths = {n: len(a) if a.ndim else 0 for n, a in zip(names, arrays)}
+    scalars = [n for n, a in zip(names, arrays) if a.ndim == 0]
+    if scalars:
+        raise ValueError(
+            f"`{name}` holds a single value (a 0-d array) as {scalars[0]!r}; it needs one row "
+            f"per example (save e.g. `np.atleast_1d(...)`). Received: {name}={path!r}"
+        )
+    lengths = {n: len(a) for n, a in zip(names, arrays)}
     if any(length == 0 for length in lengths.values()):
         raise ValueError(
             f"`{name}` holds an empty array: there is nothing to use. "
@@ -246,19 +262,70 @@ def _read_keras_config(path, name):
         raise corrupted("not a complete zip archive")
     try:
         with zipfile.ZipFile(path) as archive:
-            bad_member = archive.testzip()
             members = archive.namelist()
+            config_info = archive.getinfo("config.json") if "config.json" in members else None
+            oversized = config_info is not None and config_info.file_size > MAX_CONFIG_BYTES
+            bad_member = None if oversized else archive.testzip()
             content = None
-            if bad_member is None and all(member in members for member in _KERAS_MEMBERS):
+            if bad_member is None and config_info is not None and not oversized:
                 content = json.loads(archive.read("config.json").decode("utf-8"))
+    except RecursionError:
+        raise _too_deep(name, path) from None
     except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as error:
         raise corrupted(first_line(error)) from error
+    if oversized:
+        raise _oversized(config_info, name, path)
     if bad_member is not None:
         raise corrupted(f"member {bad_member!r} fails its CRC")
     for member in _KERAS_MEMBERS:
         if member not in members:
             raise corrupted(f"no {member!r} inside")
+    if _depth(content) > MAX_CONFIG_DEPTH:
+        raise _too_deep(name, path)
     return content
+
+
+def _saved_by_other_generation(path):
+    """The Keras version in the file's metadata.json when its major version is not ours."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.getinfo("metadata.json").file_size > MAX_CONFIG_BYTES:
+                return None
+            version = str(json.loads(archive.read("metadata.json"))["keras_version"])
+    except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile, RecursionError):
+        return None
+    return None if version.split(".")[0] == KERAS_VERSION.split(".")[0] else version
+
+
+def _oversized(info, name, path):
+    """The error for a `config.json` declaring more than `MAX_CONFIG_BYTES` (left unread)."""
+    return ValueError(
+        f"`{name}` is not loaded: its config.json would inflate to {info.file_size} bytes "
+        f"(from {info.compress_size}), more than the {MAX_CONFIG_BYTES} a model config "
+        f"needs. It is damaged or hostile. Received: {name}={path!r}"
+    )
+
+
+def _too_deep(name, path):
+    return ValueError(
+        f"`{name}` is not loaded: its config.json is nested more than {MAX_CONFIG_DEPTH} levels "
+        f"deep, far beyond any model's. It is damaged or hostile. Received: {name}={path!r}"
+    )
+
+
+def _depth(config):
+    """Nesting depth of lists and dicts, without recursion."""
+    deepest, stack = 0, [(config, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_CONFIG_DEPTH:
+                return depth
+            stack.extend((item, depth + 1) for item in (
+                value.values() if isinstance(value, dict) else value
+            ))
+    return deepest
 
 
 def _lambda_layer_names(config):
@@ -274,34 +341,3 @@ def _lambda_layer_names(config):
             yield from _lambda_layer_names(value)
 
 
-def _os_error(error):
-    """The `OSError` behind `error` (itself, or in its cause/context chain), if any."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError) and error.errno is not None:
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _write_error(cause, path, folder):
-    if cause.errno in _READ_ONLY_ERRNOS:
-        error = PermissionError(
-            f"Cannot write `path`: the folder {folder!r} is read-only or not writable "
-            f"({cause.strerror}). Nothing was written; an existing file is unchanged. "
-            f"Received: path={path!r}"
-        )
-    elif cause.errno in _FULL_ERRNOS:
-        error = OSError(
-            f"Cannot write `path`: no space left on the device of {folder!r} "
-            f"({cause.strerror}). Nothing was written; an existing file is unchanged. "
-            f"Received: path={path!r}"
-        )
-    else:
-        error = OSError(
-            f"Cannot write `path` ({cause.strerror or first_line(cause)}). Nothing was "
-            f"written; an existing file is unchanged. Received: path={path!r}"
-        )
-    error.errno = cause.errno
-    return error

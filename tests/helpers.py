@@ -1,6 +1,7 @@
 """Models and data shared by the tests (fixtures that use them live in conftest.py)."""
 
 import numpy as np
+import tensorflow as tf
 
 from keras_distill._keras import keras
 
@@ -24,3 +25,23 @@ def make_mlp(units, name, num_classes=NUM_CLASSES, seed=0, final_activation=None
         hidden
     )
     return keras.Model(inputs, outputs, name=name)
+
+
+class FillAbove(keras.layers.Layer):
+    """Replaces by `value` the logits of rows whose first feature exceeds 50."""
+
+    def __init__(self, value, **kwargs):
+        super().__init__(**kwargs)
+        self.value = value
+
+    def call(self, inputs):
+        features, logits = inputs
+        broken = tf.reshape(features[:, 0] > 50.0, [-1, 1])
+        return tf.where(broken, tf.fill(tf.shape(logits), self.value), logits)
+
+
+def broken_teacher(value, name="broken_teacher", final_activation=None):
+    """A teacher whose outputs become `value` (NaN, Inf) where the first feature exceeds 50."""
+    base = make_mlp(16, "base", seed=1, final_activation=final_activation)
+    inputs = keras.Input((NUM_FEATURES,))
+    return keras.Model(inputs, FillAbove(value)([inputs, base(inputs)]), name=name)

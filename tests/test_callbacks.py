@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-import tensorflow as tf
-
+from helpers import broken_teacher
 from helpers import make_data
 from helpers import make_mlp
+
 from keras_distill import Distiller
 from keras_distill import StopOnNonFinite
 from keras_distill._keras import keras
@@ -12,19 +12,8 @@ BATCH = 16
 NAN_ROW = 100  # In batch 6 of each epoch; the Distiller's first-batch check sees rows 0-63 only.
 
 
-class NaNAbove(keras.layers.Layer):
-    """Returns NaN logits for rows whose first feature exceeds 50."""
-
-    def call(self, inputs):
-        features, logits = inputs
-        broken = tf.reshape(features[:, 0] > 50.0, [-1, 1])
-        return tf.where(broken, tf.fill(tf.shape(logits), np.nan), logits)
-
-
 def nan_teacher():
-    base = make_mlp(16, "base", seed=1)
-    inputs = keras.Input(base.input_shape[1:])
-    return keras.Model(inputs, NaNAbove()([inputs, base(inputs)]), name="nan_teacher")
+    return broken_teacher(np.nan, name="nan_teacher")
 
 
 def distiller_on(student):

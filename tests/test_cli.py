@@ -142,6 +142,17 @@ DISTILL = ("distill", "--teacher", "teacher.keras", "--student", "student.keras"
            "--data", "train.npz", "--out", "o.keras")
 
 
+def distill_args(replacements):
+    """`DISTILL` with options replaced or added from `{option: value}`."""
+    args = list(DISTILL)
+    for option, value in replacements.items():
+        if option in args:
+            args[args.index(option) + 1] = value
+        else:
+            args += [option, value]
+    return args
+
+
 @pytest.mark.parametrize(
     "extra,code,message",
     [
@@ -187,13 +198,7 @@ def test_file_errors(files, capsys, monkeypatch, tmp_path):
          f"Received: --student={str(tmp_path / 'lambda.keras')!r}"),
     ]
     for replacements, message in cases:
-        args = list(DISTILL)
-        for option, value in replacements.items():
-            if option in args:
-                args[args.index(option) + 1] = value
-            else:
-                args += [option, value]
-        code, out, err = call(capsys, *args)
+        code, out, err = call(capsys, *distill_args(replacements))
         assert (code, err) == (1, [f"keras-distill: error: {message}"]), replacements
     assert not os.path.exists("o.keras")
 
@@ -316,3 +321,119 @@ def test_recipe_option_errors(files, capsys, monkeypatch):
     assert (code, err) == (1, [
         "keras-distill: error: `--epochs` must be an integer >= 1. Received: --epochs=0"])
     assert not os.path.exists("o.keras")
+
+
+def test_output_locations_are_checked_before_any_work(files, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(files)
+    (tmp_path / "a_file").write_text("")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    a_file = str(tmp_path / "a_file")
+    cases = [
+        ({"--out": "teacher.keras"},
+         "`--out` must differ from `--teacher`: writing it would replace that input. Choose "
+         "another file. Received: --out='teacher.keras', --teacher='teacher.keras'"),
+        ({"--out": "./student.keras"},
+         "`--out` must differ from `--student`: writing it would replace that input. Choose "
+         "another file. Received: --out='./student.keras', --student='student.keras'"),
+        ({"--out": a_file + "/o.keras"},
+         f"`--out` lies inside {a_file!r}, which is a file, not a folder. Choose another "
+         f"location. Received: --out={a_file + '/o.keras'!r}"),
+        ({"--history": str(locked / "h.json")},
+         f"`--history` cannot be written: the folder {str(locked)!r} is not writable. Choose "
+         f"another location. Received: --history={str(locked / 'h.json')!r}"),
+        ({"--history": a_file + "/h.json"},
+         f"`--history` lies inside {a_file!r}, which is a file, not a folder. Choose another "
+         f"location. Received: --history={a_file + '/h.json'!r}"),
+        ({"--tensorboard": a_file},
+         f"`--tensorboard` must be a folder; a file exists there. Remove it or choose another "
+         f"folder. Received: --tensorboard={a_file!r}"),
+        ({"--backup-dir": a_file},
+         f"`--backup-dir` must be a folder; a file exists there. Remove it or choose another "
+         f"folder. Received: --backup-dir={a_file!r}"),
+    ]
+    if os.access(locked, os.W_OK):  # Running as root: every folder is writable.
+        cases = [case for case in cases if "--history" not in case[0]]
+    for replacements, message in cases:
+        code, out, err = call(capsys, *distill_args(replacements))
+        assert (code, err) == (1, [f"keras-distill: error: {message}"]), replacements
+    assert (files / "teacher.keras").stat().st_size > 1000
+    code, _, err = call(capsys, "report", "--teacher", "teacher.keras", "--student",
+                        "student.keras", "--data", "test.npz", "--out-dir", a_file)
+    assert (code, err) == (1, [
+        f"keras-distill: error: `--out-dir` must be a folder; a file exists there. Remove it or "
+        f"choose another folder. Received: --out-dir={a_file!r}"
+    ])
+    code, _, err = call(capsys, "export", "teacher.keras", "--out", "t.tflite", "--json",
+                        str(tmp_path))
+    assert (code, err) == (1, [
+        f"keras-distill: error: `--json` must be a file path; it is a folder. "
+        f"Received: --json={str(tmp_path)!r}"
+    ])
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array(["a", "b"] * 32),
+     "Labels must be numbers: class indices 0..2 or one-hot rows. Map names to indices first "
+     "(e.g. with `np.unique(y, return_inverse=True)`). Received: y with dtype <U1 starting "
+     "['a', 'b', 'a']"),
+    (np.full(64, 5), "Sparse labels must be class indices in [0, 2]. Received: y with values "
+     "from 5 to 5"),
+    (np.where(np.arange(64) == 7, np.nan, 1.0),
+     "Sparse labels must be whole class indices in [0, 2]; 1 label is not, e.g. nan. Round or "
+     "remap them. Received: y=nan"),
+])
+def test_report_refuses_labels_it_cannot_score(files, capsys, monkeypatch, tmp_path, labels,
+                                               message):
+    monkeypatch.chdir(files)
+    x, _ = make_data(64, seed=2)
+    np.savez(tmp_path / "bad.npz", x=x, y=labels)
+    code, _, err = call(capsys, "report", "--teacher", "teacher.keras", "--student",
+                        "student.keras", "--data", str(tmp_path / "bad.npz"), "--out-dir",
+                        str(tmp_path / "report"), "--latency-repeats", "0")
+    assert (code, err) == (1, [f"keras-distill: error: `--data` cannot be used: {message}"])
+
+
+def test_report_refuses_nan_inputs(files, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(files)
+    x, y = make_data(64, seed=2)
+    x[3, 1] = np.nan
+    np.savez(tmp_path / "bad.npz", x=x, y=y)
+    code, _, err = call(capsys, "report", "--teacher", "teacher.keras", "--student",
+                        "student.keras", "--data", str(tmp_path / "bad.npz"), "--out-dir",
+                        str(tmp_path / "report"), "--latency-repeats", "0")
+    assert code == 1 and err[0].startswith(
+        "keras-distill: error: `--data` cannot be used: `x` contains NaN or Inf values (1 of 64 "
+        "examples, the first at index 3)."
+    )
+
+
+def test_export_accepts_an_upper_case_suffix(files, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(files)
+    code, out, err = call(capsys, "export", "student.keras", "--out", str(tmp_path / "m.TFLITE"))
+    assert code == 0, err
+    assert (tmp_path / "m.TFLITE").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_bad_validation_label_is_one_clear_line(files, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(files)
+    x, y = make_data(64, seed=1)
+    y[40] = 7
+    np.savez(tmp_path / "bad_val.npz", x=x, y=y)
+    code, _, err = call(capsys, *distill_args({
+        "--val": str(tmp_path / "bad_val.npz"), "--out": str(tmp_path / "o.keras"),
+        "--epochs": "1", "--batch-size": "32", "--verbose": "0",
+    }))
+    assert (code, err) == (1, [
+        "keras-distill: error: `y` must hold class indices 0, 1, ..., 2 (or -1 for a missing "
+        "label); in validation batch 1 (`validation_data`, epoch 0), row 8 of the batch holds 7. "
+        "Fix the labels (round or remap them), or give one-hot rows of width 3. Received: y=7"
+    ])
+    assert not (tmp_path / "o.keras").exists()

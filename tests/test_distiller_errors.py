@@ -1,8 +1,24 @@
+import numpy as np
 import pytest
-
+import tensorflow as tf
 from helpers import make_mlp
+
 from keras_distill import Distiller
+from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
+
+
+def compiled(student, teacher, **kwargs):
+    distiller = Distiller(student=student, teacher=teacher, **kwargs)
+    distiller.compile(optimizer="adam")
+    return distiller
+
+
+def fit_error(distiller, *args, **kwargs):
+    """The message of the `ValueError` that `distiller.fit(*args, **kwargs)` raises."""
+    with pytest.raises(ValueError) as error:
+        distiller.fit(*args, **kwargs)
+    return str(error.value)
 
 
 @pytest.fixture
@@ -219,3 +235,126 @@ def test_empty_data(ready):
     empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 8), "float32"), np.zeros((0,), "int32"))).batch(4)
     with pytest.raises(ValueError, match=r"^The dataset is empty: there is nothing to train on"):
         ready.fit(empty, verbose=0)
+
+
+def test_teacher_declared_probabilities_that_returns_logits(teacher, student, data):
+    x, y = data
+    distiller = compiled(student, teacher, teacher_from_logits=False)
+    message = fit_error(distiller, x, y, verbose=0)
+    assert message.startswith(
+        "The Distiller was told the teacher returns probabilities, but its outputs are not rows "
+        "in [0, 1] that sum to 1 (they look like logits). Pass `teacher_from_logits=True`, or "
+        "end the teacher with a softmax. Received: teacher_from_logits=False with values in ["
+    )
+
+
+def test_student_ending_in_softmax(teacher, data):
+    x, y = data
+    student = make_mlp(8, "soft_student", seed=2, final_activation="softmax")
+    assert fit_error(compiled(student, teacher), x, y, verbose=0) == (
+        "The student's last layer 'soft_student_logits' applies a softmax, and the Distiller "
+        "applies its own to the logits: it would train on a double softmax. Remove it (use "
+        "`activation=None`; apply the softmax after training if you need probabilities). "
+        "Received: student='soft_student'"
+    )
+
+
+def test_student_returning_probabilities_is_found_on_the_first_batch(teacher, data):
+    x, y = data
+    inputs = keras.Input((8,))
+    student = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(3)(inputs) * 1.0))
+    student = keras.Model(inputs, student(inputs) + 0.0, name="wrapped")
+    assert fit_error(compiled(student, teacher), x, y, verbose=0) == (
+        "The student returns probabilities (every row is in [0, 1] and sums to 1): it ends in a "
+        "softmax, and the Distiller would apply a second one. Remove the student's final softmax "
+        "(use `activation=None`; apply the softmax after training if you need probabilities). "
+        "Received: student outputs that sum to 1 per row"
+    )
+
+
+def test_single_logit_binary_models_are_refused():
+    teacher = make_mlp(16, "binary_teacher", num_classes=1, seed=1)
+    student = make_mlp(8, "binary_student", num_classes=1, seed=2)
+    with pytest.raises(ValueError) as error:
+        Distiller(student=student, teacher=teacher)
+    message = str(error.value)
+    assert message.startswith("A model with one output unit (a binary, sigmoid-style classifier) ")
+    assert message.endswith(
+        "Received: student output shape=(None, 1), teacher output shape=(None, 1)"
+    )
+
+
+def test_frozen_student(teacher, student, data):
+    x, y = data
+    student.trainable = False
+    assert fit_error(compiled(student, teacher), x, y, verbose=0) == (
+        "`student` has no trainable weights, so training cannot change it. Unfreeze it "
+        "(`student.trainable = True`) before `fit`. Received: student='student' with "
+        "trainable=False"
+    )
+
+
+def float_label(x, y):
+    labels = y.astype("float32")
+    labels[100] = 1.7
+    return (x, labels), {}
+
+
+def string_labels(x, y):
+    return (x, np.array(["cat", "dog", "owl"])[y]), {}
+
+
+def class_weight_without_labels(x, y):
+    return (x,), {"class_weight": {0: 1.0, 1: 2.0, 2: 1.0}}
+
+
+@pytest.mark.parametrize("make_arguments, expected", [
+    (float_label,
+     "Sparse labels must be whole class indices in [0, 2] (or -1 for a missing label); 1 label "
+     "is not, e.g. 1.7. Round or remap them. Received: y=1.7"),
+    (string_labels,
+     "Labels must be numbers: class indices 0..2 or one-hot rows. Map names to indices first "
+     "(e.g. with `np.unique(y, return_inverse=True)`). Received: y with dtype <U3 starting "
+     "['dog', 'cat', 'cat']"),
+    (class_weight_without_labels,
+     "`class_weight` weighs examples by their label, but the data has no labels (x only). "
+     "Pass labels `y`, or drop `class_weight`. Received: class_weight={0: 1.0, 1: 2.0, 2: 1.0} "
+     "with y=None"),
+])
+def test_bad_labels_are_named(ready, data, make_arguments, expected):
+    args, kwargs = make_arguments(*data)
+    assert fit_error(ready, *args, verbose=0, **kwargs) == expected
+
+
+@pytest.mark.parametrize("ragged", [
+    lambda: [[0.0] * 8, [0.0] * 5],
+    lambda: tf.ragged.constant([[0.0] * 8, [0.0] * 5]),
+])
+def test_ragged_x(ready, ragged):
+    x = ragged()
+    assert fit_error(ready, x, np.array([0, 1]), verbose=0) == (
+        "`x` is ragged (its rows have different lengths), but the models take one fixed shape. "
+        "Pad the rows to one length (e.g. `keras.utils.pad_sequences`) or use `.to_tensor()`. "
+        f"Received: x of type {type(x).__name__} with ragged rows"
+    )
+
+
+def test_labels_as_a_python_list_train_like_an_array(teacher, student, data):
+    x, y = data
+    distiller = Distiller(student=student, teacher=teacher)
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(x, y.tolist(), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_metrics_without_labels(teacher, student, data):
+    x, _ = data
+    distiller = Distiller(student=student, teacher=teacher)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    if GENERATION == "tf_keras":  # tf_keras leaves the metrics out of the logs.
+        assert "accuracy" not in distiller.fit(x, verbose=0).history
+        return
+    assert fit_error(distiller, tf.data.Dataset.from_tensor_slices(x).batch(32), verbose=0) == (
+        "Metrics compare predictions with labels, but the data has no labels (x only). Compile "
+        "without `metrics`, or pass labels `y`. Received: compiled metrics with y=None"
+    )

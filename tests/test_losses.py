@@ -51,6 +51,40 @@ def test_distillation_kl_matches_numpy(logits, temperature):
     np.testing.assert_allclose(got, np_kl(teacher, student, temperature), rtol=1e-5, atol=1e-6)
 
 
+def long_kl(teacher, student, temperature):
+    """`np_kl` in extended precision (80-bit on x86, else float64)."""
+    teacher, student = (np.asarray(z, np.longdouble) / temperature for z in (teacher, student))
+    log_p = teacher - np.log(np.exp(teacher).sum(-1, keepdims=True))
+    log_q = student - np.log(np.exp(student).sum(-1, keepdims=True))
+    return temperature**2 * (np.exp(log_p) * (log_p - log_q)).sum(-1)
+
+
+@pytest.mark.parametrize("temperature", [1e2, 1e4, 3e4, 1e6, 1e9])
+def test_distillation_kl_at_huge_temperatures(temperature):
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
+    got = losses.distillation_kl(teacher.astype("float32"), student.astype("float32"), temperature)
+    teacher32, student32 = teacher.astype("float32"), student.astype("float32")
+    # The high-temperature limit (Hinton et al. 2.1): half the variance of z_t - z_s.
+    limit = 0.5 * np.var(teacher32.astype(np.float64) - student32, axis=-1)
+    if temperature <= 1e6:  # Where a float64 reference still resolves the KL.
+        np.testing.assert_allclose(got, np_kl(teacher32, student32, temperature), rtol=1e-3)
+        np.testing.assert_allclose(got, long_kl(teacher32, student32, temperature), rtol=1e-4)
+    if temperature >= 1e4:
+        np.testing.assert_allclose(got, limit, rtol=1e-3)
+
+
+def test_distillation_kl_gradient_at_a_huge_temperature():
+    teacher = tf.constant([[1.0, -2.0, 0.5]])
+    student = tf.Variable([[0.0, 0.3, -0.1]])
+    with tf.GradientTape() as tape:
+        loss = losses.distillation_kl(teacher, student, 1e6)
+    difference = student.numpy() - teacher.numpy()
+    # d/dz_s of 1/2 Var(z_t - z_s) under the uniform distribution: (d - mean(d)) / K.
+    expected = (difference - difference.mean()) / 3
+    np.testing.assert_allclose(tape.gradient(loss, student), expected, rtol=1e-4)
+
+
 @pytest.mark.parametrize("temperature", TEMPERATURES)
 def test_soft_target_cross_entropy_is_kl_plus_teacher_entropy(logits, temperature):
     teacher, student = logits

@@ -170,15 +170,20 @@ def test_load_arrays(tmp_path):
     assert x.shape == (5, 2) and list(y) == [0, 1, 2, 3, 4]
 
 
-def test_load_arrays_refuses_object_arrays(tmp_path):
-    path = str(tmp_path / "objects.npz")
-    np.savez(path, x=np.array([{"a": 1}, None], dtype=object), y=np.arange(2))
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.array([{"a": 1}, None], dtype=object), "y": np.arange(2)},
+     "`path` holds object arrays, which are not loaded (they would need unpickling). "
+     "Save plain numeric arrays."),
+    ({"x": np.float32(1.0), "y": np.int32(0)},
+     "`path` holds a single value (a 0-d array) as 'x'; it needs one row per example (save "
+     "e.g. `np.atleast_1d(...)`)."),
+])
+def test_load_arrays_refuses_arrays_it_cannot_use(tmp_path, arrays, message):
+    path = str(tmp_path / "arrays.npz")
+    np.savez(path, **arrays)
     with pytest.raises(ValueError) as info:
         saving.load_arrays(path)
-    assert str(info.value) == (
-        "`path` holds object arrays, which are not loaded (they would need unpickling). "
-        f"Save plain numeric arrays. Received: path={path!r}"
-    )
+    assert str(info.value) == f"{message} Received: path={path!r}"
 
 
 def test_load_arrays_errors(tmp_path):
@@ -259,3 +264,74 @@ def test_read_only_folder_emulated(saved, monkeypatch):
         f"Received: path={path!r}"
     )
     assert os.listdir(folder) == ["model.keras"]
+
+
+def _keras_file_with_config(path, config_bytes):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", config_bytes)
+        archive.writestr("metadata.json", b"{}")
+    return path
+
+
+def test_config_that_inflates_beyond_the_limit_is_refused_unread(tmp_path):
+    size = saving.MAX_CONFIG_BYTES + 1
+    path = _keras_file_with_config(str(tmp_path / "bomb.keras"), b" " * size)
+    assert os.path.getsize(path) < size // 500
+    with pytest.raises(ValueError) as info:
+        saving.load_model(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"`path` is not loaded: its config.json would inflate to {size} bytes (from "
+    )
+    assert message.endswith(
+        "more than the 67108864 a model config needs. It is damaged or hostile. "
+        f"Received: path={path!r}"
+    )
+
+
+@pytest.mark.parametrize("depth", [100_000, saving.MAX_CONFIG_DEPTH + 1])
+def test_config_nested_too_deep_is_refused(tmp_path, depth):
+    path = _keras_file_with_config(
+        str(tmp_path / "deep.keras"), b"[" * depth + b"]" * depth
+    )
+    with pytest.raises(ValueError) as info:
+        saving.load_model(path)
+    assert str(info.value) == (
+        "`path` is not loaded: its config.json is nested more than 500 levels deep, far beyond "
+        f"any model's. It is damaged or hostile. Received: path={path!r}"
+    )
+
+
+
+def test_a_file_of_the_other_keras_generation_is_named(tmp_path):
+    import subprocess
+    import sys
+
+    other = str(tmp_path / "other.keras")
+    legacy_here = keras.__version__.startswith("2.")
+    environment = dict(os.environ, TF_USE_LEGACY_KERAS="0" if legacy_here else "1",
+                       TF_CPP_MIN_LOG_LEVEL="3")
+    code = (
+        "import sys; from keras_distill import saving; from keras_distill._keras import keras; "
+        "inputs = keras.Input((4,)); "
+        "saving.save_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)), sys.argv[1]); "
+        "print(keras.__version__)"
+    )
+    completed = subprocess.run([sys.executable, "-c", code, other], env=environment,
+                               capture_output=True, text=True, check=True, timeout=120)
+    other_version = completed.stdout.split()[-1]
+    with pytest.raises(ValueError) as info:
+        saving.load_model(other)
+    fix = (
+        "Unset TF_USE_LEGACY_KERAS to load it with Keras 3, or save the model again with tf_keras."
+        if legacy_here else
+        "Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to load it with tf_keras, or "
+        "save the model again with Keras 3."
+    )
+    generation = "tf_keras" if legacy_here else "keras3"
+    assert str(info.value) == (
+        f"`path` was saved by Keras {other_version}, but keras_distill runs on {generation} "
+        f"(Keras {keras.__version__}), which cannot rebuild it. {fix} Received: path={other!r}"
+    )

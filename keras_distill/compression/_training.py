@@ -1,7 +1,6 @@
 """Shared fit loop of the compression stages: with a teacher (the Distiller) or alone."""
 
 import math
-import numbers
 
 import numpy as np
 import tensorflow as tf

@@ -2,11 +2,13 @@
 
 import functools
 import os
+import re
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from keras_distill import _checks
 from keras_distill._checks import check_choice
 from keras_distill._checks import check_int
 from keras_distill._checks import check_keras_model
@@ -20,6 +22,7 @@ from keras_distill.compression.litert import load_interpreter
 from keras_distill.compression.litert import run_tflite
 
 QUANTIZATION_MODES = (None, "dynamic", "float16", "int8")
+_MISSING_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
 _QAT_LAYER_CLASSES = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
 _PRUNING_LAYER_CLASSES = ("PruneLowMagnitude",)
 
@@ -117,6 +120,7 @@ def export_tflite(
     calibration = None
     if representative_data is not None:
         calibration = _rows(representative_data, num_calibration_samples, "representative_data")
+        _checks.check_inputs_fit("representative_data", calibration, model)
     if sample_inputs is None:
         if calibration is not None:
             sample_inputs = calibration[:num_samples]
@@ -124,6 +128,7 @@ def export_tflite(
             shape = _input_shape(model)
             sample_inputs = np.random.default_rng(seed).standard_normal((num_samples, *shape))
     sample_inputs = _rows(sample_inputs, None, "sample_inputs")
+    _checks.check_inputs_fit("sample_inputs", sample_inputs, model)
     keras_outputs = _predict(model, sample_inputs)
     content = _convert(model, quantization, calibration, int8_io)
     with atomic_path(path, suffix=".tflite") as temporary:
@@ -296,4 +301,17 @@ def _configure_and_convert(converter, model, quantization, calibration, int8_io)
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-    return converter.convert()
+    try:
+        return converter.convert()
+    except Exception as error:  # The converter's ConverterError is not a public class.
+        missing = sorted(set(_MISSING_OP.findall(str(error))))
+        if type(error).__name__ != "ConverterError" or not missing:
+            raise
+        raise ValueError(
+            f"`model` uses TensorFlow ops that TFLite's built-in ops lack: {missing}. A .tflite "
+            "file with them would not run on the standard TFLite/LiteRT runtime of a phone. "
+            "Replace those ops in the model, or convert it yourself with "
+            "`converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, "
+            "tf.lite.OpsSet.SELECT_TF_OPS]` and ship the Flex delegate in the app. "
+            f"Received: model={model.name!r}"
+        ) from None

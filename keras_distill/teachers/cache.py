@@ -14,6 +14,7 @@ cache on a fixed, pre-augmented copy of the data.
 """
 
 import hashlib
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +24,7 @@ from keras_distill._files import atomic_path
 from keras_distill._outputs import logits_from
 from keras_distill._outputs import select_output
 from keras_distill.evaluation.outputs import model_outputs
+from keras_distill.teachers import cache_checks
 
 INPUTS_KEY = "inputs"
 LOGITS_KEY = "teacher_logits"
@@ -101,14 +103,18 @@ class TeacherCache:
         # Eager calls in chunks: `predict` would trace once per batch shape of every new teacher.
         outputs = model_outputs(teacher, x, batch_size, dtype="float32")
         outputs = select_output(outputs, teacher_output, teacher, "teacher")
-        logits = np.asarray(logits_from(outputs, from_logits), np.float32)
+        logits = np.asarray(outputs, np.float32)
+        cache_checks.check_storable(logits, dtype)
+        logits = np.asarray(logits_from(logits, from_logits), np.float32)
         num_classes = logits.shape[-1]
         indices = None
         if top_k is not None:
-            if not isinstance(top_k, int) or not 0 < top_k <= num_classes:
+            _checks.check_int("top_k", top_k)
+            if top_k > num_classes:
                 raise ValueError(
                     f"`top_k` must be an integer in [1, {num_classes}]. Received: top_k={top_k!r}"
                 )
+            top_k = int(top_k)
             indices = np.argsort(-logits, axis=-1)[:, :top_k].astype(np.int32)
             logits = np.take_along_axis(logits, indices, axis=-1)
         return cls(logits.astype(dtype), num_examples, digest, num_classes, indices)
@@ -167,8 +173,27 @@ class TeacherCache:
 
     @classmethod
     def load(cls, path):
-        """Reads a cache written by `save` (no pickled objects are loaded)."""
-        with np.load(path, allow_pickle=False) as data:
-            indices = data["indices"] if data["indices"].size else None
-            num_examples, num_classes = (int(v) for v in data["meta"])
-            return cls(data["logits"], num_examples, str(data["digest"]), num_classes, indices)
+        """Reads a cache written by `save` (no pickled objects are loaded).
+
+        Every array is checked (presence, kind, shape, finite logits, top-k
+        indices in range), so a damaged or hostile file is refused with a
+        `ValueError` that names what is wrong.
+        """
+        _checks.check_existing_file("path", path, "an existing `.npz` cache file")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except ValueError as error:
+            raise ValueError(
+                "`path` holds object arrays, which are not loaded (they would need "
+                f"unpickling) ({_checks.first_line(error)}). Received: path={path!r}"
+            ) from None
+        except (OSError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(
+                f"`path` is not a readable `.npz` file ({_checks.first_line(error)}). "
+                f"Received: path={path!r}"
+            ) from None
+        logits, indices, num_examples, num_classes, digest = cache_checks.check_loaded(
+            arrays, path
+        )
+        return cls(logits, num_examples, digest, num_classes, indices)

@@ -252,3 +252,62 @@ def test_corrupted_truncated_and_missing_tflite_files(tmp_path, model):
     with pytest.raises(ValueError) as info:
         load_interpreter(str(tmp_path / "missing.tflite"))
     assert str(info.value) == f"No .tflite file at this path. Received: model={str(tmp_path / 'missing.tflite')!r}"
+
+
+def export_error(model, folder, **kwargs):
+    """The message of the `ValueError` that exporting `model` into `folder` raises."""
+    with pytest.raises(ValueError) as info:
+        export_tflite(model, folder / "m.tflite", **kwargs)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("argument", ["representative_data", "sample_inputs"])
+def test_inputs_of_the_wrong_shape_or_with_nan_are_named(tmp_path, model, x, argument):
+    assert export_error(model, tmp_path, **{argument: x[:, :5]}) == (
+        f"`{argument}` must hold inputs of the model's shape (batch, 8). "
+        f"Received: {argument} of shape ({len(x)}, 5)"
+    )
+    bad = x.copy()
+    bad[2, 4] = np.nan
+    quantization = "int8" if argument == "representative_data" else None
+    assert export_error(model, tmp_path, quantization=quantization, **{argument: bad}).startswith(
+        f"`{argument}` contains NaN or Inf values (1 of {len(x)} examples, the first at index 2)."
+    )
+    assert os.listdir(tmp_path) == []
+
+
+class SingularValues(keras.layers.Layer):
+    """`tf.linalg.svd`, an op TFLite's built-in ops lack."""
+
+    def call(self, inputs):
+        values = tf.linalg.svd(tf.reshape(inputs, [-1, 2, 4]), compute_uv=False)
+        return tf.reshape(values, [-1, 2])
+
+
+def test_an_op_tflite_lacks_is_named(tmp_path):
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(SingularValues()(inputs)), name="svd")
+    assert export_error(model, tmp_path) == (
+        "`model` uses TensorFlow ops that TFLite's built-in ops lack: ['Svd']. A .tflite file "
+        "with them would not run on the standard TFLite/LiteRT runtime of a phone. Replace those "
+        "ops in the model, or convert it yourself with `converter.target_spec.supported_ops = "
+        "[tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]` and ship the Flex "
+        "delegate in the app. Received: model='svd'"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_is_reported_for_the_destination(tmp_path, model, monkeypatch):
+    path = str(tmp_path / "m.tflite")
+
+    def full(*args, **kwargs):
+        raise OSError(28, os.strerror(28))
+
+    monkeypatch.setattr(export_lib, "run_tflite", full)
+    with pytest.raises(OSError) as info:
+        export_tflite(model, path)
+    assert str(info.value) == (
+        f"Cannot write `path`: no space left on the device of {str(tmp_path)!r} (No space left on "
+        f"device). Nothing was written; an existing file is unchanged. Received: path={path!r}"
+    )
+    assert os.listdir(tmp_path) == []

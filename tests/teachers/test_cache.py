@@ -107,3 +107,82 @@ def test_save_is_atomic(teacher, data, tmp_path, monkeypatch):
         cache.save(path)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["cache.npz"]
+
+
+def test_float16_overflow_is_refused_at_build(data):
+    x, _ = data
+    inputs = keras.Input((8,))
+    loud = keras.Model(inputs, keras.layers.Dense(3, kernel_initializer="ones")(inputs) * 1e5)
+    with pytest.raises(ValueError) as error:
+        TeacherCache.build(loud, x, dtype="float16")
+    largest = float(np.max(np.abs(loud.predict(x, verbose=0))))
+    assert str(error.value) == (
+        f"The teacher's logits reach {largest:.6g}, beyond float16's largest value 65504: they "
+        "would be stored as Inf. Build the cache with dtype='float32'. Received: dtype='float16'"
+    )
+    assert np.isfinite(TeacherCache.build(loud, x).logits).all()
+
+
+def test_top_k_accepts_numpy_integers(teacher, data):
+    x, _ = data
+    cache = TeacherCache.build(teacher, x, top_k=np.int64(2))
+    assert cache.indices.shape == (len(x), 2)
+
+
+def saved_arrays(teacher, x, tmp_path, top_k=2):
+    path = str(tmp_path / "cache.npz")
+    TeacherCache.build(teacher, x, top_k=top_k).save(path)
+    with np.load(path) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def refusal(path, reason):
+    return (
+        f"`path` is not a valid teacher cache: {reason}. Rebuild it with "
+        f"`TeacherCache.build(...).save(path)`. Received: path={path!r}"
+    )
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda a: a["indices"].__setitem__((5, 1), -1),
+     "'indices' holds class -1 (row 5), outside [0, 2]"),
+    (lambda a: a["indices"].__setitem__((7, 0), 3),
+     "'indices' holds class 3 (row 7), outside [0, 2]"),
+    (lambda a: a["logits"].__setitem__((9, 0), np.nan), "'logits' holds NaN or Inf (row 9)"),
+    (lambda a: a.pop("meta"),
+     "the array 'meta' is missing (it holds ['digest', 'indices', 'logits'])"),
+    (lambda a: a.update(logits=a["logits"][:10], indices=a["indices"][:10]),
+     "'logits' has 10 rows for 128 examples"),
+    (lambda a: a.update(logits=np.array(1.0)),
+     "'logits' must be a 2-D float array, not float64 of shape ()"),
+    (lambda a: a.update(meta=np.array(5)),
+     "'meta' must be 2 positive integers, not int64 of shape ()"),
+])
+def test_damaged_cache_files_are_refused_at_load(teacher, data, tmp_path, edit, reason):
+    x, _ = data
+    arrays = saved_arrays(teacher, x, tmp_path)
+    edit(arrays)
+    path = str(tmp_path / "damaged.npz")
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError) as error:
+        TeacherCache.load(path)
+    assert str(error.value) == refusal(path, reason)
+
+
+def test_object_arrays_in_a_cache_file_are_not_unpickled(teacher, data, tmp_path):
+    x, _ = data
+    arrays = saved_arrays(teacher, x, tmp_path)
+    arrays["logits"] = np.array([{"a": 1}], dtype=object)
+    path = str(tmp_path / "pickled.npz")
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"^`path` holds object arrays, which are not loaded"):
+        TeacherCache.load(path)
+
+
+def test_a_saved_cache_loads_back(teacher, data, tmp_path):
+    x, _ = data
+    path = str(tmp_path / "cache.npz")
+    built = TeacherCache.build(teacher, x, top_k=2)
+    built.save(path)
+    loaded = TeacherCache.load(path)
+    np.testing.assert_array_equal(loaded.full_logits(), built.full_logits())

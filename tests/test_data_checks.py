@@ -1,0 +1,213 @@
+"""Checks of every batch inside the compiled step: labels and finiteness past the first batch."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import broken_teacher
+from helpers import make_data
+from helpers import make_mlp
+
+from keras_distill import Distiller
+from keras_distill import StopOnNonFinite
+from keras_distill._keras import keras
+
+BATCH = 32
+
+
+def distiller_for(student=None, teacher=None, **compile_args):
+    student = student or make_mlp(8, "student", seed=2)
+    teacher = teacher or make_mlp(16, "teacher", seed=1)
+    distiller = Distiller(student=student, teacher=teacher)
+    compile_args.setdefault("optimizer", keras.optimizers.SGD(0.1))
+    distiller.compile(**compile_args)
+    return distiller
+
+
+def dataset(x, y=None, sample_weight=None):
+    element = (x,) if y is None else (x, y) if sample_weight is None else (x, y, sample_weight)
+    return tf.data.Dataset.from_tensor_slices(element).batch(BATCH)
+
+
+def label_message(step, row, value, where=None):
+    where = where or f"epoch 0, batch {step} (training step {step})"
+    return (
+        "`y` must hold class indices 0, 1, ..., 2 (or -1 for a missing label); in "
+        f"{where}, row {row} of the batch holds {value}. Fix the labels (round or remap "
+        f"them), or give one-hot rows of width 3. Received: y={value}"
+    )
+
+
+def finite_message(what, argument, step, row=None):
+    at_row = "" if row is None else f", row {row} of the batch"
+    return (
+        f"{what} is NaN or Inf in epoch 0, batch {step} (training step {step}){at_row}. "
+        "Training stopped before this batch changed any weight. Remove or fix the bad rows "
+        "(lower the learning rate if the loss overflows), or pass `compile(data_checks=False)` "
+        f"to skip these checks. Received: {argument} with a non-finite value{at_row[:-13]}"
+    )
+
+
+@pytest.mark.parametrize("value, shown", [(1.7, "1.7"), (7.0, "7"), (-2.0, "-2")])
+def test_bad_label_after_the_first_batch_of_a_dataset(value, shown):
+    x, y = make_data(256)
+    labels = y.astype("float32")
+    labels[3 * BATCH + 5] = value
+    with pytest.raises(ValueError) as error:
+        distiller_for().fit(dataset(x, labels), verbose=0)
+    assert str(error.value) == label_message(3, 5, shown)
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_bad_integer_label_from_a_generator(run_eagerly):
+    x, y = make_data(256)
+    y[2 * BATCH + 1] = 5
+
+    def batches():
+        for start in range(0, len(x), BATCH):
+            yield x[start:start + BATCH], y[start:start + BATCH]
+
+    with pytest.raises(ValueError) as error:
+        distiller_for(run_eagerly=run_eagerly).fit(batches(), steps_per_epoch=8, verbose=0)
+    assert str(error.value) == label_message(2, 1, "5")
+
+
+def test_bad_label_in_validation_data_and_in_evaluate():
+    x, y = make_data(256)
+    bad = y.copy()
+    bad[BATCH + 2] = -2
+    distiller = distiller_for()
+    with pytest.raises(ValueError) as error:
+        distiller.fit(dataset(x, y), validation_data=dataset(x, bad), verbose=0)
+    where = "validation batch 1 (`validation_data`, epoch 0)"
+    assert str(error.value) == label_message(None, 2, "-2", where)
+    with pytest.raises(ValueError) as error:
+        distiller.evaluate(dataset(x, bad), verbose=0)
+    assert str(error.value) == label_message(None, 2, "-2", "an evaluation batch")
+
+
+def test_missing_label_value_passes():
+    x, y = make_data(256)
+    y[200] = -1
+    distiller_for().fit(dataset(x, y), verbose=0)
+
+
+def good_batches_reference(x, y, num_batches):
+    """The student trained on the first `num_batches` batches alone."""
+    reference = make_mlp(8, "student", seed=2)
+    rows = num_batches * BATCH
+    distiller_for(student=reference).fit(dataset(x[:rows], y[:rows]), verbose=0)
+    return reference.get_weights()
+
+
+def assert_weights_equal(student, expected):
+    for actual, wanted in zip(student.get_weights(), expected):
+        assert np.all(np.isfinite(actual))
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_in_x_at_batch_4_stops_and_keeps_the_last_finite_weights():
+    x, y = make_data(256)
+    x[4 * BATCH + 7, 3] = np.nan
+    student = make_mlp(8, "student", seed=2)
+    with pytest.raises(ValueError) as error:
+        distiller_for(student=student).fit(dataset(x, y), verbose=0)
+    assert str(error.value) == finite_message("`x`", "x", 4, 7)
+    assert_weights_equal(student, good_batches_reference(x, y, 4))
+
+
+def test_finite_x_that_overflows_the_loss():
+    x, y = make_data(256)
+    x[2 * BATCH, :] = 1e30
+    student = make_mlp(8, "student", seed=2)
+    with pytest.raises(ValueError) as error:
+        distiller_for(student=student).fit(dataset(x, y), verbose=0)
+    # Batch 2's gradients are finite (if huge); batch 3's loss overflows.
+    message = "The loss (its inputs are finite, so it overflowed)"
+    assert str(error.value) == finite_message(message, "loss", 3)
+    assert_weights_equal(student, good_batches_reference(x, y, 3))
+
+
+def test_nan_sample_weight():
+    x, y = make_data(256)
+    weights = np.ones(256, "float32")
+    weights[BATCH + 3] = np.nan
+    with pytest.raises(ValueError) as error:
+        distiller_for().fit(dataset(x, y, weights), verbose=0)
+    assert str(error.value) == finite_message("`sample_weight`", "sample_weight", 1, 3)
+
+
+def test_inf_teacher_outputs_after_a_few_batches():
+    x, y = make_data(256)
+    x[5 * BATCH + 9, 0] = 100.0
+    with pytest.raises(ValueError) as error:
+        distiller_for(teacher=broken_teacher(np.inf)).fit(dataset(x, y), verbose=0)
+    assert str(error.value) == finite_message("The teacher's output", "teacher outputs", 5, 9)
+
+
+def nan_weight_at_batch_4():
+    weights = np.ones(256, "float32")
+    weights[4 * BATCH] = np.nan
+    return weights
+
+
+def test_checks_can_be_turned_off():
+    x, y = make_data(256)
+    data = dataset(x, y, nan_weight_at_batch_4())
+    history = distiller_for(data_checks=False).fit(data, verbose=0)
+    assert np.isnan(history.history["loss"][-1])
+
+
+def test_data_checks_must_be_a_bool():
+    with pytest.raises(ValueError) as error:
+        distiller_for(data_checks="yes")
+    assert str(error.value) == "`data_checks` must be True or False. Received: data_checks='yes'"
+
+
+def test_a_stop_on_non_finite_callback_takes_over_the_finiteness_checks():
+    x, y = make_data(256)
+    data = dataset(x, y, nan_weight_at_batch_4())
+    distiller = distiller_for()
+    with pytest.raises(ValueError) as error:
+        distiller.fit(data, verbose=0)
+    assert str(error.value).startswith(
+        "`sample_weight` is NaN or Inf in epoch 0, batch 4 (training step 4), row 0 of the batch."
+    )
+    # With the callback, the step is retraced without the finiteness checks.
+    guard = StopOnNonFinite(verbose=False)
+    distiller.fit(data, epochs=2, callbacks=[guard], verbose=0)
+    assert (guard.stopped_epoch, guard.stopped_batch) == (0, 4)
+
+
+def test_labels_shaped_n_1_1_give_the_same_accuracy_as_flat_labels():
+    x, y = make_data(256)
+    results = []
+    for labels in (y, y.reshape(-1, 1, 1)):
+        distiller = distiller_for(metrics=["accuracy"])
+        distiller.fit(x, labels, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+        results.append(distiller.evaluate(x, labels, verbose=0, return_dict=True)["accuracy"])
+    student = distiller.student
+    expected = np.mean(np.argmax(student.predict(x, verbose=0), -1) == y)
+    np.testing.assert_allclose(results, [expected, expected], atol=1e-6)
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_a_teacher_declared_probabilities_is_checked_on_every_batch(run_eagerly):
+    x, y = make_data(256)
+    x[3 * BATCH + 2, 0] = 100.0  # The teacher returns logits (all 2.0) for this row only.
+    teacher = broken_teacher(2.0, final_activation="softmax")
+    distiller = Distiller(student=make_mlp(8, "student", seed=2), teacher=teacher,
+                          teacher_from_logits=False)
+    distiller.compile(optimizer="adam", run_eagerly=run_eagerly)
+
+    def batches():
+        for start in range(0, len(x), BATCH):
+            yield x[start:start + BATCH], y[start:start + BATCH]
+
+    with pytest.raises(ValueError) as error:
+        distiller.fit(batches(), steps_per_epoch=8, verbose=0)
+    assert str(error.value) == (
+        "The teacher was declared to return probabilities, but in epoch 0, batch 3 (training step "
+        "3), row 2 of its outputs (negatives counted as 0) sums to 6, not 1: it returns logits. "
+        "Pass `teacher_from_logits=True`, or end the teacher with a softmax. "
+        "Received: teacher_from_logits=False"
+    )
