@@ -24,3 +24,12 @@ def make_mlp(units, name, num_classes=NUM_CLASSES, seed=0, final_activation=None
         hidden
     )
     return keras.Model(inputs, outputs, name=name)
+
+
+def make_half_sparse_mlp():
+    """`make_mlp(16, "student", seed=2)` with every other column of its first kernel zero."""
+    student = make_mlp(16, "student", seed=2)
+    weights = student.get_weights()
+    weights[0][:, ::2] = 0.0
+    student.set_weights(weights)
+    return student

@@ -16,7 +16,8 @@ from keras_distill.compression.litert import load_interpreter
 from keras_distill.compression.litert import run_tflite
 
 QUANTIZATION_MODES = (None, "dynamic", "float16", "int8")
-_QAT_LAYER_CLASSES = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
+# tfmot's QAT layers (tf_keras) and this package's activation quantizer (Keras 3).
+_QAT_LAYER_CLASSES = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer", "FakeQuant")
 _PRUNING_LAYER_CLASSES = ("PruneLowMagnitude",)
 
 
@@ -65,8 +66,10 @@ def export_tflite(
     - `"float16"`: float16 weights.
     - `"int8"`: full-integer weights and activations, calibrated on
       `representative_data` (not needed for a quantization-aware-trained
-      model, whose ranges were learned). Input and output stay float32
-      unless `int8_io=True`.
+      model of either generation, whose ranges were learned: on Keras 3 the
+      model is exported as a SavedModel and converted from it, the road on
+      which TensorFlow's fake-quant ops become int8 tensors). Input and
+      output stay float32 unless `int8_io=True`.
 
     Args:
         model: Single-input `keras.Model` of the active Keras generation,
@@ -225,7 +228,7 @@ def _check_options(quantization, representative_data, int8_io, model, num_sample
 
 
 def is_qat_model(model):
-    """`True` when `model` was prepared for quantization-aware training by tfmot."""
+    """`True` when `model` was prepared for quantization-aware training (either generation)."""
     return any(type(layer).__name__ in _QAT_LAYER_CLASSES for layer in _all_layers(model))
 
 

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from keras_distill._keras import keras
 
-# Kernel attributes pruned per layer class (tfmot's registry, plus EinsumDense).
+# Kernel attributes pruned per layer class and its subclasses (tfmot's registry, plus
+# EinsumDense).
 PRUNABLE_KERNELS = {
     "Dense": ("kernel",),
     "EinsumDense": ("kernel",),
@@ -45,8 +46,11 @@ def all_layers(model):
 def prunable_kernels(model):
     """The kernel variables magnitude pruning acts on, in layer order."""
     kernels = []
+    classes = [(getattr(keras.layers, name), attributes)
+               for name, attributes in PRUNABLE_KERNELS.items()]
     for layer in all_layers(model):
-        for attribute in PRUNABLE_KERNELS.get(type(layer).__name__, ()):
+        found = [attributes for cls, attributes in classes if isinstance(layer, cls)]
+        for attribute in found[0] if found else ():
             variable = getattr(layer, "_" + attribute, None)
             if not isinstance(variable, keras.Variable):
                 variable = getattr(layer, attribute, None)
