@@ -198,3 +198,38 @@ def test_qat_argument_errors(data):
     with pytest.raises(ValueError) as info:
         quantization_aware_training(make_mlp(4, "m"), x, y, keep_float=1)
     assert str(info.value) == "`keep_float` must be True or False. Received: keep_float=1"
+
+
+@pytest.mark.slow
+def test_mobilenetv2_prune_qat_int8_on_keras3(tmp_path):
+    from keras_distill.compression.pruning import prune
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None,
+                                           classes=4, classifier_activation=None)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(96, 32, 32, 3)).astype("float32")
+    y = (x[:, :16, :, 0].mean(axis=(1, 2)) > 0).astype("int32") + 2 * (
+        x[:, :, :16, 1].mean(axis=(1, 2)) > 0).astype("int32")
+    sparse = prune(model, x, y, target_sparsity=0.5, epochs=2, batch_size=32, frequency=1)
+    pruned = {w.path: np.asarray(w) for w in sparse.weights
+              if w.path.endswith("kernel") and "depthwise" not in w.path}
+    assert len(pruned) == 36  # 35 convolutions and the classifier
+    for path, kernel in pruned.items():
+        kept = int(np.round(np.float32(kernel.size) * np.float32(0.5)))
+        assert int(np.sum(kernel == 0)) == kernel.size - kept, path
+    qat = quantization_aware_training(sparse, x, y, epochs=1, batch_size=32)
+    classes = [type(layer).__name__ for layer in qat.layers]
+    assert "BatchNormalization" not in classes and classes.count("Identity") == 52
+    for layer in qat.layers:  # folding scales columns: the zeros stay where they were
+        if type(layer).__name__ == "QuantizedConv2D":
+            original = np.asarray(sparse.get_layer(layer.name).kernel)
+            np.testing.assert_array_equal(np.asarray(layer.kernel) == 0, original == 0)
+    report = export_tflite(qat, tmp_path / "mobilenet.tflite", quantization="int8",
+                           sample_inputs=x)
+    _, ops = _tflite_ops(tmp_path / "mobilenet.tflite")
+    assert set(ops) == {"QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN",
+                        "FULLY_CONNECTED", "DEQUANTIZE"}
+    assert ops.count("QUANTIZE") == ops.count("DEQUANTIZE") == 1  # int8 from edge to edge
+    assert np.std(report.keras_outputs, axis=0).max() > 0  # outputs depend on the input
+    assert report.top1_agreement >= 0.99
