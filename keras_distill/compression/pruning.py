@@ -115,10 +115,13 @@ def prune(
         or not 0.0 <= target_sparsity < 1.0
     ):
         raise ValueError(
-            f"`target_sparsity` must be a number in [0, 1). Received: target_sparsity={target_sparsity!r}"
+            "`target_sparsity` must be a number in [0, 1). "
+            f"Received: target_sparsity={target_sparsity!r}"
         )
     if not isinstance(end_fraction, numbers.Real) or not 0.0 < end_fraction <= 1.0:
-        raise ValueError(f"`end_fraction` must be a number in (0, 1]. Received: end_fraction={end_fraction!r}")
+        raise ValueError(
+            f"`end_fraction` must be a number in (0, 1]. Received: end_fraction={end_fraction!r}"
+        )
     epochs = _training.check_positive_int("epochs", epochs)
     batch_size = _training.check_positive_int("batch_size", batch_size)
     block_size = tuple(block_size) if isinstance(block_size, list) else block_size

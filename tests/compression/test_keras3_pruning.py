@@ -65,7 +65,7 @@ def test_every_kernel_kind_is_pruned_exactly_in_nested_models():
     separable = sparse.get_layer("block").get_layer("separable")
     assert np.all(np.asarray(separable.depthwise_kernel) != 0)  # not pruned, as tfmot
     assert sparse.get_layer("block").__class__.__name__ == "Sequential"
-    for _, kernel in _kernels(student).items():  # the caller's model is untouched
+    for kernel in _kernels(student).values():  # the caller's model is untouched
         assert np.all(kernel != 0)
 
 
@@ -115,7 +115,7 @@ def test_pruned_weights_stay_zero_through_adam(teacher):
 
 def test_polynomial_schedule_matches_the_formula():
     schedule = PolynomialDecay(0.1, 0.9, begin_step=10, end_step=50, power=3, frequency=10)
-    for step in range(0, 70):
+    for step in range(70):
         update, sparsity = schedule(step)
         progress = min(1.0, max(0.0, (step - 10) / 40))
         assert sparsity == pytest.approx(0.9 + (0.1 - 0.9) * (1 - progress) ** 3)

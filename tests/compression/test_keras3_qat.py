@@ -233,3 +233,40 @@ def test_mobilenetv2_prune_qat_int8_on_keras3(tmp_path):
     assert ops.count("QUANTIZE") == ops.count("DEQUANTIZE") == 1  # int8 from edge to edge
     assert np.std(report.keras_outputs, axis=0).max() > 0  # outputs depend on the input
     assert report.top1_agreement >= 0.99
+
+
+def test_nested_sequential_models_are_quantized_inside(tmp_path):
+    keras.utils.set_random_seed(2)
+    block = keras.Sequential([
+        keras.Input((10, 10, 2)),
+        keras.layers.SeparableConv2D(4, 3, name="separable"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(name="relu"),
+    ], name="block")
+    model = keras.Sequential([keras.Input((10, 10, 2)), block, keras.layers.Flatten(),
+                              keras.layers.Dense(3, name="logits")], name="outer")
+    qat = quantize_model(model)
+    inner = qat.get_layer("block")
+    assert [type(layer).__name__ for layer in inner.layers] == [
+        "InputLayer", "QuantizedSeparableConv2D", "Identity", "ReLU", "FakeQuant"]
+    assert [type(layer).__name__ for layer in qat.layers] == [
+        "InputLayer", "FakeQuant", "Functional", "Flatten", "QuantizedDense", "FakeQuant"]
+    x = np.random.default_rng(3).normal(size=(64, 10, 10, 2)).astype("float32")
+    qat(x, training=True)
+    report = export_tflite(qat, tmp_path / "nested.tflite", quantization="int8", sample_inputs=x)
+    _, ops = _tflite_ops(tmp_path / "nested.tflite")
+    assert ops.count("QUANTIZE") == ops.count("DEQUANTIZE") == 1
+    assert "DEPTHWISE_CONV_2D" in ops and "CONV_2D" in ops
+    assert report.top1_agreement >= 0.99
+
+
+def test_quantization_aware_model_saves_and_loads(tmp_path):
+    model = _conv_bn_model()
+    x = np.random.default_rng(7).normal(size=(16, 12, 12, 3)).astype("float32")
+    qat = quantize_model(model)
+    qat(x, training=True)
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.models.load_model(tmp_path / "qat.keras")
+    assert [type(layer).__name__ for layer in loaded.layers] == [
+        type(layer).__name__ for layer in qat.layers]
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(qat(x)), rtol=1e-6, atol=1e-6)

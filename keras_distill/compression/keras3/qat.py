@@ -17,6 +17,8 @@ Exported with `model.export()` and converted from the SavedModel with
 representative data (`export_tflite(model, path, quantization="int8")`).
 """
 
+import itertools
+
 import numpy as np
 
 from keras_distill._keras import keras
@@ -60,7 +62,7 @@ def _edges(model):
     producers, consumers = {}, {}
     if isinstance(model, keras.Sequential):
         names = [layer.name for layer in model.layers]
-        for before, after in zip(names, names[1:]):
+        for before, after in itertools.pairwise(names):
             producers.setdefault(after, []).append(before)
             consumers.setdefault(before, []).append(after)
         outputs = names[-1:]
@@ -148,19 +150,28 @@ class _Rewriter:
         self.folded_into = _fold_pairs(model)
         self.folds = {id(bn) for bn in self.folded_into.values()}
         self.keep_float = keep_float
-        self.copies, self.quantized, self.float_tensors = [], {}, {}
+        # `quantized`: tensor -> its FakeQuant output; `ready`: tensors quantized already.
+        self.copies, self.quantized, self.ready = [], {}, {}
 
-    def model(self, model):
+    def model(self, model, nested=False):
         if isinstance(model, keras.Sequential):
-            model = keras.Model(model.inputs, model.outputs, name=model.name)
-        clone = keras.models.clone_model(model, clone_function=self.layer,
-                                         call_function=self.call)
+            model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+        inputs = keras.tree.map_structure(
+            lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input)
+        if nested:  # the outer model quantizes what it passes in
+            self._mark_ready(inputs)
+        clone = keras.models.clone_model(model, input_tensors=inputs,
+                                         clone_function=self.layer, call_function=self.call)
         outputs = keras.tree.map_structure(self.quantize, clone.output)
-        return keras.Model(clone.input, outputs, name=model.name)
+        return keras.Model(inputs, outputs, name=model.name)
+
+    def _mark_ready(self, tensors):
+        for tensor in keras.tree.flatten(tensors):
+            self.ready[id(tensor)] = (tensor, tensor)
 
     def layer(self, layer):
         if isinstance(layer, keras.Model):
-            return self.model(layer)
+            return self.model(layer, nested=True)
         if id(layer) in self.folds:
             return keras.layers.Identity(name=layer.name)
         config, weights = layer.get_config(), layer.get_weights()
@@ -175,8 +186,8 @@ class _Rewriter:
         return clone
 
     def quantize(self, tensor):
-        if not isinstance(tensor, keras.KerasTensor) or id(tensor) in self.float_tensors:
-            return self.float_tensors.get(id(tensor), (None, tensor))[1]
+        if not isinstance(tensor, keras.KerasTensor) or id(tensor) in self.ready:
+            return self.ready.get(id(tensor), (None, tensor))[1]
         if id(tensor) not in self.quantized:
             self.quantized[id(tensor)] = (tensor, FakeQuant()(tensor))
         return self.quantized[id(tensor)][1]
@@ -188,9 +199,8 @@ class _Rewriter:
         if _is_keras_class(layer, ("Identity",)):  # a folded BatchNormalization
             args, kwargs = args[:1], {}
         outputs = layer(*args, **kwargs)
-        if _is_keras_class(layer, _PASS_THROUGH):  # their inputs were quantized already
-            for tensor in keras.tree.flatten(outputs):
-                self.float_tensors[id(tensor)] = (tensor, tensor)
+        if _is_keras_class(layer, _PASS_THROUGH) or isinstance(layer, keras.Model):
+            self._mark_ready(outputs)  # shape-only layers of quantized inputs, nested models
         return outputs
 
     @staticmethod
@@ -203,7 +213,10 @@ class _Rewriter:
 
     def set_weights(self):
         for clone, weights in self.copies:
-            clone.set_weights(weights)
+            # The float layer's weights come first; any others (the range of a
+            # QuantizedSeparableConv2D's intermediate_quant) keep their values.
+            extra = [np.asarray(w) for w in clone.weights[len(weights):]]
+            clone.set_weights(list(weights) + extra)
 
 
 def quantize_model(model, keep_float=False):

@@ -10,6 +10,7 @@ reshape would move).
 
 from keras_distill._keras import keras
 from keras_distill._keras import register_serializable
+from keras_distill.compression.keras3.fake_quant import FakeQuant
 from keras_distill.compression.keras3.fake_quant import quantize_weights
 
 ops = keras.ops
@@ -96,14 +97,25 @@ class QuantizedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
 @register_serializable
 class QuantizedSeparableConv2D(keras.layers.SeparableConv2D):
-    """`SeparableConv2D` with fake-quantized depthwise (per tensor) and pointwise kernels."""
+    """`SeparableConv2D` with fake-quantized depthwise (per tensor) and pointwise kernels.
 
-    def call(self, inputs):
-        outputs = ops.separable_conv(inputs, quantize_weights(self.depthwise_kernel, False),
-                                     quantize_weights(self.pointwise_kernel),
-                                     strides=self.strides, padding=self.padding,
-                                     dilation_rate=self.dilation_rate,
-                                     data_format=self.data_format)
+    TFLite runs it as a depthwise and a 1x1 convolution, so the tensor
+    between them is fake-quantized too (`intermediate_quant`, a `FakeQuant`
+    whose range variables follow the layer's own weights).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.intermediate_quant = FakeQuant(name="intermediate_quant")
+
+    def call(self, inputs, training=None):
+        hidden = ops.depthwise_conv(inputs, quantize_weights(self.depthwise_kernel, False),
+                                    strides=self.strides, padding=self.padding,
+                                    dilation_rate=self.dilation_rate,
+                                    data_format=self.data_format)
+        hidden = self.intermediate_quant(hidden, training=training)
+        outputs = ops.conv(hidden, quantize_weights(self.pointwise_kernel), strides=1,
+                           padding="valid", data_format=self.data_format)
         return _bias_and_activation(self, outputs, self.bias, self.filters)
 
 

@@ -17,8 +17,10 @@ def _check_fraction(name, value):
 
 
 def _check_steps(begin_step, end_step):
-    if isinstance(begin_step, bool) or not isinstance(begin_step, numbers.Integral) or begin_step < 0:
-        raise ValueError(f"`begin_step` must be an integer >= 0. Received: begin_step={begin_step!r}")
+    if (isinstance(begin_step, bool) or not isinstance(begin_step, numbers.Integral)
+            or begin_step < 0):
+        raise ValueError(
+            f"`begin_step` must be an integer >= 0. Received: begin_step={begin_step!r}")
     if (isinstance(end_step, bool) or not isinstance(end_step, numbers.Integral)
             or (end_step != -1 and end_step < begin_step)):
         raise ValueError(
