@@ -8,6 +8,7 @@ from helpers import make_mlp
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 from keras_distill.compression.pruning import prune
+from keras_distill.compression.pruning import weight_sparsity
 
 pytestmark = pytest.mark.skipif(IS_LEGACY, reason="the Keras 3 implementation")
 
@@ -62,6 +63,9 @@ def test_every_kernel_kind_is_pruned_exactly_in_nested_models():
     sparse = prune(student, x, y, target_sparsity=0.75, epochs=3, batch_size=16, frequency=2)
     for name, kernel in _kernels(sparse).items():
         assert int(np.sum(kernel == 0)) == _zeros_expected(kernel.size, 0.75), name
+    counted = weight_sparsity(sparse)["weights"]
+    pointwise = [value for path, value in counted.items() if path.endswith("pointwise_kernel")]
+    assert pointwise == [pytest.approx(_zeros_expected(64, 0.75) / 64)]
     separable = sparse.get_layer("block").get_layer("separable")
     assert np.all(np.asarray(separable.depthwise_kernel) != 0)  # not pruned, as tfmot
     assert sparse.get_layer("block").__class__.__name__ == "Sequential"
