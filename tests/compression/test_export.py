@@ -252,3 +252,31 @@ def test_corrupted_truncated_and_missing_tflite_files(tmp_path, model):
     with pytest.raises(ValueError) as info:
         load_interpreter(str(tmp_path / "missing.tflite"))
     assert str(info.value) == f"No .tflite file at this path. Received: model={str(tmp_path / 'missing.tflite')!r}"
+
+
+def test_sparse_encoding_shrinks_a_pruned_float_file(tmp_path, x):
+    sparse = make_mlp(256, "wide", seed=4)
+    weights = sparse.get_weights()
+    for index in (0, 2):  # 80% zeros in both kernels, chosen with NumPy
+        kernel = weights[index]
+        kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.8)] = 0.0
+    sparse.set_weights(weights)
+    dense = export_tflite(sparse, tmp_path / "dense.tflite", sample_inputs=x)
+    encoded = export_tflite(sparse, tmp_path / "sparse.tflite", sample_inputs=x,
+                            sparse_encoding=True)
+    assert encoded.file_size_bytes < 0.6 * dense.file_size_bytes
+    np.testing.assert_allclose(_direct_run(tmp_path / "sparse.tflite", x)[0],
+                               _direct_run(tmp_path / "dense.tflite", x)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError) as info:
+        export_tflite(sparse, tmp_path / "q.tflite", quantization="int8",
+                      representative_data=x, sparse_encoding=True)
+    assert str(info.value) == (
+        "`sparse_encoding=True` works with float32 files only: LiteRT's XNNPACK delegate "
+        "cannot prepare sparse quantized kernels. Use quantization=None, or leave the "
+        "sparse encoding off. Received: quantization='int8'"
+    )
+    with pytest.raises(ValueError) as info:
+        export_tflite(sparse, tmp_path / "q.tflite", sparse_encoding="yes")
+    assert str(info.value) == (
+        "`sparse_encoding` must be True or False. Received: sparse_encoding='yes'"
+    )
