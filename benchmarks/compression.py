@@ -258,8 +258,38 @@ def side_by_side(runs):
                 f"{mean_se([row['gzip'] for row in rows])[0]:,.0f} | "
                 f"{1000 * mean_se([row['latency_ms'] for row in rows])[0]:.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += ["", *comparison(runs)]
     return "\n".join(lines)
+
+
+def comparison(runs):
+    """The second run against the first on the targets: top-1 within 0.5 points, sizes 5%."""
+    first, second = runs
+    lines = [
+        f"{second['generation']} against {first['generation']} (targets: mean top-1 within 0.5 "
+        "points, file and gzip sizes within 5%; the seeds set different initial weights in "
+        "the two generations, so the difference is of unpaired means, with the standard error "
+        "of that difference):",
+        "",
+        "| file | top-1 difference (points) | bytes ratio | gzip ratio | result |",
+        "|---|---|---|---|---|",
+    ]
+    for name in FILES:
+        means = []
+        for run in runs:
+            rows = [result["rows"][name] for result in run["results"]]
+            means.append((mean_se([100 * row["accuracy"] for row in rows]),
+                          np.mean([row["bytes"] for row in rows]),
+                          np.mean([row["gzip"] for row in rows])))
+        (top1_a, bytes_a, gzip_a), (top1_b, bytes_b, gzip_b) = means
+        difference = top1_b[0] - top1_a[0]
+        se = float(np.hypot(top1_a[1], top1_b[1]))
+        met = abs(difference) <= 0.5 and all(
+            abs(ratio - 1) <= 0.05 for ratio in (bytes_b / bytes_a, gzip_b / gzip_a))
+        lines.append(f"| {name} | {difference:+.1f} +/- {se:.1f} | {bytes_b / bytes_a:.3f} | "
+                     f"{gzip_b / gzip_a:.3f} | {'met' if met else 'NOT met'} |")
+    lines.append("")
+    return lines
 
 
 def markdown_section(args, run):

@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from keras_distill._checks import check_choice
+from keras_distill._checks import check_model
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill.compression import _training
@@ -109,6 +110,7 @@ def prune(
         Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of
         pruning for model compression", 2017. https://arxiv.org/abs/1710.01878
     """
+    check_model("student", student)
     if (
         isinstance(target_sparsity, bool)
         or not isinstance(target_sparsity, numbers.Real)

@@ -1,6 +1,7 @@
 """Quantization: distillation-aware QAT (tfmot on tf_keras, this package's own on Keras 3)
 and Keras 3's `Model.quantize`."""
 
+from keras_distill._checks import check_model
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
 from keras_distill._keras import GENERATION
@@ -115,6 +116,7 @@ def quantization_aware_training(
         Efficient Integer-Arithmetic-Only Inference", 2018.
         https://arxiv.org/abs/1712.05877
     """
+    check_model("student", student)
     for name, value in (("keep_float", keep_float), ("preserve_sparsity", preserve_sparsity)):
         if not isinstance(value, bool):
             raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
@@ -133,8 +135,7 @@ def quantization_aware_training(
         from keras_distill.compression.keras3.qat import qat_keras3
 
         return qat_keras3(student, x, y, teacher, epochs, batch_size, optimizer, alpha,
-                          temperature, keep_float, preserve_sparsity, callbacks,
-                          validation_data, verbose)
+                          temperature, preserve_sparsity, callbacks, validation_data, verbose)
     tfmot = import_tfmot("quantization_aware_training")
     skip = {name for name, _ in unsupported}
     copy = _training.clone(student)

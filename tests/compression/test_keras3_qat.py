@@ -191,6 +191,9 @@ def test_conv_model_with_batch_norm_becomes_int8(tmp_path):
 def test_qat_argument_errors(data):
     x, y = data
     with pytest.raises(ValueError) as info:
+        quantization_aware_training(None, x, y)
+    assert str(info.value) == "`student` must be a keras.Model. Received: student=builtins.NoneType"
+    with pytest.raises(ValueError) as info:
         quantization_aware_training(make_mlp(4, "m"), x, y, preserve_sparsity="yes")
     assert str(info.value) == (
         "`preserve_sparsity` must be True or False. Received: preserve_sparsity='yes'"

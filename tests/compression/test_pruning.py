@@ -62,6 +62,9 @@ def test_pruning_errors(data):
     x, y = data
     student = make_mlp(8, "student", seed=2)
     with pytest.raises(ValueError) as info:
+        prune("student.keras", x, y)
+    assert str(info.value) == "`student` must be a keras.Model. Received: student=builtins.str"
+    with pytest.raises(ValueError) as info:
         prune(student, x, y, target_sparsity=1.0)
     assert str(info.value) == "`target_sparsity` must be a number in [0, 1). Received: target_sparsity=1.0"
     with pytest.raises(ValueError) as info:

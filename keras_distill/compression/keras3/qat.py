@@ -146,10 +146,9 @@ def fold_batch_norm(layer, batch_norm):
 class _Rewriter:
     """Clones a model into its quantization-aware twin (see the module docstring)."""
 
-    def __init__(self, model, keep_float):
+    def __init__(self, model):
         self.folded_into = _fold_pairs(model)
         self.folds = {id(bn) for bn in self.folded_into.values()}
-        self.keep_float = keep_float
         # `quantized`: tensor -> its FakeQuant output; `ready`: tensors quantized already.
         self.copies, self.quantized, self.ready = [], {}, {}
 
@@ -219,18 +218,19 @@ class _Rewriter:
             clone.set_weights(list(weights) + extra)
 
 
-def quantize_model(model, keep_float=False):
+def quantize_model(model):
     """The untrained quantization-aware twin of `model` (weights copied, BN folded).
+
+    Layers that `unquantizable_layers_keras3` lists are copied as they are
+    (float), with their inputs and outputs fake-quantized.
 
     Args:
         model: A built Keras 3 `keras.Model` (Functional or Sequential).
-        keep_float: Accept layers with weights that are not quantized (they
-            stay float). Defaults to `False`.
 
     Returns:
         A new Functional `keras.Model`.
     """
-    rewriter = _Rewriter(model, keep_float)
+    rewriter = _Rewriter(model)
     qat = rewriter.model(model)
     rewriter.set_weights()
     return qat
@@ -241,10 +241,10 @@ def _never(step):
 
 
 def qat_keras3(student, x, y, teacher, epochs, batch_size, optimizer, alpha, temperature,
-               keep_float, preserve_sparsity, callbacks, validation_data, verbose):
+               preserve_sparsity, callbacks, validation_data, verbose):
     """Builds the quantization-aware copy of `student` and trains it; see
     `keras_distill.compression.quantization_aware_training` (which checked the layers)."""
-    model = quantize_model(student, keep_float)
+    model = quantize_model(student)
     callbacks = list(callbacks or [])
     if preserve_sparsity:
         kernels = prunable_kernels(model)
