@@ -353,7 +353,8 @@ def markdown_section(args, run):
         "listed in seed order. `parity` is the lowest top-1 agreement, over seeds, of the file "
         "with the Keras model it was exported from.",
         "",
-        "| file | size | x float32 | gzip | x float32 gzip | sparsity | top-1 (%) | drop (points) | drop per seed | parity |",
+        "| file | size | x float32 | gzip | x float32 gzip | sparsity | top-1 (%) | "
+        "drop (points) | drop per seed | parity |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in FILES:
