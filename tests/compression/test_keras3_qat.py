@@ -273,3 +273,23 @@ def test_quantization_aware_model_saves_and_loads(tmp_path):
     assert [type(layer).__name__ for layer in loaded.layers] == [
         type(layer).__name__ for layer in qat.layers]
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(qat(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_prune_and_qat_under_mixed_precision():
+    from keras_distill.compression.pruning import prune
+
+    x, y = make_data(256, seed=5)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        student = make_mlp(16, "student", seed=2)
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.01))
+        sparse = prune(student, x, y, target_sparsity=0.5, epochs=3, optimizer=optimizer)
+        qat = quantization_aware_training(sparse, x, y, epochs=1)
+        outputs = np.asarray(qat(x[:8]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    kernel = np.asarray(sparse.get_layer("student_hidden").kernel)
+    assert int(np.sum(kernel == 0)) == 64
+    np.testing.assert_array_equal(np.asarray(qat.get_layer("student_hidden").kernel) == 0,
+                                  kernel == 0)
+    assert outputs.dtype == np.float32 and np.all(np.isfinite(outputs))

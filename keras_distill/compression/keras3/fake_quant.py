@@ -60,7 +60,9 @@ class FakeQuant(keras.layers.Layer):
     While training, the range follows the batches: the first batch sets it,
     then `min <- d * min + (1 - d) * min(batch_min, 0)` (same for `max`),
     with `d = ema_decay`; at inference the stored range is used. The range
-    always contains 0.
+    always contains 0. The layer computes in float32 (also under a mixed
+    precision policy), as the int8 tensors it stands for are float32 in
+    the converter.
 
     Args:
         ema_decay: Decay of the moving averages. Defaults to `0.99`.
@@ -73,6 +75,7 @@ class FakeQuant(keras.layers.Layer):
     """
 
     def __init__(self, ema_decay=0.99, **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.ema_decay = float(ema_decay)
 
