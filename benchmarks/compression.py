@@ -128,7 +128,8 @@ def run_seed(seed, args, data):
             rows[name] = {
                 "bytes": report.file_size_bytes,
                 "gzip": keras_distill.gzip_size(path),
-                "latency_ms": keras_distill.tflite_latency(path, x_test)["min_ms"],
+                "latency_ms": {str(threads): keras_distill.tflite_latency(
+                    path, x_test, num_threads=threads)["min_ms"] for threads in (1, 4)},
                 "accuracy": accuracy(path, x_test, y_test),
                 "sparsity": keras_distill.weight_sparsity(model)["total"],
                 "parity": report.top1_agreement,
@@ -238,13 +239,15 @@ def side_by_side(runs):
         f"{HEADING}: side by side",
         "",
         "Same data, seeds, teacher, student and settings; mean over the seeds (+/- standard "
-        "error). `us`: LiteRT `invoke()` on one example in microseconds, minimum of 9 after 2 "
-        "warm-up calls, default threads, mean over seeds of that minimum. Implementations: "
+        "error). `us 1t`, `us 4t`: LiteRT `invoke()` on one example in microseconds with 1 and "
+        "4 interpreter threads (on the machine's CPU cores below), minimum of 9 after 2 "
+        "warm-up calls, mean over seeds of that minimum. Implementations: "
         + ", ".join(f"{run['generation']} {run['keras_version']}" for run in runs) + ".",
         "",
         "| file | " + " | ".join(
-            f"top-1 (%) {n} | drop {n} | bytes {n} | gzip {n} | us {n}" for n in names) + " |",
-        "|---|" + "---|" * (5 * len(runs)),
+            f"top-1 (%) {n} | drop {n} | bytes {n} | gzip {n} | us 1t {n} | us 4t {n}"
+            for n in names) + " |",
+        "|---|" + "---|" * (6 * len(runs)),
     ]
     for name in FILES:
         cells = []
@@ -256,7 +259,9 @@ def side_by_side(runs):
                 f"{top1[0]:.1f} +/- {top1[1]:.1f} | {drop[0]:+.1f} +/- {drop[1]:.1f} | "
                 f"{mean_se([row['bytes'] for row in rows])[0]:,.0f} | "
                 f"{mean_se([row['gzip'] for row in rows])[0]:,.0f} | "
-                f"{1000 * mean_se([row['latency_ms'] for row in rows])[0]:.1f}")
+                + " | ".join(
+                    f"{1000 * mean_se([row['latency_ms'][key] for row in rows])[0]:.1f}"
+                    for key in ("1", "4")))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *comparison(runs)]
     return "\n".join(lines)

@@ -280,3 +280,14 @@ def test_sparse_encoding_shrinks_a_pruned_float_file(tmp_path, x):
     assert str(info.value) == (
         "`sparse_encoding` must be True or False. Received: sparse_encoding='yes'"
     )
+
+
+def test_latency_with_a_chosen_number_of_threads(tmp_path, model, x):
+    export_tflite(model, tmp_path / "m.tflite", sample_inputs=x)
+    for threads in (1, 4):
+        timing = keras_distill.tflite_latency(tmp_path / "m.tflite", x, num_threads=threads)
+        assert timing["num_threads"] == threads
+        assert 0 < timing["min_ms"] <= timing["median_ms"]
+    with pytest.raises(ValueError) as info:
+        keras_distill.tflite_latency(tmp_path / "m.tflite", x, num_threads=0)
+    assert str(info.value) == "`num_threads` must be an integer >= 1. Received: num_threads=0"
