@@ -129,6 +129,12 @@ def prune(
     block_size = tuple(block_size) if isinstance(block_size, list) else block_size
     check_choice("block_size", block_size, BLOCK_SIZES)
     check_choice("scope", scope, SCOPES)
+    if scope == "global" and block_size != (1, 1):
+        raise ValueError(
+            "`scope='global'` ranks single weights over the whole model; it does not combine "
+            "with blocks. Use block_size=(1, 1), or scope='layer' for blocks. "
+            f"Received: block_size={block_size!r}, scope='global'"
+        )
     total_steps = _training.steps_per_epoch(x, batch_size) * epochs
     if not IS_LEGACY:
         from keras_distill.compression.keras3 import schedules

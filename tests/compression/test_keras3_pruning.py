@@ -175,6 +175,13 @@ def test_keras3_pruning_errors(data):
         "`scope` must be one of ['layer', 'global']. Received: scope='model'"
     )
     with pytest.raises(ValueError) as info:
+        prune(student, x, y, scope="global", block_size=(1, 4))
+    assert str(info.value) == (
+        "`scope='global'` ranks single weights over the whole model; it does not combine with "
+        "blocks. Use block_size=(1, 1), or scope='layer' for blocks. "
+        "Received: block_size=(1, 4), scope='global'"
+    )
+    with pytest.raises(ValueError) as info:
         prune(student, x, y, pruning_schedule=0.5)
     assert str(info.value) == (
         "`pruning_schedule` must be a `keras_distill.compression.keras3.PolynomialDecay` or "

@@ -86,3 +86,15 @@ def test_weight_sparsity_counts_zeros_in_kernels_only():
     result = weight_sparsity(model)
     assert result["total"] == pytest.approx(17 / 44)
     assert sorted(result["weights"].values()) == pytest.approx([1 / 12, 0.5])
+
+
+@legacy_only
+def test_global_scope_is_keras3_only(data):
+    x, y = data
+    with pytest.raises(ValueError) as info:
+        prune(make_mlp(8, "student", seed=2), x, y, scope="global")
+    assert str(info.value) == (
+        "`scope='global'` is implemented for Keras 3 only (tfmot prunes each layer to the "
+        "sparsity). Use scope='layer' on tf_keras. "
+        "Received: scope='global', GENERATION='tf_keras'"
+    )
