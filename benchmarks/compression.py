@@ -12,23 +12,31 @@ the same 1,000 test examples):
 - dense int8 .tflite (post-training full-integer quantization),
 - 80% sparse float32 .tflite (distillation-aware pruning),
 - 80% sparse int8 .tflite (post-training, and after distillation-aware QAT),
+- 80% sparse float32 .tflite in TFLite's sparse format (`sparse_encoding=True`),
 with raw and gzip sizes and the top-1 drop against the same seed's dense
 float32 file, reported per seed and as mean and standard error over seeds.
-The results are written to docs/compression.md.
+The results are written to docs/compression.md, below its first
+"## Compression benchmark" heading (the text above it is kept).
 
-Needs the legacy generation (pruning and QAT use tensorflow-model-optimization):
+By default the same chain runs on both generations, each in its own
+process, with the same data, seeds and settings: tf_keras (pruning and QAT
+by tensorflow-model-optimization) and Keras 3 (keras_distill's own), and
+the page gets both tables and a side-by-side one:
 
-    TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/compression.py
+    .venv/bin/python benchmarks/compression.py
+
+`--generation tf_keras` or `--generation keras3` runs one of them only.
 """
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -39,7 +47,8 @@ from keras_distill._keras import GENERATION  # noqa: E402
 from keras_distill._keras import KERAS_VERSION  # noqa: E402
 from keras_distill._keras import keras  # noqa: E402
 
-COMMAND = "TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/compression.py"
+COMMAND = ".venv/bin/python benchmarks/compression.py"
+HEADING = "## Compression benchmark"
 
 
 def build_teacher():
@@ -68,6 +77,7 @@ FILES = (
     "80% sparse float32",
     "80% sparse int8 (post-training)",
     "80% sparse int8 (QAT)",
+    "80% sparse float32 (sparse encoding)",
 )
 
 
@@ -118,6 +128,8 @@ def run_seed(seed, args, data):
             rows[name] = {
                 "bytes": report.file_size_bytes,
                 "gzip": keras_distill.gzip_size(path),
+                "latency_ms": {str(threads): keras_distill.tflite_latency(
+                    path, x_test, num_threads=threads)["min_ms"] for threads in (1, 4)},
                 "accuracy": accuracy(path, x_test, y_test),
                 "sparsity": keras_distill.weight_sparsity(model)["total"],
                 "parity": report.top1_agreement,
@@ -129,6 +141,7 @@ def run_seed(seed, args, data):
         export(FILES[2], sparse)
         export(FILES[3], sparse, quantization="int8", representative_data=calibration)
         export(FILES[4], qat, quantization="int8")
+        export(FILES[5], sparse, sparse_encoding=True)
     drops = {name: 100 * (rows[FILES[0]]["accuracy"] - row["accuracy"])
              for name, row in rows.items()}
     print(f"seed {seed}: teacher {teacher_accuracy:.4f}, dense {rows[FILES[0]]['accuracy']:.4f}, "
@@ -161,18 +174,132 @@ def main():
     parser.add_argument("--qat-learning-rate", type=float, default=1e-4)
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--output", default="docs/compression.md")
+    parser.add_argument("--generation", choices=("both", "tf_keras", "keras3"), default="both")
+    parser.add_argument("--results-json", default=None,
+                        help="also write the raw results of one generation here")
     args = parser.parse_args()
-    if GENERATION != "tf_keras":
-        sys.exit("Run with TF_USE_LEGACY_KERAS=1: pruning and QAT need tf_keras.")
-    start = time.time()
-    data = datasets.mnist1d(num_samples=5000)
-    results = [run_seed(seed, args, data) for seed in args.seeds]
-    args.num_train, args.num_test = len(data[0][0]), len(data[1][0])
-    write_markdown(args, results, time.time() - start)
+    if args.generation == "both":
+        runs = [run_in_process(generation, sys.argv[1:]) for generation in ("tf_keras", "keras3")]
+    else:
+        if args.generation != GENERATION:
+            sys.exit(f"--generation {args.generation} needs TF_USE_LEGACY_KERAS="
+                     f"{int(args.generation == 'tf_keras')}. Received: GENERATION={GENERATION}")
+        runs = [run_generation(args)]
+        if args.results_json:
+            with open(args.results_json, "w", encoding="utf-8") as handle:
+                json.dump(runs[0], handle)
+            return
+    write_page(args, runs)
     print(open(args.output).read())
 
 
-def write_markdown(args, results, elapsed):
+def run_generation(args):
+    """All seeds on the active generation, with what the page needs to describe the run."""
+    start = time.time()
+    data = datasets.mnist1d(num_samples=5000)
+    results = [run_seed(seed, args, data) for seed in args.seeds]
+    return {"generation": GENERATION, "keras_version": KERAS_VERSION, "results": results,
+            "num_train": len(data[0][0]), "num_test": len(data[1][0]),
+            "elapsed": time.time() - start}
+
+
+def run_in_process(generation, argv):
+    """Runs this script for one generation in a fresh process and returns its results."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "results.json")
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1" if generation == "tf_keras" else "0")
+        subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--generation",
+                        generation, "--results-json", path], env=env, check=True)
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+
+
+def write_page(args, runs):
+    """The page: its text above the benchmark heading, then each run, then the comparison."""
+    head = ""
+    if os.path.exists(args.output):
+        with open(args.output, encoding="utf-8") as handle:
+            text = handle.read()
+        head = text[:text.index(HEADING)] if HEADING in text else ""
+    sections = []
+    for run in runs:
+        args.num_train, args.num_test = run["num_train"], run["num_test"]
+        sections.append(markdown_section(args, run))
+    if len(runs) == 2:
+        sections.append(side_by_side(runs))
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as handle:
+        handle.write(head + "\n".join(sections))
+
+
+def side_by_side(runs):
+    """One row per file: each generation's mean top-1, drop, sizes and latency."""
+    names = [run["generation"] for run in runs]
+    lines = [
+        f"{HEADING}: side by side",
+        "",
+        "Same data, seeds, teacher, student and settings; mean over the seeds (+/- standard "
+        "error). `us 1t`, `us 4t`: LiteRT `invoke()` on one example in microseconds with 1 and "
+        "4 interpreter threads (on the machine's CPU cores below), minimum of 9 after 2 "
+        "warm-up calls, mean over seeds of that minimum. Implementations: "
+        + ", ".join(f"{run['generation']} {run['keras_version']}" for run in runs) + ".",
+        "",
+        "| file | " + " | ".join(
+            f"top-1 (%) {n} | drop {n} | bytes {n} | gzip {n} | us 1t {n} | us 4t {n}"
+            for n in names) + " |",
+        "|---|" + "---|" * (6 * len(runs)),
+    ]
+    for name in FILES:
+        cells = []
+        for run in runs:
+            rows = [result["rows"][name] for result in run["results"]]
+            top1 = mean_se([100 * row["accuracy"] for row in rows])
+            drop = mean_se([result["drops"][name] for result in run["results"]])
+            cells.append(
+                f"{top1[0]:.1f} +/- {top1[1]:.1f} | {drop[0]:+.1f} +/- {drop[1]:.1f} | "
+                f"{mean_se([row['bytes'] for row in rows])[0]:,.0f} | "
+                f"{mean_se([row['gzip'] for row in rows])[0]:,.0f} | "
+                + " | ".join(
+                    f"{1000 * mean_se([row['latency_ms'][key] for row in rows])[0]:.1f}"
+                    for key in ("1", "4")))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", *comparison(runs)]
+    return "\n".join(lines)
+
+
+def comparison(runs):
+    """The second run against the first on the targets: top-1 within 0.5 points, sizes 5%."""
+    first, second = runs
+    lines = [
+        f"{second['generation']} against {first['generation']} (targets: mean top-1 within 0.5 "
+        "points, file and gzip sizes within 5%; the seeds set different initial weights in "
+        "the two generations, so the difference is of unpaired means, with the standard error "
+        "of that difference):",
+        "",
+        "| file | top-1 difference (points) | bytes ratio | gzip ratio | result |",
+        "|---|---|---|---|---|",
+    ]
+    for name in FILES:
+        means = []
+        for run in runs:
+            rows = [result["rows"][name] for result in run["results"]]
+            means.append((mean_se([100 * row["accuracy"] for row in rows]),
+                          np.mean([row["bytes"] for row in rows]),
+                          np.mean([row["gzip"] for row in rows])))
+        (top1_a, bytes_a, gzip_a), (top1_b, bytes_b, gzip_b) = means
+        difference = top1_b[0] - top1_a[0]
+        se = float(np.hypot(top1_a[1], top1_b[1]))
+        met = abs(difference) <= 0.5 and all(
+            abs(ratio - 1) <= 0.05 for ratio in (bytes_b / bytes_a, gzip_b / gzip_a))
+        lines.append(f"| {name} | {difference:+.1f} +/- {se:.1f} | {bytes_b / bytes_a:.3f} | "
+                     f"{gzip_b / gzip_a:.3f} | {'met' if met else 'NOT met'} |")
+    lines.append("")
+    return lines
+
+
+def markdown_section(args, run):
+    results, elapsed = run["results"], run["elapsed"]
+    generation, keras_version = run["generation"], run["keras_version"]
     seeds = ", ".join(str(result["seed"]) for result in results)
     steps_per_epoch = -(-args.num_train // args.batch_size)
     prune_steps = args.prune_epochs * steps_per_epoch
@@ -195,8 +322,10 @@ def write_markdown(args, results, elapsed):
         }
 
     stats = {name: summary(name) for name in FILES}
+    implementation = ("tensorflow-model-optimization" if generation == "tf_keras"
+                      else "keras_distill.compression.keras3")
     lines = [
-        "# Compression benchmark (MNIST-1D)",
+        f"{HEADING} (MNIST-1D), {generation}: pruning and QAT by {implementation}",
         "",
         "Recorded by `benchmarks/compression.py`. Reproduce with:",
         "",
@@ -220,7 +349,7 @@ def write_markdown(args, results, elapsed):
         f"Batch size {args.batch_size}. Post-training int8 files are calibrated on 500 "
         f"training inputs. Every accuracy is of the `.tflite` file run by LiteRT on the "
         f"{args.num_test:,} test examples. Sizes are bytes of the real files; gzip at level 9. "
-        f"{GENERATION} {KERAS_VERSION}, Python {platform.python_version()}, "
+        f"{generation} {keras_version}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPU cores, {elapsed:.0f} s in all.",
         "",
         f"Mean over the {len(results)} seeds; `+/-` is the standard error of the mean over "
@@ -229,7 +358,8 @@ def write_markdown(args, results, elapsed):
         "listed in seed order. `parity` is the lowest top-1 agreement, over seeds, of the file "
         "with the Keras model it was exported from.",
         "",
-        "| file | size | x float32 | gzip | x float32 gzip | sparsity | top-1 (%) | drop (points) | drop per seed | parity |",
+        "| file | size | x float32 | gzip | x float32 gzip | sparsity | top-1 (%) | "
+        "drop (points) | drop per seed | parity |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in FILES:
@@ -310,9 +440,7 @@ def write_markdown(args, results, elapsed):
         "models more accurate in general.",
         "",
     ]
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,17 @@ accuracy, parameters, sparsity, .tflite and gzip sizes, LiteRT latency and
 agreement with the teacher. It writes the files, `chain_report.json` and
 `chain_report.png` to `--out`.
 
-Pruning and QAT need the legacy generation:
+The chain runs on both generations: on Keras 3 (the default) pruning and
+QAT are keras_distill's own, on tf_keras they are tensorflow-model-optimization's:
 
+    python examples/compress_to_tflite.py [--out outputs/compress]
     TF_USE_LEGACY_KERAS=1 python examples/compress_to_tflite.py [--out outputs/compress]
-
-On Keras 3 (without the variable) the chain runs distil -> int8 .tflite.
 """
 
 import argparse
 
 from keras_distill import compress
 from keras_distill.data import datasets
-from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 
 NUM_CLASSES = 10
@@ -57,10 +56,9 @@ def main(argv=None):
                     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     teacher.fit(x_train, y_train, epochs=args.teacher_epochs, batch_size=64, verbose=0)
 
-    stages = ("distill", "prune", "qat", "tflite") if IS_LEGACY else ("distill", "tflite")
     report = compress(
         mlp_student(x_train.shape[1], args.width), x_train, y_train, x_test, y_test,
-        teacher=teacher, stages=stages, output_dir=args.out,
+        teacher=teacher, output_dir=args.out,
         distill_epochs=args.distill_epochs, prune_epochs=args.prune_epochs,
         qat_epochs=args.qat_epochs, target_sparsity=args.sparsity, batch_size=64,
     )

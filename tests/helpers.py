@@ -45,3 +45,12 @@ def broken_teacher(value, name="broken_teacher", final_activation=None):
     base = make_mlp(16, "base", seed=1, final_activation=final_activation)
     inputs = keras.Input((NUM_FEATURES,))
     return keras.Model(inputs, FillAbove(value)([inputs, base(inputs)]), name=name)
+
+
+def make_half_sparse_mlp():
+    """`make_mlp(16, "student", seed=2)` with every other column of its first kernel zero."""
+    student = make_mlp(16, "student", seed=2)
+    weights = student.get_weights()
+    weights[0][:, ::2] = 0.0
+    student.set_weights(weights)
+    return student

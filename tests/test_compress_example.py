@@ -3,8 +3,6 @@
 import importlib.util
 import os
 
-from keras_distill._keras import IS_LEGACY
-
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "compress_to_tflite.py")
 
 
@@ -16,8 +14,7 @@ def test_compress_to_tflite_example(tmp_path, capsys):
         "--teacher-epochs", "1", "--distill-epochs", "1", "--prune-epochs", "2",
         "--qat-epochs", "1", "--width", "16", "--samples", "600", "--out", str(tmp_path),
     ])
-    expected = ["input", "distill", "prune", "qat", "tflite"] if IS_LEGACY else [
-        "input", "distill", "tflite"]
+    expected = ["input", "distill", "prune", "qat", "tflite"]  # on both generations
     assert [row["stage"] for row in report.rows] == expected
     assert os.path.exists(tmp_path / "chain_report.json")
     assert os.path.exists(tmp_path / "chain_report.png")

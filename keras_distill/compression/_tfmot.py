@@ -1,4 +1,7 @@
-"""tensorflow-model-optimization (tfmot), imported only where used and only on tf_keras."""
+"""tensorflow-model-optimization (tfmot), imported only where used and only on tf_keras.
+
+On Keras 3 pruning and QAT run `keras_distill.compression.keras3` instead.
+"""
 
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
@@ -15,9 +18,9 @@ def require_legacy(feature):
         raise ValueError(
             f"`{feature}` uses tensorflow-model-optimization, which works only with the legacy "
             "Keras generation (tf_keras). Set the environment variable TF_USE_LEGACY_KERAS=1 "
-            "before importing keras_distill and build the models with tf_keras; on Keras 3 use "
-            "`keras_quantize(model)` or `export_tflite(model, path, quantization='int8', "
-            f"representative_data=x)` instead. Received: GENERATION={GENERATION!r}"
+            "before importing keras_distill and build the models with tf_keras; on Keras 3, "
+            "`prune` and `quantization_aware_training` run keras_distill's own implementation. "
+            f"Received: GENERATION={GENERATION!r}"
         )
 
 

@@ -7,7 +7,6 @@ import numpy as np
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
 from keras_distill.compression import _training
-from keras_distill.compression._tfmot import require_legacy
 from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.litert import run_tflite
@@ -48,10 +47,9 @@ def compress(
 
     Stages, in this order, each optional:
     - `"distill"`: train with the `Distiller` from `teacher`.
-    - `"prune"`: distillation-aware magnitude pruning to `target_sparsity`
-      (tf_keras only).
-    - `"qat"`: distillation-aware quantization-aware training (tf_keras
-      only; keeps the pruned zeros).
+    - `"prune"`: distillation-aware magnitude pruning to `target_sparsity`.
+    - `"qat"`: distillation-aware quantization-aware training (keeps the
+      pruned zeros).
     - `"tflite"`: full-integer int8 `.tflite` (calibrated on `x_train`
       unless the model went through QAT), checked with LiteRT.
 
@@ -61,8 +59,11 @@ def compress(
     there is one. The report is saved as `chain_report.json` (and
     `chain_report.png` when `plot`) in `output_dir`, beside the files.
 
-    On Keras 3 the `"prune"` and `"qat"` stages raise a ValueError that
-    explains how to switch to tf_keras; `("distill", "tflite")` works on both.
+    All four stages run on both generations: pruning and QAT use
+    tensorflow-model-optimization on tf_keras and this package's own
+    implementation on Keras 3 (see `prune` and
+    `quantization_aware_training`); `settings["generation"]` in the report
+    says which ran.
 
     Args:
         student: Built `keras.Model` (logits out). Not modified.
@@ -84,8 +85,8 @@ def compress(
         learning_rate: Adam learning rate of every stage. Defaults to `1e-3`.
         alpha: Distiller weight of the distillation term. Defaults to `0.5`.
         temperature: Distiller temperature. Defaults to `4.0`.
-        keep_float: Keep layers tfmot cannot quantize in float32. Defaults
-            to `False`.
+        keep_float: Keep layers the QAT scheme cannot quantize in float32.
+            Defaults to `False`.
         int8_io: int8 input and output tensors in the final file. Defaults
             to `False`.
         representative_samples: Calibration rows for `"tflite"`. Defaults
@@ -115,9 +116,6 @@ def compress(
             "The 'distill' stage needs a trained `teacher`. Pass `teacher=` or leave "
             f"'distill' out of `stages`. Received: teacher=None, stages={list(stages)}"
         )
-    for stage, feature in (("prune", "prune"), ("qat", "quantization_aware_training")):
-        if stage in stages:
-            require_legacy(feature)
     os.makedirs(output_dir, exist_ok=True)
     x_test = np.asarray(x_test, dtype=np.float32)
     y_test = np.asarray(y_test)

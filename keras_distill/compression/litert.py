@@ -105,7 +105,7 @@ def run_tflite(model, x, batch_size=None, interpreter=None):
     return np.concatenate(outputs, axis=0)
 
 
-def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2):
+def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2, num_threads=None):
     """Times `invoke()` of a `.tflite` model on one batch of `x`, in milliseconds.
 
     Timings on shared CPUs jump at random, so both the minimum (steadiest)
@@ -117,9 +117,11 @@ def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2):
         batch_size: Rows per call. Defaults to `1`.
         repeats: Timed calls. Defaults to `9`.
         warmup: Untimed calls first. Defaults to `2`.
+        num_threads: Interpreter threads. Defaults to `None` (LiteRT's
+            choice).
 
     Returns:
-        `{"batch_size", "repeats", "min_ms", "median_ms"}`.
+        `{"batch_size", "repeats", "num_threads", "min_ms", "median_ms"}`.
 
     Example:
         ```python
@@ -128,9 +130,11 @@ def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2):
     """
     check_int("batch_size", batch_size)
     check_int("repeats", repeats)
+    if num_threads is not None:
+        check_int("num_threads", num_threads)
     x = np.asarray(x, dtype=np.float32)
     batch = x[np.resize(np.arange(len(x)), batch_size)]
-    interpreter = load_interpreter(model)
+    interpreter = load_interpreter(model, num_threads=num_threads)
     in_detail, _ = _prepare(interpreter, batch.shape)
     interpreter.set_tensor(in_detail["index"], _quantize_input(batch, in_detail))
     for _ in range(max(int(warmup), 1)):
@@ -143,6 +147,7 @@ def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2):
     return {
         "batch_size": batch_size,
         "repeats": repeats,
+        "num_threads": num_threads,
         "min_ms": min(times),
         "median_ms": statistics.median(times),
     }

@@ -1,12 +1,19 @@
-"""Distillation-aware magnitude pruning (tensorflow-model-optimization, tf_keras only)."""
+"""Distillation-aware magnitude pruning: tfmot on tf_keras, this package's own on Keras 3."""
 
 import numbers
 
 import numpy as np
 
+from keras_distill._checks import check_choice
+from keras_distill._checks import check_model
+from keras_distill._keras import GENERATION
+from keras_distill._keras import IS_LEGACY
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
 from keras_distill._checks import check_int
+
+SCOPES = ("layer", "global")
+BLOCK_SIZES = ((1, 1), (1, 4), (4, 1))
 
 
 def prune(
@@ -26,22 +33,36 @@ def prune(
     callbacks=None,
     validation_data=None,
     verbose=0,
+    block_size=(1, 1),
+    scope="layer",
 ):
     """Prunes a copy of `student` to `target_sparsity` while it learns from `teacher`.
 
-    The copy is wrapped with `tfmot.sparsity.keras.prune_low_magnitude` and
-    trained with the `Distiller` (the teacher's soft targets guide the
-    recovery), or with plain cross-entropy when `teacher` is `None`. The
-    `UpdatePruningStep` callback is added for you. By default the sparsity
+    The copy is trained with the `Distiller` (the teacher's soft targets
+    guide the recovery), or with plain cross-entropy when `teacher` is
+    `None`, while magnitude masks zero its smallest kernel weights. The
+    generation decides the implementation:
+    - tf_keras: the copy is wrapped with
+      `tfmot.sparsity.keras.prune_low_magnitude`, the `UpdatePruningStep`
+      callback is added for you, and `strip_pruning` removes the wrappers.
+    - Keras 3: no wrappers. Each pruned kernel gets a mask variable, read by
+      a kernel constraint that the optimizer applies right after every
+      update, so pruned weights stay exactly zero through Adam's steps; a
+      callback recomputes the masks at the schedule's steps
+      (`keras_distill.compression.keras3`). Pruned kernels: Dense,
+      EinsumDense, Conv1D/2D/3D, the depthwise kernel of DepthwiseConv1D/2D
+      and the pointwise kernel of SeparableConv1D/2D, in Sequential,
+      Functional and nested models.
+
+    The kept weights of a kernel of `n` are the `max(round(n * (1 - s)), 1)`
+    of largest magnitude at sparsity `s`. By default the sparsity
     rises as a polynomial from 0 to `target_sparsity` over the first
     `end_fraction` of the training steps, updating the masks every
     `frequency` steps; the last mask update falls on the schedule's end
     step, so every pruned kernel ends with exactly
     `1 - round(n * (1 - target_sparsity)) / n` of its `n` weights at zero.
-    The rest of the training recovers at that sparsity. The wrappers are
-    removed (`strip_pruning`) before returning; `student` is not modified.
-
-    Needs the legacy generation (`TF_USE_LEGACY_KERAS=1`).
+    The rest of the training recovers at that sparsity. The result is a
+    plain Keras model; `student` is not modified.
 
     Args:
         student: Built `keras.Model` (logits out).
@@ -60,12 +81,21 @@ def prune(
         end_fraction: Fraction of the steps over which sparsity rises.
             Defaults to `0.7`.
         frequency: Steps between mask updates. Defaults to 1/20 of the steps.
-        pruning_schedule: A `tfmot.sparsity.keras.PruningSchedule` that
-            replaces the default one (then `target_sparsity` is only used to
-            check the result). Defaults to `None`.
+        pruning_schedule: A schedule that replaces the default one (then
+            `target_sparsity` is not used): on tf_keras a
+            `tfmot.sparsity.keras.PruningSchedule`, on Keras 3 a
+            `keras_distill.compression.keras3.PolynomialDecay` or
+            `ConstantSparsity`. Defaults to `None`.
         callbacks: More Keras callbacks. Defaults to none.
         validation_data: As for `fit()`. Defaults to `None`.
         verbose: As for `fit()`. Defaults to `0`.
+        block_size: `(rows, cols)` blocks of weights pruned together, one of
+            `(1, 1)`, `(1, 4)`, `(4, 1)`; the block's mean |w| decides. On
+            tf_keras, tfmot applies it to 2-D kernels (Dense) only.
+            Defaults to `(1, 1)`.
+        scope: `"layer"`: each kernel at the sparsity; `"global"` (Keras 3
+            only): one magnitude threshold over all pruned kernels, so the
+            model as a whole has the sparsity. Defaults to `"layer"`.
 
     Returns:
         A new, stripped `keras.Model` with sparse kernels.
@@ -81,24 +111,60 @@ def prune(
         Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of
         pruning for model compression", 2017. https://arxiv.org/abs/1710.01878
     """
-    tfmot = import_tfmot("prune")
+    check_model("student", student)
     if (
         isinstance(target_sparsity, bool)
         or not isinstance(target_sparsity, numbers.Real)
         or not 0.0 <= target_sparsity < 1.0
     ):
         raise ValueError(
-            f"`target_sparsity` must be a number in [0, 1). Received: target_sparsity={target_sparsity!r}"
+            "`target_sparsity` must be a number in [0, 1). "
+            f"Received: target_sparsity={target_sparsity!r}"
         )
     if not isinstance(end_fraction, numbers.Real) or not 0.0 < end_fraction <= 1.0:
-        raise ValueError(f"`end_fraction` must be a number in (0, 1]. Received: end_fraction={end_fraction!r}")
+        raise ValueError(
+            f"`end_fraction` must be a number in (0, 1]. Received: end_fraction={end_fraction!r}"
+        )
     epochs = check_int("epochs", epochs)
     batch_size = check_int("batch_size", batch_size)
+    block_size = tuple(block_size) if isinstance(block_size, list) else block_size
+    check_choice("block_size", block_size, BLOCK_SIZES)
+    check_choice("scope", scope, SCOPES)
+    if scope == "global" and block_size != (1, 1):
+        raise ValueError(
+            "`scope='global'` ranks single weights over the whole model; it does not combine "
+            "with blocks. Use block_size=(1, 1), or scope='layer' for blocks. "
+            f"Received: block_size={block_size!r}, scope='global'"
+        )
     total_steps = _training.steps_per_epoch(x, batch_size) * epochs
+    if not IS_LEGACY:
+        from keras_distill.compression.keras3 import schedules
+        from keras_distill.compression.keras3.pruning import prune_keras3
+
+        if pruning_schedule is None:
+            pruning_schedule = default_schedule(schedules, target_sparsity, total_steps,
+                                                end_fraction, frequency)
+        elif not callable(pruning_schedule):
+            raise ValueError(
+                "`pruning_schedule` must be a `keras_distill.compression.keras3."
+                "PolynomialDecay` or `ConstantSparsity` on Keras 3. "
+                f"Received: pruning_schedule={pruning_schedule!r}"
+            )
+        return prune_keras3(student, x, y, teacher, pruning_schedule, epochs, batch_size,
+                            optimizer, alpha, temperature, callbacks, validation_data, verbose,
+                            block_size=block_size, scope=scope)
+    if scope != "layer":
+        raise ValueError(
+            "`scope='global'` is implemented for Keras 3 only (tfmot prunes each layer to "
+            "the sparsity). Use scope='layer' on tf_keras. "
+            f"Received: scope={scope!r}, GENERATION={GENERATION!r}"
+        )
+    tfmot = import_tfmot("prune")
     if pruning_schedule is None:
-        pruning_schedule = default_schedule(tfmot, target_sparsity, total_steps, end_fraction, frequency)
+        pruning_schedule = default_schedule(tfmot.sparsity.keras, target_sparsity, total_steps,
+                                            end_fraction, frequency)
     model = tfmot.sparsity.keras.prune_low_magnitude(
-        _training.clone(student), pruning_schedule=pruning_schedule
+        _training.clone(student), pruning_schedule=pruning_schedule, block_size=block_size
     )
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), *(callbacks or [])]
     _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
@@ -106,8 +172,12 @@ def prune(
     return tfmot.sparsity.keras.strip_pruning(model)
 
 
-def default_schedule(tfmot, target_sparsity, total_steps, end_fraction=0.7, frequency=None):
-    """Polynomial 0 -> `target_sparsity`, ending on a mask update before the last step."""
+def default_schedule(schedules, target_sparsity, total_steps, end_fraction=0.7, frequency=None):
+    """Polynomial 0 -> `target_sparsity`, ending on a mask update before the last step.
+
+    `schedules` is the module holding `PolynomialDecay`: tfmot's
+    `sparsity.keras` or `keras_distill.compression.keras3.schedules`.
+    """
     if frequency is None:
         frequency = max(1, total_steps // 20)
     frequency = check_int("frequency", frequency)
@@ -118,10 +188,13 @@ def default_schedule(tfmot, target_sparsity, total_steps, end_fraction=0.7, freq
             "update before the last step. Train for more steps (epochs, smaller batch_size) "
             f"or lower `frequency`. Received: {total_steps} steps, frequency={frequency}"
         )
-    return tfmot.sparsity.keras.PolynomialDecay(
+    return schedules.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=float(target_sparsity), begin_step=0,
         end_step=end_step, frequency=frequency,
     )
+
+
+_KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
 def weight_sparsity(model):
@@ -142,7 +215,7 @@ def weight_sparsity(model):
     per_weight, zeros, size = {}, 0, 0
     for weight in model.weights:
         name = getattr(weight, "path", None) or weight.name
-        if name.split("/")[-1].split(":")[0] not in ("kernel", "depthwise_kernel"):
+        if name.split("/")[-1].split(":")[0] not in _KERNEL_NAMES:
             continue
         values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
         per_weight[name] = float(np.mean(values == 0)) if values.size else 0.0

@@ -1,5 +1,7 @@
-"""Quantization: distillation-aware QAT (tfmot, tf_keras) and Keras 3's `Model.quantize`."""
+"""Quantization: distillation-aware QAT (tfmot on tf_keras, this package's own on Keras 3)
+and Keras 3's `Model.quantize`."""
 
+from keras_distill._checks import check_model
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
 from keras_distill._keras import GENERATION
@@ -12,12 +14,15 @@ KERAS_QUANTIZATION_MODES = ("int8", "int4", "float8")
 
 
 def unquantizable_layers(model):
-    """Layers tfmot's default 8-bit scheme cannot quantize, as `(name, class name)` pairs.
+    """Layers the 8-bit QAT scheme cannot quantize, as `(name, class name)` pairs.
 
-    Needs the legacy generation (`TF_USE_LEGACY_KERAS=1`).
+    On tf_keras: the layers tfmot's default 8-bit registry does not support
+    (e.g. `Conv1D`). On Keras 3: layers with weights other than Dense,
+    EinsumDense, Conv1D/2D, DepthwiseConv2D, SeparableConv2D and
+    BatchNormalization (nested models searched).
 
     Args:
-        model: A `keras.Model` (tf_keras).
+        model: A `keras.Model` of the active generation.
 
     Returns:
         A list of `(layer name, layer class name)`, in layer order; input
@@ -25,9 +30,13 @@ def unquantizable_layers(model):
 
     Example:
         ```python
-        unquantizable_layers(cnn)  # [('conv1d', 'Conv1D')]
+        unquantizable_layers(cnn)  # [('conv1d', 'Conv1D')] on tf_keras
         ```
     """
+    if not IS_LEGACY:
+        from keras_distill.compression.keras3.qat import unquantizable_layers_keras3
+
+        return unquantizable_layers_keras3(model)
     tfmot = import_tfmot("unquantizable_layers")
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
     return [
@@ -55,18 +64,26 @@ def quantization_aware_training(
 ):
     """Quantization-aware training of a copy of `student`, guided by `teacher`.
 
-    The copy gets tfmot's fake-quantization (default 8-bit scheme, or the
-    sparsity-preserving one so a pruned student stays sparse) and is trained
-    with the `Distiller`, or with plain cross-entropy when `teacher` is
-    `None`. Convert the result with `export_tflite(model, path,
+    The copy gets 8-bit fake quantization of weights and activations and is
+    trained with the `Distiller`, or with plain cross-entropy when `teacher`
+    is `None`. Convert the result with `export_tflite(model, path,
     quantization="int8")`: its ranges were learned, so no representative
-    data is needed. `student` is not modified.
+    data is needed. `student` is not modified. The generation decides the
+    implementation:
+    - tf_keras: tfmot's default 8-bit scheme (or its sparsity-preserving
+      one), `quantize_annotate_layer` + `quantize_apply`.
+    - Keras 3 (`keras_distill.compression.keras3.qat`): BatchNormalization
+      after a convolution or Dense is folded into it (`W' = W * g`,
+      `b' = (b - mean) * g + beta`, `g = gamma / sqrt(var + eps)`), kernels
+      are fake-quantized symmetrically (per output channel for
+      convolutions, per tensor for Dense, depthwise and einsum kernels), and
+      each computed activation over a moving-average range, with
+      TensorFlow's `FakeQuantWithMinMaxVars` ops; `preserve_sparsity` puts
+      the zeros' masks on the kernels, applied after every optimizer step.
 
-    Layers tfmot cannot quantize (e.g. `Conv1D`) are listed in a
-    `ValueError`; with `keep_float=True` they stay float32 and the other
-    layers are quantized (`quantize_annotate_layer` + `quantize_apply`).
-
-    Needs the legacy generation (`TF_USE_LEGACY_KERAS=1`).
+    Layers the scheme cannot quantize (`unquantizable_layers`; on tf_keras
+    e.g. `Conv1D`) are listed in a `ValueError`; with `keep_float=True` they
+    stay float32 and the other layers are quantized.
 
     Args:
         student: Built `keras.Model` (logits out), e.g. a pruned student.
@@ -80,8 +97,9 @@ def quantization_aware_training(
         temperature: Distiller temperature. Defaults to `4.0`.
         keep_float: Keep unquantizable layers in float32 instead of raising.
             Defaults to `False`.
-        preserve_sparsity: Use tfmot's prune-preserving scheme, so zeros stay
-            zeros. Defaults to `True`.
+        preserve_sparsity: Keep the kernels' zeros zero (tfmot's
+            prune-preserving scheme on tf_keras, masks on Keras 3). Defaults
+            to `True`.
         callbacks: More Keras callbacks. Defaults to none.
         validation_data: As for `fit()`. Defaults to `None`.
         verbose: As for `fit()`. Defaults to `0`.
@@ -100,19 +118,27 @@ def quantization_aware_training(
         Efficient Integer-Arithmetic-Only Inference", 2018.
         https://arxiv.org/abs/1712.05877
     """
-    tfmot = import_tfmot("quantization_aware_training")
-    if not isinstance(keep_float, bool):
-        raise ValueError(f"`keep_float` must be True or False. Received: keep_float={keep_float!r}")
+    check_model("student", student)
+    for name, value in (("keep_float", keep_float), ("preserve_sparsity", preserve_sparsity)):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
     epochs = check_int("epochs", epochs)
     batch_size = check_int("batch_size", batch_size)
     unsupported = unquantizable_layers(student)
     if unsupported and not keep_float:
         listed = ", ".join(f"{name!r} ({cls})" for name, cls in unsupported)
+        scheme = "tfmot's" if IS_LEGACY else "keras_distill's"
         raise ValueError(
-            f"tfmot's 8-bit quantization does not support these layers: {listed}. Pass "
+            f"{scheme} 8-bit quantization does not support these layers: {listed}. Pass "
             "`keep_float=True` to keep them in float32 and quantize the other layers. "
             "Received: keep_float=False"
         )
+    if not IS_LEGACY:
+        from keras_distill.compression.keras3.qat import qat_keras3
+
+        return qat_keras3(student, x, y, teacher, epochs, batch_size, optimizer, alpha,
+                          temperature, preserve_sparsity, callbacks, validation_data, verbose)
+    tfmot = import_tfmot("quantization_aware_training")
     skip = {name for name, _ in unsupported}
     copy = _training.clone(student)
     quantize = tfmot.quantization.keras

@@ -311,3 +311,42 @@ def test_a_full_disk_is_reported_for_the_destination(tmp_path, model, monkeypatc
         f"device). Nothing was written; an existing file is unchanged. Received: path={path!r}"
     )
     assert os.listdir(tmp_path) == []
+
+
+def test_sparse_encoding_shrinks_a_pruned_float_file(tmp_path, x):
+    sparse = make_mlp(256, "wide", seed=4)
+    weights = sparse.get_weights()
+    for index in (0, 2):  # 80% zeros in both kernels, chosen with NumPy
+        kernel = weights[index]
+        kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.8)] = 0.0
+    sparse.set_weights(weights)
+    dense = export_tflite(sparse, tmp_path / "dense.tflite", sample_inputs=x)
+    encoded = export_tflite(sparse, tmp_path / "sparse.tflite", sample_inputs=x,
+                            sparse_encoding=True)
+    assert encoded.file_size_bytes < 0.6 * dense.file_size_bytes
+    np.testing.assert_allclose(_direct_run(tmp_path / "sparse.tflite", x)[0],
+                               _direct_run(tmp_path / "dense.tflite", x)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError) as info:
+        export_tflite(sparse, tmp_path / "q.tflite", quantization="int8",
+                      representative_data=x, sparse_encoding=True)
+    assert str(info.value) == (
+        "`sparse_encoding=True` works with float32 files only: LiteRT's XNNPACK delegate "
+        "cannot prepare sparse quantized kernels. Use quantization=None, or leave the "
+        "sparse encoding off. Received: quantization='int8'"
+    )
+    with pytest.raises(ValueError) as info:
+        export_tflite(sparse, tmp_path / "q.tflite", sparse_encoding="yes")
+    assert str(info.value) == (
+        "`sparse_encoding` must be True or False. Received: sparse_encoding='yes'"
+    )
+
+
+def test_latency_with_a_chosen_number_of_threads(tmp_path, model, x):
+    export_tflite(model, tmp_path / "m.tflite", sample_inputs=x)
+    for threads in (1, 4):
+        timing = keras_distill.tflite_latency(tmp_path / "m.tflite", x, num_threads=threads)
+        assert timing["num_threads"] == threads
+        assert 0 < timing["min_ms"] <= timing["median_ms"]
+    with pytest.raises(ValueError) as info:
+        keras_distill.tflite_latency(tmp_path / "m.tflite", x, num_threads=0)
+    assert str(info.value) == "`num_threads` must be an integer >= 1. Received: num_threads=0"

@@ -8,16 +8,7 @@ from keras_distill._keras import keras
 from keras_distill.compression.pruning import prune
 from keras_distill.compression.pruning import weight_sparsity
 
-legacy_only = pytest.mark.skipif(not IS_LEGACY, reason="tfmot pruning needs TF_USE_LEGACY_KERAS=1")
-keras3_only = pytest.mark.skipif(IS_LEGACY, reason="checks the Keras 3 error")
-
-SWITCH_ERROR = (
-    "`prune` uses tensorflow-model-optimization, which works only with the legacy "
-    "Keras generation (tf_keras). Set the environment variable TF_USE_LEGACY_KERAS=1 "
-    "before importing keras_distill and build the models with tf_keras; on Keras 3 use "
-    "`keras_quantize(model)` or `export_tflite(model, path, quantization='int8', "
-    "representative_data=x)` instead. Received: GENERATION='keras3'"
-)
+legacy_only = pytest.mark.skipif(not IS_LEGACY, reason="tf_keras behaviour")
 
 
 class KeysSeen(keras.callbacks.Callback):
@@ -35,7 +26,6 @@ def _zeros_expected(size, sparsity):
     return size - kept
 
 
-@legacy_only
 @pytest.mark.parametrize("target", [0.5, 0.8])
 def test_distillation_aware_pruning_reaches_target_exactly(teacher, data, target):
     x, y = make_data(256, seed=5)
@@ -58,7 +48,6 @@ def test_distillation_aware_pruning_reaches_target_exactly(teacher, data, target
     assert accuracy > 0.5  # three classes; chance is about 0.4
 
 
-@legacy_only
 def test_pruning_without_teacher_uses_labels(data):
     x, y = make_data(128, seed=6)
     seen = KeysSeen()
@@ -69,10 +58,12 @@ def test_pruning_without_teacher_uses_labels(data):
     assert int(np.sum(kernel == 0)) == _zeros_expected(kernel.size, 0.6)
 
 
-@legacy_only
 def test_pruning_errors(data):
     x, y = data
     student = make_mlp(8, "student", seed=2)
+    with pytest.raises(ValueError) as info:
+        prune("student.keras", x, y)
+    assert str(info.value) == "`student` must be a keras.Model. Received: student=builtins.str"
     with pytest.raises(ValueError) as info:
         prune(student, x, y, target_sparsity=1.0)
     assert str(info.value) == "`target_sparsity` must be a number in [0, 1). Received: target_sparsity=1.0"
@@ -85,14 +76,6 @@ def test_pruning_errors(data):
     )
 
 
-@keras3_only
-def test_pruning_on_keras3_explains_how_to_switch(data):
-    x, y = data
-    with pytest.raises(ValueError) as info:
-        prune(make_mlp(8, "student"), x, y)
-    assert str(info.value) == SWITCH_ERROR
-
-
 def test_weight_sparsity_counts_zeros_in_kernels_only():
     model = make_mlp(4, "m", seed=0)
     weights = model.get_weights()  # kernel (8, 4), bias (4,), kernel (4, 3), bias (3,)
@@ -103,3 +86,15 @@ def test_weight_sparsity_counts_zeros_in_kernels_only():
     result = weight_sparsity(model)
     assert result["total"] == pytest.approx(17 / 44)
     assert sorted(result["weights"].values()) == pytest.approx([1 / 12, 0.5])
+
+
+@legacy_only
+def test_global_scope_is_keras3_only(data):
+    x, y = data
+    with pytest.raises(ValueError) as info:
+        prune(make_mlp(8, "student", seed=2), x, y, scope="global")
+    assert str(info.value) == (
+        "`scope='global'` is implemented for Keras 3 only (tfmot prunes each layer to the "
+        "sparsity). Use scope='layer' on tf_keras. "
+        "Received: scope='global', GENERATION='tf_keras'"
+    )

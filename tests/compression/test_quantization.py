@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from helpers import make_data
+from helpers import make_half_sparse_mlp
 from helpers import make_mlp
 
 from keras_distill._keras import IS_LEGACY
@@ -11,7 +12,7 @@ from keras_distill.compression.quantization import quantization_aware_training
 from keras_distill.compression.quantization import unquantizable_layers
 
 legacy_only = pytest.mark.skipif(not IS_LEGACY, reason="tfmot QAT needs TF_USE_LEGACY_KERAS=1")
-keras3_only = pytest.mark.skipif(IS_LEGACY, reason="Model.quantize() exists only in Keras 3")
+keras3_only = pytest.mark.skipif(IS_LEGACY, reason="Keras 3 behaviour")
 
 
 def _conv_model():
@@ -25,10 +26,7 @@ def _conv_model():
 @legacy_only
 def test_qat_with_teacher_converts_to_int8_and_runs(tmp_path, teacher):
     x, y = make_data(192, seed=7)
-    student = make_mlp(16, "student", seed=2)
-    sparse_weights = student.get_weights()
-    sparse_weights[0][:, ::2] = 0.0  # half of the first kernel
-    student.set_weights(sparse_weights)
+    student = make_half_sparse_mlp()
     seen = []
     logger = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.extend(logs))
     qat = quantization_aware_training(student, x, y, teacher=teacher, epochs=2, callbacks=[logger])
@@ -51,30 +49,43 @@ def test_qat_with_teacher_converts_to_int8_and_runs(tmp_path, teacher):
     assert agreement >= 0.9
 
 
-@legacy_only
+def _norm_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 1))
+    hidden = keras.layers.Conv1D(4, 3, activation="relu", name="conv")(inputs)
+    hidden = keras.layers.LayerNormalization(name="norm")(hidden)
+    hidden = keras.layers.GlobalAveragePooling1D(name="pool")(hidden)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
+
+
 def test_unquantizable_layers_are_listed():
-    model = _conv_model()
-    assert unquantizable_layers(model) == [("conv", "Conv1D")]
+    # tfmot rejects Conv1D; keras_distill's Keras 3 scheme quantizes it, not LayerNormalization.
+    model = _conv_model() if IS_LEGACY else _norm_model()
+    name, cls = ("conv", "Conv1D") if IS_LEGACY else ("norm", "LayerNormalization")
+    assert unquantizable_layers(model) == [(name, cls)]
     x = np.random.default_rng(0).normal(size=(32, 16, 1)).astype("float32")
     y = np.random.default_rng(1).integers(0, 3, size=32)
     with pytest.raises(ValueError) as info:
         quantization_aware_training(model, x, y)
+    scheme = "tfmot's" if IS_LEGACY else "keras_distill's"
     assert str(info.value) == (
-        "tfmot's 8-bit quantization does not support these layers: 'conv' (Conv1D). Pass "
+        f"{scheme} 8-bit quantization does not support these layers: {name!r} ({cls}). Pass "
         "`keep_float=True` to keep them in float32 and quantize the other layers. "
         "Received: keep_float=False"
     )
 
 
-@legacy_only
 def test_keep_float_quantizes_the_rest(tmp_path):
-    model = _conv_model()
+    model = _conv_model() if IS_LEGACY else _norm_model()
     x = np.random.default_rng(0).normal(size=(32, 16, 1)).astype("float32")
     y = np.random.default_rng(1).integers(0, 3, size=32)
     qat = quantization_aware_training(model, x, y, keep_float=True, batch_size=16)
     classes = {layer.name: type(layer).__name__ for layer in qat.layers}
-    assert classes["conv"] == "Conv1D"
-    assert classes["quant_logits"].startswith("QuantizeWrapper")
+    if IS_LEGACY:
+        assert classes["conv"] == "Conv1D"
+        assert classes["quant_logits"].startswith("QuantizeWrapper")
+    else:
+        assert classes["norm"] == "LayerNormalization" and classes["conv"] == "QuantizedConv1D"
     report = export_tflite(qat, tmp_path / "m.tflite", quantization="int8", representative_data=x)
     assert report.top1_agreement >= 0.9
 
@@ -88,22 +99,6 @@ def test_keras_quantize_on_legacy_explains():
         "TF_USE_LEGACY_KERAS to run on Keras 3, or on tf_keras use "
         "`quantization_aware_training()` or `export_tflite(model, path, "
         "quantization='int8', representative_data=x)`. Received: GENERATION='tf_keras'"
-    )
-
-
-@keras3_only
-@pytest.mark.parametrize("function", [quantization_aware_training, unquantizable_layers])
-def test_tfmot_features_on_keras3_explain_how_to_switch(function, data):
-    x, y = data
-    args = (make_mlp(4, "m"), x, y) if function is quantization_aware_training else (make_mlp(4, "m"),)
-    with pytest.raises(ValueError) as info:
-        function(*args)
-    assert str(info.value) == (
-        f"`{function.__name__}` uses tensorflow-model-optimization, which works only with the "
-        "legacy Keras generation (tf_keras). Set the environment variable TF_USE_LEGACY_KERAS=1 "
-        "before importing keras_distill and build the models with tf_keras; on Keras 3 use "
-        "`keras_quantize(model)` or `export_tflite(model, path, quantization='int8', "
-        "representative_data=x)` instead. Received: GENERATION='keras3'"
     )
 
 
