@@ -7,7 +7,7 @@ changing the import.
 
 import numbers
 
-from keras_distill.compression._training import check_positive_int
+from keras_distill._checks import check_int
 
 
 def _check_fraction(name, value):
@@ -71,7 +71,7 @@ class PolynomialDecay:
         if isinstance(power, bool) or not isinstance(power, numbers.Real) or power <= 0:
             raise ValueError(f"`power` must be a number > 0. Received: power={power!r}")
         self.power = power
-        self.frequency = check_positive_int("frequency", frequency)
+        self.frequency = check_int("frequency", frequency)
 
     def __call__(self, step):
         """`(update, sparsity)`: whether the masks change at `step`, and the target then."""
@@ -112,7 +112,7 @@ class ConstantSparsity:
     def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
         self.target_sparsity = _check_fraction("target_sparsity", target_sparsity)
         self.begin_step, self.end_step = _check_steps(begin_step, end_step)
-        self.frequency = check_positive_int("frequency", frequency)
+        self.frequency = check_int("frequency", frequency)
 
     def __call__(self, step):
         """`(update, sparsity)`: whether the masks change at `step`, and the target then."""
