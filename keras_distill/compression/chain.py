@@ -14,6 +14,7 @@ from keras_distill.compression.litert import tflite_latency
 from keras_distill.compression.pruning import prune
 from keras_distill.compression.pruning import weight_sparsity
 from keras_distill.compression.quantization import quantization_aware_training
+from keras_distill.evaluation.outputs import model_outputs
 from keras_distill.evaluation.sizes import gzip_size
 from keras_distill.evaluation.sizes import parameter_count
 
@@ -116,48 +117,6 @@ def compress(
             "The 'distill' stage needs a trained `teacher`. Pass `teacher=` or leave "
             f"'distill' out of `stages`. Received: teacher=None, stages={list(stages)}"
         )
-    os.makedirs(output_dir, exist_ok=True)
-    x_test = np.asarray(x_test, dtype=np.float32)
-    y_test = np.asarray(y_test)
-    teacher_outputs = None if teacher is None else _predict(teacher, x_test)
-    measure = _Measure(x_test, y_test, teacher_outputs, output_dir)
-
-    def optimizer():
-        return keras.optimizers.Adam(learning_rate)
-
-    common = dict(teacher=teacher, batch_size=batch_size, alpha=alpha,
-                  temperature=temperature, verbose=verbose)
-    model = _training.clone(student)
-    models = {"input": model}
-    rows = [measure.keras_row("input", model)]
-    if "distill" in stages:
-        model = _training.clone(model)
-        _training.fit(model, teacher, x_train, y_train, distill_epochs, batch_size, optimizer(),
-                      alpha, temperature, None, None, verbose)
-        models["distill"] = model
-        rows.append(measure.keras_row("distill", model))
-    if "prune" in stages:
-        model = prune(model, x_train, y_train, target_sparsity=target_sparsity,
-                      epochs=prune_epochs, optimizer=optimizer(), **common)
-        models["prune"] = model
-        rows.append(measure.keras_row("prune", model))
-    if "qat" in stages:
-        model = quantization_aware_training(model, x_train, y_train, epochs=qat_epochs,
-                                            optimizer=optimizer(), keep_float=keep_float,
-                                            **common)
-        models["qat"] = model
-        rows.append(measure.keras_row("qat", model, export=False))
-    export_report = None
-    if "tflite" in stages:
-        path = os.path.join(output_dir, "tflite.tflite")
-        representative = None if "qat" in stages else np.asarray(x_train)[:representative_samples]
-        export_report = export_tflite(model, path, quantization="int8",
-                                      representative_data=representative, int8_io=int8_io,
-                                      sample_inputs=x_test)
-        row = measure.file_row("tflite", path, model)
-        row["parity_max_abs_diff"] = export_report.max_abs_diff
-        row["parity_top1_agreement"] = export_report.top1_agreement
-        rows.append(row)
     settings = {
         "generation": GENERATION,
         "stages": list(stages),
@@ -171,15 +130,100 @@ def compress(
         "temperature": temperature,
         "keep_float": keep_float,
         "int8_io": int8_io,
+        "representative_samples": representative_samples,
         "num_train": int(len(x_train)),
         "num_test": int(len(x_test)),
         "latency": "LiteRT invoke(), batch 1, minimum of 9 after 2 warm-up calls",
     }
-    report = ChainReport(rows, settings, models=models, export_report=export_report)
+    os.makedirs(output_dir, exist_ok=True)
+    chain = _Chain(student, teacher, x_train, y_train, x_test, y_test, settings, output_dir,
+                   verbose)
+    for stage in stages:
+        chain.run(stage)
+    report = ChainReport(chain.rows, settings, models=chain.models,
+                         export_report=chain.export_report)
     report.save_json(os.path.join(output_dir, "chain_report.json"))
     if plot:
         report.plot(os.path.join(output_dir, "chain_report.png"))
     return report
+
+
+class _Chain:
+    """The model as it goes through the stages, with one measured row per stage.
+
+    Every stage starts from the previous stage's model; the teacher (when
+    given) guides each training stage.
+    """
+
+    def __init__(self, student, teacher, x_train, y_train, x_test, y_test, settings,
+                 output_dir, verbose):
+        self.teacher = teacher
+        self.x_train, self.y_train = x_train, y_train
+        self.settings = settings
+        self.output_dir = output_dir
+        self.verbose = verbose
+        x_test = np.asarray(x_test, dtype=np.float32)
+        teacher_outputs = None if teacher is None else _outputs(teacher, x_test)
+        self.measure = _Measure(x_test, np.asarray(y_test), teacher_outputs, output_dir)
+        self.model = _training.clone(student)
+        self.models = {"input": self.model}
+        self.rows = [self.measure.keras_row("input", self.model)]
+        self.export_report = None
+
+    def run(self, stage):
+        """Runs one of `STAGES` on the current model and measures the result."""
+        {"distill": self.distill, "prune": self.prune, "qat": self.qat,
+         "tflite": self.tflite}[stage]()
+
+    def _optimizer(self):
+        return keras.optimizers.Adam(self.settings["learning_rate"])
+
+    def _training_options(self):
+        return dict(teacher=self.teacher, batch_size=self.settings["batch_size"],
+                    alpha=self.settings["alpha"], temperature=self.settings["temperature"],
+                    verbose=self.verbose)
+
+    def _keep(self, stage, model, export=True):
+        self.model = model
+        self.models[stage] = model
+        self.rows.append(self.measure.keras_row(stage, model, export=export))
+
+    def distill(self):
+        model = _training.clone(self.model)
+        options = self._training_options()
+        _training.fit(model, self.teacher, self.x_train, self.y_train,
+                      self.settings["distill_epochs"], options["batch_size"], self._optimizer(),
+                      options["alpha"], options["temperature"], None, None, self.verbose)
+        self._keep("distill", model)
+
+    def prune(self):
+        model = prune(self.model, self.x_train, self.y_train,
+                      target_sparsity=self.settings["target_sparsity"],
+                      epochs=self.settings["prune_epochs"], optimizer=self._optimizer(),
+                      **self._training_options())
+        self._keep("prune", model)
+
+    def qat(self):
+        model = quantization_aware_training(
+            self.model, self.x_train, self.y_train, epochs=self.settings["qat_epochs"],
+            optimizer=self._optimizer(), keep_float=self.settings["keep_float"],
+            **self._training_options(),
+        )
+        self._keep("qat", model, export=False)
+
+    def tflite(self):
+        path = os.path.join(self.output_dir, "tflite.tflite")
+        representative = None
+        if "qat" not in self.models:
+            representative = np.asarray(self.x_train)[: self.settings["representative_samples"]]
+        self.export_report = export_tflite(
+            self.model, path, quantization="int8", representative_data=representative,
+            int8_io=self.settings["int8_io"], sample_inputs=self.measure.x,
+        )
+        row = self.measure.file_row("tflite", path, self.model)
+        row["parity_max_abs_diff"] = self.export_report.max_abs_diff
+        row["parity_top1_agreement"] = self.export_report.top1_agreement
+        self.rows.append(row)
 
 
 def _check_stages(stages):
@@ -190,10 +234,8 @@ def _check_stages(stages):
     return tuple(stage for stage in STAGES if stage in stages)
 
 
-def _predict(model, x):
-    return np.concatenate(
-        [np.asarray(model(x[i:i + 512], training=False)) for i in range(0, len(x), 512)]
-    ).astype(np.float32)
+def _outputs(model, x):
+    return model_outputs(model, x, batch_size=512, dtype="float32")
 
 
 class _Measure:
@@ -210,7 +252,7 @@ class _Measure:
         return float(np.mean(top1 == self.y)), agreement
 
     def keras_row(self, stage, model, export=True):
-        accuracy, agreement = self._scores(_predict(model, self.x))
+        accuracy, agreement = self._scores(_outputs(model, self.x))
         row = {"stage": stage, "accuracy": accuracy, "parameters": parameter_count(model),
                "sparsity": weight_sparsity(model)["total"], "teacher_agreement": agreement,
                "tflite_bytes": None, "gzip_bytes": None, "latency_ms": None, "tflite_path": None}
