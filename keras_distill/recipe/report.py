@@ -4,6 +4,7 @@ import json
 
 from keras_distill.evaluation import plots
 from keras_distill.evaluation._tables import JsonReport
+from keras_distill.evaluation._tables import markdown_table
 
 BASELINE = "student alone"
 
@@ -77,15 +78,14 @@ class RecipeReport(JsonReport):
         data = json.loads(text)
         return cls(data["runs"], data["teacher"], data["kept"], data["reason"], data["settings"])
 
-    def to_table(self):
+    def to_markdown(self):
         """A Markdown table: the teacher, then one line per trained student."""
         with_test = self.teacher.get("test_accuracy") is not None
         header = ["run", "alpha", "T", "epochs (best)", "validation accuracy"]
         header += ["test accuracy"] if with_test else []
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         teacher = ["teacher", "", "", "", _percent(self.teacher["validation_accuracy"])]
         teacher += [_percent(self.teacher["test_accuracy"])] if with_test else []
-        lines.append("| " + " | ".join(teacher) + " |")
+        lines = [teacher]
         for run in self.runs:
             name = run["name"] + (" (kept)" if run["name"] == self.kept else "")
             if run["stage"] == "search":
@@ -98,14 +98,16 @@ class RecipeReport(JsonReport):
                 _percent(run["validation_accuracy"]),
             ]
             cells += [_percent(run["test_accuracy"])] if with_test else []
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+            lines.append(cells)
+        return markdown_table(header, lines)
+
+    to_table = to_markdown
 
     def __str__(self):
         settings = self.settings
         transfer = settings.get("transfer_description", "")
         return (
-            f"{self.to_table()}\n"
+            f"{self.to_markdown()}\n"
             f"Accuracy in %. {settings['num_fit']:,} labelled examples to train on, "
             f"{settings['num_validation']:,} to validate; {transfer}.\n"
             f"Kept: {self.kept}. {self.reason}"
