@@ -7,6 +7,7 @@ from helpers import make_data
 from helpers import make_half_sparse_mlp
 from helpers import make_mlp
 
+from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 from keras_distill.compression.export import export_tflite
@@ -192,7 +193,10 @@ def test_qat_argument_errors(data):
     x, y = data
     with pytest.raises(ValueError) as info:
         quantization_aware_training(None, x, y)
-    assert str(info.value) == "`student` must be a keras.Model. Received: student=builtins.NoneType"
+    assert str(info.value) == (
+        f"`student` must be a keras.Model of the active Keras ({GENERATION}). "
+        "Received: student=builtins.NoneType"
+    )
     with pytest.raises(ValueError) as info:
         quantization_aware_training(make_mlp(4, "m"), x, y, preserve_sparsity="yes")
     assert str(info.value) == (

@@ -3,6 +3,7 @@ import pytest
 from helpers import make_data
 from helpers import make_mlp
 
+from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 from keras_distill.compression.pruning import prune
@@ -63,7 +64,10 @@ def test_pruning_errors(data):
     student = make_mlp(8, "student", seed=2)
     with pytest.raises(ValueError) as info:
         prune("student.keras", x, y)
-    assert str(info.value) == "`student` must be a keras.Model. Received: student=builtins.str"
+    assert str(info.value) == (
+        f"`student` must be a keras.Model of the active Keras ({GENERATION}). "
+        "Received: student=builtins.str"
+    )
     with pytest.raises(ValueError) as info:
         prune(student, x, y, target_sparsity=1.0)
     assert str(info.value) == "`target_sparsity` must be a number in [0, 1). Received: target_sparsity=1.0"
