@@ -36,6 +36,17 @@ def find_layer(model, name, role):
     return owner
 
 
+def captured_shape(value):
+    """The shape of a captured value, as a tuple.
+
+    Output captures are tensors (their shape); attention captures are
+    `(probabilities, mask)` pairs (the probabilities' shape).
+    """
+    if isinstance(value, (tuple, list)):
+        value = value[0]
+    return tuple(value.shape)
+
+
 def _is_attention_layer(layer):
     return isinstance(layer, keras.layers.MultiHeadAttention)
 
