@@ -1,5 +1,7 @@
 """Quantization: distillation-aware QAT (tfmot, tf_keras) and Keras 3's `Model.quantize`."""
 
+import re
+
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
 from keras_distill._keras import GENERATION
@@ -9,10 +11,18 @@ from keras_distill._checks import check_int
 from keras_distill._checks import check_choice
 
 KERAS_QUANTIZATION_MODES = ("int8", "int4", "float8")
+# tfmot's quantize_apply: "Layer conv1d:<class '...Conv1D'> is not supported. ..."
+_REJECTED = re.compile(r"Layer (.+?):<class '(?:[\w.]+\.)?(\w+)'> is not supported")
 
 
 def unquantizable_layers(model):
     """Layers tfmot's default 8-bit scheme cannot quantize, as `(name, class name)` pairs.
+
+    Checked the way tfmot checks them: the model is annotated
+    (`quantize_annotate_layer`) and quantized (`quantize_apply`), so layers
+    its transforms fold into their neighbours (BatchNormalization after a
+    convolution, ReLU after BatchNormalization) count as supported. Each
+    layer `quantize_apply` rejects is listed and left out of the next try.
 
     Needs the legacy generation (`TF_USE_LEGACY_KERAS=1`).
 
@@ -20,8 +30,8 @@ def unquantizable_layers(model):
         model: A `keras.Model` (tf_keras).
 
     Returns:
-        A list of `(layer name, layer class name)`, in layer order; input
-        layers are left out.
+        A list of `(layer name, layer class name)`, in the order tfmot
+        rejects them; input layers are left out.
 
     Example:
         ```python
@@ -29,12 +39,28 @@ def unquantizable_layers(model):
         ```
     """
     tfmot = import_tfmot("unquantizable_layers")
-    registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
-    return [
-        (layer.name, type(layer).__name__)
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer) and not registry.supports(layer)
-    ]
+    return _quantize(tfmot, model, tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme())[1]
+
+
+def _quantize(tfmot, model, scheme):
+    """`(quantized model, rejected layers)`: `quantize_apply` with rejected layers in float."""
+    quantize = tfmot.quantization.keras
+    rejected = []
+    while True:
+        skip = {name for name, _ in rejected}
+        annotated = keras.models.clone_model(
+            model,
+            clone_function=lambda layer: layer if layer.name in skip or isinstance(
+                layer, keras.layers.InputLayer) else quantize.quantize_annotate_layer(layer),
+        )
+        annotated.set_weights(model.get_weights())
+        try:
+            return quantize.quantize_apply(annotated, scheme), rejected
+        except RuntimeError as error:
+            match = _REJECTED.match(str(error))
+            if match is None or match.group(1) in skip:
+                raise
+            rejected.append((match.group(1), match.group(2)))
 
 
 def quantization_aware_training(
@@ -65,6 +91,8 @@ def quantization_aware_training(
     Layers tfmot cannot quantize (e.g. `Conv1D`) are listed in a
     `ValueError`; with `keep_float=True` they stay float32 and the other
     layers are quantized (`quantize_annotate_layer` + `quantize_apply`).
+    Support is decided by `quantize_apply` itself, after its transforms
+    fold Conv + BatchNormalization + ReLU (see `unquantizable_layers`).
 
     Needs the legacy generation (`TF_USE_LEGACY_KERAS=1`).
 
@@ -105,7 +133,12 @@ def quantization_aware_training(
         raise ValueError(f"`keep_float` must be True or False. Received: keep_float={keep_float!r}")
     epochs = check_int("epochs", epochs)
     batch_size = check_int("batch_size", batch_size)
-    unsupported = unquantizable_layers(student)
+    quantize = tfmot.quantization.keras
+    if preserve_sparsity:
+        scheme = quantize.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+    else:
+        scheme = quantize.default_8bit.Default8BitQuantizeScheme()
+    model, unsupported = _quantize(tfmot, student, scheme)
     if unsupported and not keep_float:
         listed = ", ".join(f"{name!r} ({cls})" for name, cls in unsupported)
         raise ValueError(
@@ -113,20 +146,6 @@ def quantization_aware_training(
             "`keep_float=True` to keep them in float32 and quantize the other layers. "
             "Received: keep_float=False"
         )
-    skip = {name for name, _ in unsupported}
-    copy = _training.clone(student)
-    quantize = tfmot.quantization.keras
-    annotated = keras.models.clone_model(
-        copy,
-        clone_function=lambda layer: layer if layer.name in skip or isinstance(
-            layer, keras.layers.InputLayer) else quantize.quantize_annotate_layer(layer),
-    )
-    annotated.set_weights(copy.get_weights())
-    if preserve_sparsity:
-        scheme = quantize.collab_opts.Default8BitPrunePreserveQuantizeScheme()
-    else:
-        scheme = quantize.default_8bit.Default8BitQuantizeScheme()
-    model = quantize.quantize_apply(annotated, scheme)
     _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
                   callbacks, validation_data, verbose)
     return model
