@@ -50,10 +50,6 @@ def test_only_the_layers_tfmot_rejects_are_listed():
     model = mobile_block_model(with_conv1d=True)
     assert unquantizable_layers(model) == [("conv1d", "Conv1D")]
     x, y = data()
-    with pytest.raises(ValueError) as error:
+    # The whole message is pinned in test_quantization.py; here: only conv1d is named.
+    with pytest.raises(ValueError, match=r"support these layers: 'conv1d' \(Conv1D\)\. Pass"):
         quantization_aware_training(model, x, y)
-    assert str(error.value) == (
-        "tfmot's 8-bit quantization does not support these layers: 'conv1d' (Conv1D). Pass "
-        "`keep_float=True` to keep them in float32 and quantize the other layers. "
-        "Received: keep_float=False"
-    )
