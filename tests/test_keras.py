@@ -28,3 +28,11 @@ def test_no_module_imports_keras_on_its_own():
                     if stripped.startswith(("import keras", "import tf_keras", "from keras ", "from tf_keras")):
                         offenders.append(f"{name}: {stripped}")
     assert offenders == []
+
+
+def test_private_flash_attention_flag_is_still_read():
+    plain = _keras.keras.layers.MultiHeadAttention(2, 4)
+    assert _keras.uses_flash_attention(plain) is False
+    if not _keras.IS_LEGACY:  # Keras 3 stores the choice in `_flash_attention`.
+        flash = _keras.keras.layers.MultiHeadAttention(2, 4, flash_attention=True)
+        assert _keras.uses_flash_attention(flash) is True

@@ -10,6 +10,7 @@ import contextlib
 
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
+from keras_distill._keras import uses_flash_attention
 
 
 def all_layers(model):
@@ -71,6 +72,14 @@ class LayerCapture:
                     f"An attention match needs a keras.layers.MultiHeadAttention layer (or a "
                     f"subclass). Received: {role}_layer={name!r} of type {type(layer).__name__}"
                 )
+            if kind == "attention" and uses_flash_attention(layer):
+                raise ValueError(
+                    f"An attention match cannot capture the attention probabilities of the "
+                    f"{role} layer {name!r} ({type(layer).__name__}): it uses flash attention, "
+                    "which never forms them. Build the model with flash attention off "
+                    "(`keras.config.disable_flash_attention()` before building it, or "
+                    f"`flash_attention=False` on the layer). Received: {role}_layer={name!r}"
+                )
             self.layers[(name, kind)] = layer
         self.values = {}
 
@@ -100,19 +109,11 @@ class LayerCapture:
         return call
 
     def _attention_recorder(self, key, original):
-        layer = self.layers[key]
-
         def compute_attention(query, key_tensor, value, attention_mask=None, training=None,
                               return_attention_scores=False, **kwargs):
             if IS_LEGACY:
                 output, scores = original(query, key_tensor, value, attention_mask, training)
             else:
-                if getattr(layer, "_flash_attention", False):
-                    raise ValueError(
-                        "Attention probabilities cannot be captured from a layer that uses "
-                        "flash attention. Create it with `flash_attention=False`. "
-                        f"Received: {self.role}_layer={layer.name!r}"
-                    )
                 output, scores = original(
                     query, key_tensor, value, attention_mask, training, True, **kwargs
                 )

@@ -1,10 +1,12 @@
 """Matches on sequence models whose shapes are unknown until called (as keras_hub's)."""
 
 import numpy as np
+import pytest
 
 from keras_distill import AttentionMatch
 from keras_distill import Distiller
 from keras_distill import FeatureMatch
+from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 from keras_distill.matching.adapters import FeatureAdapter
 
@@ -92,3 +94,23 @@ def test_attention_and_feature_matches_on_a_subclassed_student():
     assert np.all(np.isfinite(history["mse_sub_hidden"]))
     assert distiller.adapters["mse_sub_hidden"].get_weights()[0].shape == (8, 12)
     assert "attention_kl_sub_mha" not in distiller.adapters
+
+
+@pytest.mark.skipif(IS_LEGACY, reason="tf_keras has no flash attention")
+def test_flash_attention_is_refused_with_the_layer_and_the_way_out():
+    teacher = encoder("t", 12, 4, 2)
+    keras.utils.set_random_seed(1)
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(VOCABULARY, 8)(tokens)
+    x = keras.layers.MultiHeadAttention(2, 4, flash_attention=True, name="s_mha")(x, x)
+    pooled = keras.layers.GlobalAveragePooling1D()(x)
+    student = keras.Model(tokens, keras.layers.Dense(CLASSES)(pooled))
+    with pytest.raises(ValueError) as error:
+        Distiller(student=student, teacher=teacher,
+                  attention_matches=[AttentionMatch("s_mha", "t_mha")])
+    assert str(error.value) == (
+        "An attention match cannot capture the attention probabilities of the student layer "
+        "'s_mha' (MultiHeadAttention): it uses flash attention, which never forms them. Build "
+        "the model with flash attention off (`keras.config.disable_flash_attention()` before "
+        "building it, or `flash_attention=False` on the layer). Received: student_layer='s_mha'"
+    )
