@@ -1,0 +1,100 @@
+"""keras.applications CNNs as teacher and student: logits, features, attention transfer."""
+
+import numpy as np
+import pytest
+import zoo_checks
+
+from keras_distill import FeatureMatch
+from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import keras
+
+CLASSES = 4
+SHAPE = (32, 32, 3)
+
+
+def application(name, **kwargs):
+    keras.utils.set_random_seed(0)
+    build = getattr(keras.applications, name)
+    return build(input_shape=SHAPE, weights=None, classes=CLASSES, classifier_activation=None,
+                 **kwargs)
+
+
+# (teacher, student, student kwargs, feature matches: (student layer, teacher layer, loss)).
+PAIRS = {
+    "EfficientNetB0->MobileNetV2": ("EfficientNetB0", "MobileNetV2", {"alpha": 0.35}, [
+        ("Conv1_relu", "block2b_expand_activation", "mse"),  # 16x16x16 -> 8x8x144
+        ("block_5_expand_relu", "block4a_expand_activation", "at"),  # 4x4: 96 vs 240
+    ]),
+    "ResNet50->MobileNetV3Small": ("ResNet50", "MobileNetV3Small", {"minimalistic": True}, [
+        ("expanded_conv_2_add", "conv3_block4_out", "mse"),  # 4x4x24 -> 4x4x512
+        ("expanded_conv_2_add", "conv2_block3_out", "at"),  # 4x4 vs 8x8
+    ]),
+}
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 1, size=(16, *SHAPE)).astype("float32"), rng.integers(0, CLASSES, 16)
+
+
+def matches(pairs):
+    return [FeatureMatch(s, t, loss=loss, name=f"{loss}_{s}_{t}") for s, t, loss in pairs]
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_logits_features_attention_reload_and_export(pair, images, tmp_path, record):
+    teacher_name, student_name, kwargs, pairs = PAIRS[pair]
+    x, y = images
+    teacher, student = application(teacher_name), application(student_name, **kwargs)
+    distiller, history = zoo_checks.fit(student, teacher, x, y, jit_compile=False,
+                                        feature_matches=matches(pairs))
+    record(teacher_name, "teacher")
+    record(student_name, "KD")
+    for s, t, loss in pairs:
+        assert f"{loss}_{s}_{t}" in history
+    record(student_name, "features")
+    record(student_name, "attention (AT)")
+    adapter = distiller.adapters[f"mse_{pairs[0][0]}_{pairs[0][1]}"]
+    assert adapter.projection.get_weights()[0].shape[-1] == teacher.get_layer(
+        pairs[0][1]).output.shape[-1]
+    zoo_checks.reloads(student, x, tmp_path)
+    record(student_name, "reload")
+    reports = zoo_checks.exports(student, x, tmp_path)
+    assert reports["int8"].input_dtype == "float32"
+    record(student_name, "float32 .tflite")
+    record(student_name, "int8 .tflite")
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_fit_with_xla(pair, images, record):
+    teacher_name, student_name, kwargs, pairs = PAIRS[pair]
+    x, y = images
+    teacher, student = application(teacher_name), application(student_name, **kwargs)
+    _, history = zoo_checks.fit(student, teacher, x, y, jit_compile=True,
+                                feature_matches=matches(pairs))
+    assert len(history["loss"]) == 1
+    record(student_name, "XLA")
+
+
+@pytest.mark.skipif(not IS_LEGACY, reason="tfmot pruning and QAT need TF_USE_LEGACY_KERAS=1")
+def test_prune_qat_and_compress_mobilenet_v2(images, tmp_path, record):
+    from keras_distill.compression.chain import compress
+    from keras_distill.compression.pruning import weight_sparsity
+
+    x, y = images
+    teacher, student = application("EfficientNetB0"), application("MobileNetV2", alpha=0.35)
+    report = compress(student, x, y, x, y, teacher=teacher, output_dir=str(tmp_path / "chain"),
+                      distill_epochs=1, prune_epochs=2, qat_epochs=1, target_sparsity=0.5,
+                      batch_size=8, plot=False)
+    sparse = report.models["prune"]
+    sparsity = weight_sparsity(sparse)
+    assert sparsity["pruned_total"] == pytest.approx(0.5, abs=0.01)
+    assert sparsity["left_dense"] and all("depthwise" in name for name in sparsity["left_dense"])
+    record("MobileNetV2", "prune")
+    qat_classes = {type(layer).__name__ for layer in report.models["qat"].layers}
+    assert "QuantizeWrapperV2" in qat_classes
+    record("MobileNetV2", "QAT")
+    assert report.export_report.quantization == "int8"
+    assert [row["stage"] for row in report.rows] == ["input", "distill", "prune", "qat", "tflite"]
+    record("MobileNetV2", "compress()")
