@@ -15,6 +15,7 @@ from keras_distill.compression.litert import load_interpreter
 from keras_distill.compression.litert import run_tflite
 from keras_distill.compression.signature import SIGNATURE_KEY
 from keras_distill.compression.signature import as_model_inputs
+from keras_distill.compression.signature import functional_view
 from keras_distill.compression.signature import input_signature
 from keras_distill.compression.signature import named_arrays
 from keras_distill.compression.signature import serving_function
@@ -72,15 +73,24 @@ def export_tflite(
       model, whose ranges were learned). Input and output stay float32
       unless `int8_io=True`.
 
+    The file has one signature, `"serving_default"`, whose inputs and
+    outputs keep the Keras names (dict keys, or the names of the inputs and
+    output layers): Android calls it with
+    `interpreter.runSignature(inputs, outputs, "serving_default")`, and
+    `run_tflite` with a dict of arrays by input name.
+
     Args:
-        model: Single-input `keras.Model` of the active Keras generation,
-            or a `Distiller`.
+        model: `keras.Model` of the active Keras generation (one or several
+            inputs and outputs, as a tensor, list or dict), or a
+            `Distiller`. A subclassed model is exported through a
+            functional view shaped like `sample_inputs`.
         path: Destination, ending in `.tflite`. Folders are created.
         quantization: One of `None`, `"dynamic"`, `"float16"`, `"int8"`.
             Defaults to `None`.
         representative_data: Typical inputs for `"int8"` calibration: an
-            array (batch first) or a `tf.data.Dataset` of `x` or `(x, y)`
-            batches. Defaults to `None`.
+            array (batch first), a list or dict of arrays for several inputs,
+            or a `tf.data.Dataset` of `x` or `(x, y)` batches. Defaults to
+            `None`.
         int8_io: With `"int8"`, make the file's input and output tensors
             int8 (for integer-only accelerators). Defaults to `False`.
         sample_inputs: Inputs for the parity check. Defaults to the first
@@ -113,6 +123,7 @@ def export_tflite(
     """
     model = _exportable_model(model)
     path = _check_path(path)
+    model = functional_view(model, _example(sample_inputs, representative_data))
     _check_options(quantization, representative_data, int8_io, model, num_samples)
     calibration = None
     if representative_data is not None:
@@ -239,6 +250,16 @@ def _noise(model, num_samples, seed):
             )
         noise[spec.name] = rng.standard_normal((num_samples, *spec.shape[1:]))
     return noise
+
+
+def _example(sample_inputs, representative_data):
+    """Inputs that show the shapes of a model's inputs: the first batch of the data."""
+    data = representative_data if sample_inputs is None else sample_inputs
+    if isinstance(data, tf.data.Dataset):
+        for element in data.take(1):
+            return _numpy(element[0] if isinstance(element, tuple) else element)
+        return None
+    return data
 
 
 def _take(arrays, count):

@@ -9,20 +9,58 @@ model with several inputs (a text model's `token_ids`, `segment_ids`,
 import numpy as np
 import tensorflow as tf
 
+from keras_distill._keras import keras
+
 SIGNATURE_KEY = "serving_default"
+
+
+def _known(model, attribute):
+    try:
+        return getattr(model, attribute)
+    except (AttributeError, ValueError):
+        return None
+
+
+def functional_view(model, example):
+    """`model` if it knows its inputs, else a functional model around it shaped like `example`.
+
+    Subclassed models have no `model.input`; the view shares their layers and
+    weights, takes inputs of `example`'s shapes and dtypes (batch axis
+    `None`; a dict keeps its keys as input names) and returns their outputs.
+
+    Raises:
+        ValueError: when the model has no known inputs and there is no example.
+    """
+    if _known(model, "input") is not None:
+        return model
+    if example is None:
+        raise ValueError(
+            "`model` does not know its inputs (a subclassed model), so pass `sample_inputs` "
+            "(or `representative_data`): the file's inputs take their shapes and dtypes. "
+            f"Received: model={model.name!r} without `model.input` and sample_inputs=None"
+        )
+
+    def symbolic(value, name):
+        value = np.asarray(value)
+        dtype = "float32" if value.dtype.kind == "f" else "int32"
+        return keras.Input(value.shape[1:], dtype=dtype, name=name)
+
+    if isinstance(example, dict):
+        inputs = {name: symbolic(value, name) for name, value in example.items()}
+    elif isinstance(example, (list, tuple)):
+        inputs = [symbolic(value, f"input_{i}") for i, value in enumerate(example)]
+    else:
+        inputs = symbolic(example, "input")
+    return keras.Model(inputs, model(inputs), name=model.name)
 
 
 def _structure(model, attribute):
     """`model.input` or `model.output`: a tensor, a list or a dict of tensors."""
-    try:
-        structure = getattr(model, attribute)
-    except (AttributeError, ValueError):
-        structure = None
+    structure = _known(model, attribute)
     if structure is None:
         raise ValueError(
-            f"`model` must be built on known inputs (a Functional or Sequential model, or a "
-            f"subclassed model called once) to be exported. Received: model={model.name!r} "
-            f"without `{attribute}`"
+            f"`model` must know its inputs and outputs to be exported. Received: "
+            f"model={model.name!r} without `{attribute}`"
         )
     if isinstance(structure, tuple):
         structure = list(structure)

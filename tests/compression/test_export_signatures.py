@@ -112,3 +112,24 @@ def test_missing_input_and_noise_errors(tmp_path):
     with pytest.raises(ValueError, match=r"Received: input 'token_ids' of shape \(None, None\)"):
         export_tflite(model, tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
+
+
+class Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(CLASSES)
+
+    def call(self, features):
+        return self.dense(features)
+
+
+def test_subclassed_model_exports_through_a_view_shaped_like_the_samples(tmp_path):
+    model = Subclassed(name="sub")
+    x = inputs()["features"]
+    model(x[:1])
+    with pytest.raises(ValueError, match=r"Received: model='sub' without `model.input` and "):
+        export_tflite(model, tmp_path / "m.tflite")
+    report = export_tflite(model, tmp_path / "m.tflite", sample_inputs=x)
+    np.testing.assert_allclose(report.tflite_outputs, np.asarray(model(x)), atol=1e-5)
+    assert load_interpreter(tmp_path / "m.tflite").get_signature_list()[
+        "serving_default"]["inputs"] == ["input"]
