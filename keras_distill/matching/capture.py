@@ -21,9 +21,15 @@ def all_layers(model):
 def find_layer(model, name, role):
     """The layer called `name` (or at path `"outer/inner"`) inside `model`.
 
+    A layer whose own name is `name` wins over a path (tf_keras's
+    MobileNetV3 names layers like `"expanded_conv_2/Add"`).
+
     Raises:
         ValueError: with the names that do exist, when there is no such layer.
     """
+    exact = next((layer for layer in all_layers(model) if layer.name == name), None)
+    if exact is not None:  # tf_keras names some layers with a slash, e.g. "expanded_conv/Add".
+        return exact
     owner = model
     for part in name.split("/"):
         found = next((layer for layer in all_layers(owner) if layer.name == part), None)

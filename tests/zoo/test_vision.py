@@ -19,6 +19,9 @@ def application(name, **kwargs):
                  **kwargs)
 
 
+# tf_keras names MobileNetV3's residual adds "expanded_conv_2/Add", Keras 3 "expanded_conv_2_add".
+V3_ADD = "expanded_conv_2/Add" if IS_LEGACY else "expanded_conv_2_add"
+
 # (teacher, student, student kwargs, feature matches: (student layer, teacher layer, loss)).
 PAIRS = {
     "EfficientNetB0->MobileNetV2": ("EfficientNetB0", "MobileNetV2", {"alpha": 0.35}, [
@@ -26,10 +29,19 @@ PAIRS = {
         ("block_5_expand_relu", "block4a_expand_activation", "at"),  # 4x4: 96 vs 240
     ]),
     "ResNet50->MobileNetV3Small": ("ResNet50", "MobileNetV3Small", {"minimalistic": True}, [
-        ("expanded_conv_2_add", "conv3_block4_out", "mse"),  # 4x4x24 -> 4x4x512
-        ("expanded_conv_2_add", "conv2_block3_out", "at"),  # 4x4 vs 8x8
+        (V3_ADD, "conv3_block4_out", "mse"),  # 4x4x24 -> 4x4x512
+        (V3_ADD, "conv2_block3_out", "at"),  # 4x4 vs 8x8
     ]),
 }
+
+
+# The default tier keeps one pair and leaves XLA to the cheaper zoo models (about 80 s each here).
+SLOW = {"EfficientNetB0->MobileNetV2"}
+
+
+def params(slow_pairs, all_slow=False):
+    return [pytest.param(pair, marks=[pytest.mark.slow] if all_slow or pair in slow_pairs else [])
+            for pair in PAIRS]
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +50,15 @@ def images():
     return rng.uniform(0, 1, size=(16, *SHAPE)).astype("float32"), rng.integers(0, CLASSES, 16)
 
 
+def match_name(student_layer, teacher_layer, loss):
+    return f"{loss}_{student_layer}_{teacher_layer}".replace("/", "_")
+
+
 def matches(pairs):
-    return [FeatureMatch(s, t, loss=loss, name=f"{loss}_{s}_{t}") for s, t, loss in pairs]
+    return [FeatureMatch(s, t, loss=loss, name=match_name(s, t, loss)) for s, t, loss in pairs]
 
 
-@pytest.mark.parametrize("pair", list(PAIRS))
+@pytest.mark.parametrize("pair", params(SLOW))
 def test_logits_features_attention_reload_and_export(pair, images, tmp_path, record):
     teacher_name, student_name, kwargs, pairs = PAIRS[pair]
     x, y = images
@@ -52,10 +68,10 @@ def test_logits_features_attention_reload_and_export(pair, images, tmp_path, rec
     record(teacher_name, "teacher")
     record(student_name, "KD")
     for s, t, loss in pairs:
-        assert f"{loss}_{s}_{t}" in history
+        assert match_name(s, t, loss) in history
     record(student_name, "features")
-    record(student_name, "attention (AT)")
-    adapter = distiller.adapters[f"mse_{pairs[0][0]}_{pairs[0][1]}"]
+    record(student_name, "attention")
+    adapter = distiller.adapters[match_name(*pairs[0])]
     assert adapter.projection.get_weights()[0].shape[-1] == teacher.get_layer(
         pairs[0][1]).output.shape[-1]
     zoo_checks.reloads(student, x, tmp_path)
@@ -66,7 +82,7 @@ def test_logits_features_attention_reload_and_export(pair, images, tmp_path, rec
     record(student_name, "int8 .tflite")
 
 
-@pytest.mark.parametrize("pair", list(PAIRS))
+@pytest.mark.parametrize("pair", params(SLOW, all_slow=True))
 def test_fit_with_xla(pair, images, record):
     teacher_name, student_name, kwargs, pairs = PAIRS[pair]
     x, y = images
