@@ -93,24 +93,43 @@ def test_fit_with_xla(pair, images, record):
     record(student_name, "XLA")
 
 
-@pytest.mark.skipif(not IS_LEGACY, reason="tfmot pruning and QAT need TF_USE_LEGACY_KERAS=1")
-def test_prune_qat_and_compress_mobilenet_v2(images, tmp_path, record):
-    from keras_distill.compression.chain import compress
+legacy_only = pytest.mark.skipif(not IS_LEGACY,
+                                 reason="tfmot pruning and QAT need TF_USE_LEGACY_KERAS=1")
+
+
+@legacy_only
+@pytest.mark.slow  # About 4 minutes here: tfmot wraps and clones every layer several times.
+def test_prune_and_qat_mobilenet_v2(images, tmp_path, record):
+    from keras_distill.compression.export import export_tflite
+    from keras_distill.compression.pruning import prune
     from keras_distill.compression.pruning import weight_sparsity
+    from keras_distill.compression.quantization import quantization_aware_training
 
     x, y = images
-    teacher, student = application("EfficientNetB0"), application("MobileNetV2", alpha=0.35)
-    report = compress(student, x, y, x, y, teacher=teacher, output_dir=str(tmp_path / "chain"),
-                      distill_epochs=1, prune_epochs=2, qat_epochs=1, target_sparsity=0.5,
-                      batch_size=8, plot=False)
-    sparse = report.models["prune"]
+    student = application("MobileNetV2", alpha=0.35)
+    sparse = prune(student, x, y, target_sparsity=0.5, epochs=2, batch_size=8)
     sparsity = weight_sparsity(sparse)
     assert sparsity["pruned_total"] == pytest.approx(0.5, abs=0.01)
     assert sparsity["left_dense"] and all("depthwise" in name for name in sparsity["left_dense"])
     record("MobileNetV2", "prune")
-    qat_classes = {type(layer).__name__ for layer in report.models["qat"].layers}
-    assert "QuantizeWrapperV2" in qat_classes
+    qat = quantization_aware_training(sparse, x, y, epochs=1, batch_size=8)
+    assert "QuantizeWrapperV2" in {type(layer).__name__ for layer in qat.layers}
+    report = export_tflite(qat, tmp_path / "qat.tflite", quantization="int8", sample_inputs=x)
+    assert report.num_samples == len(x)
     record("MobileNetV2", "QAT")
-    assert report.export_report.quantization == "int8"
+
+
+@legacy_only
+@pytest.mark.slow
+def test_compress_mobilenet_v2_with_a_resnet50_teacher(images, tmp_path, record):
+    from keras_distill.compression.chain import compress
+
+    x, y = images
+    teacher, student = application("ResNet50"), application("MobileNetV2", alpha=0.35)
+    report = compress(student, x, y, x, y, teacher=teacher, output_dir=str(tmp_path / "chain"),
+                      distill_epochs=1, prune_epochs=2, qat_epochs=1, target_sparsity=0.5,
+                      batch_size=8, plot=False)
     assert [row["stage"] for row in report.rows] == ["input", "distill", "prune", "qat", "tflite"]
+    assert report["prune"]["sparsity"] > 0.3
+    assert report.export_report.quantization == "int8"
     record("MobileNetV2", "compress()")
