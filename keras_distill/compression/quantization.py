@@ -39,7 +39,8 @@ def unquantizable_layers(model):
         ```
     """
     tfmot = import_tfmot("unquantizable_layers")
-    return _quantize(tfmot, model, tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme())[1]
+    scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    return _quantize(tfmot, model, scheme)[1]
 
 
 def _quantize(tfmot, model, scheme):

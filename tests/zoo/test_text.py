@@ -11,7 +11,8 @@ from keras_distill._keras import IS_LEGACY
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.litert import load_interpreter
 
-pytestmark = pytest.mark.skipif(IS_LEGACY, reason="keras_hub is built on Keras 3; tf_keras has no keras_hub")
+pytestmark = pytest.mark.skipif(
+    IS_LEGACY, reason="keras_hub is built on Keras 3; tf_keras has no keras_hub")
 
 CLASSES = 3
 VOCABULARY = 50
@@ -20,7 +21,8 @@ LENGTH = 12
 
 @pytest.fixture(scope="module")
 def hub():
-    return pytest.importorskip("keras_hub", reason="the zoo extra: pip install 'keras-distill[zoo]'")
+    return pytest.importorskip("keras_hub",
+                               reason="the zoo extra: pip install 'keras-distill[zoo]'")
 
 
 def classifier(hub, family, layers, heads, hidden, name):
@@ -58,7 +60,8 @@ def text_matches(loss="kl"):
 
 
 # (teacher family, student family, segment ids in the inputs)
-PAIRS = {"Bert->Bert": ("Bert", "Bert", True), "Roberta->DistilBert": ("Roberta", "DistilBert", False)}
+PAIRS = {"Bert->Bert": ("Bert", "Bert", True),
+         "Roberta->DistilBert": ("Roberta", "DistilBert", False)}
 
 
 @pytest.mark.parametrize("pair", [
