@@ -64,9 +64,7 @@ PAIRS = {"Bert->Bert": ("Bert", "Bert", True),
          "Roberta->DistilBert": ("Roberta", "DistilBert", False)}
 
 
-@pytest.mark.parametrize("pair", [
-    pytest.param(pair, marks=[pytest.mark.slow] if pair == "Roberta->DistilBert" else [])
-    for pair in PAIRS])
+@pytest.mark.parametrize("pair", list(PAIRS))
 def test_attention_and_hidden_states_reload_and_export(pair, hub, tmp_path, record):
     teacher_family, student_family, segments = PAIRS[pair]
     x, y = tokens(segments)
