@@ -13,6 +13,8 @@ from keras_distill._checks import check_choice
 KERAS_QUANTIZATION_MODES = ("int8", "int4", "float8")
 # tfmot's quantize_apply: "Layer conv1d:<class '...Conv1D'> is not supported. ..."
 _REJECTED = re.compile(r"Layer (.+?):<class '(?:[\w.]+\.)?(\w+)'> is not supported")
+# Its prune-preserving registry: "`get_quantize_config()` called on an unsupported layer <class ...>"
+_REJECTED_CLASS = re.compile(r"called on an unsupported layer <class '(?:[\w.]+\.)?(\w+)'>")
 
 
 def unquantizable_layers(model):
@@ -43,8 +45,17 @@ def unquantizable_layers(model):
     return _quantize(tfmot, model, scheme)[1]
 
 
+def _listed(layers):
+    return ", ".join(f"{name!r} ({cls})" for name, cls in layers)
+
+
 def _quantize(tfmot, model, scheme):
-    """`(quantized model, rejected layers)`: `quantize_apply` with rejected layers in float."""
+    """`(quantized model or None, rejected layers, layers the scheme cannot keep in float)`.
+
+    `quantize_apply` runs with the layers it rejected left in float32, until
+    it succeeds, or until it rejects again a layer already left in float (the
+    prune-preserving scheme does so when the next layer is quantized).
+    """
     quantize = tfmot.quantization.keras
     rejected = []
     while True:
@@ -56,12 +67,30 @@ def _quantize(tfmot, model, scheme):
         )
         annotated.set_weights(model.get_weights())
         try:
-            return quantize.quantize_apply(annotated, scheme), rejected
-        except RuntimeError as error:
-            match = _REJECTED.match(str(error))
-            if match is None or match.group(1) in skip:
+            return quantize.quantize_apply(annotated, scheme), rejected, []
+        except (RuntimeError, ValueError) as error:
+            found = _rejected_layers(str(error), model)
+            if not found:
                 raise
-            rejected.append((match.group(1), match.group(2)))
+            if all(name in skip for name, _ in found):
+                return None, rejected, found
+            rejected.extend(pair for pair in found if pair[0] not in skip)
+
+
+def _rejected_layers(message, model):
+    """The `(name, class name)` pairs a tfmot error rejects, or `[]` for other errors.
+
+    `quantize_apply` names the layer; the prune-preserving registry names only
+    the class, so every layer of that class is rejected.
+    """
+    match = _REJECTED.match(message)
+    if match is not None:
+        return [(match.group(1), match.group(2))]
+    match = _REJECTED_CLASS.search(message)
+    if match is None:
+        return []
+    return [(layer.name, match.group(1)) for layer in model.layers
+            if type(layer).__name__ == match.group(1)]
 
 
 def quantization_aware_training(
@@ -139,13 +168,19 @@ def quantization_aware_training(
         scheme = quantize.collab_opts.Default8BitPrunePreserveQuantizeScheme()
     else:
         scheme = quantize.default_8bit.Default8BitQuantizeScheme()
-    model, unsupported = _quantize(tfmot, student, scheme)
+    model, unsupported, blocked = _quantize(tfmot, student, scheme)
     if unsupported and not keep_float:
-        listed = ", ".join(f"{name!r} ({cls})" for name, cls in unsupported)
         raise ValueError(
-            f"tfmot's 8-bit quantization does not support these layers: {listed}. Pass "
-            "`keep_float=True` to keep them in float32 and quantize the other layers. "
+            f"tfmot's 8-bit quantization does not support these layers: {_listed(unsupported)}. "
+            "Pass `keep_float=True` to keep them in float32 and quantize the other layers. "
             "Received: keep_float=False"
+        )
+    if blocked:
+        raise ValueError(
+            "tfmot's sparsity-preserving 8-bit scheme cannot keep these layers in float32 "
+            f"before a quantized layer: {_listed(blocked)}. Pass `preserve_sparsity=False` "
+            "(tfmot's default 8-bit scheme keeps them in float32) or remove them from the "
+            "model. Received: preserve_sparsity=True"
         )
     _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
                   callbacks, validation_data, verbose)

@@ -120,6 +120,26 @@ def test_prune_and_qat_mobilenet_v2(images, tmp_path, record):
 
 
 @legacy_only
+def test_qat_names_the_layer_tfmot_rejects_in_mobilenet_v3(images, record):
+    from keras_distill.compression.quantization import quantization_aware_training
+
+    x, y = images
+    model = application("MobileNetV3Small", minimalistic=True)
+    expected = r"does not support these layers: 'rescaling' \(Rescaling\)\. Pass `keep_float=True`"
+    with pytest.raises(ValueError, match=expected):
+        quantization_aware_training(model, x, y, epochs=1, batch_size=8)
+    with pytest.raises(ValueError, match=r"float32 before a quantized layer: 'rescaling' "
+                                         r"\(Rescaling\)\. Pass `preserve_sparsity=False`"):
+        quantization_aware_training(model, x, y, epochs=1, batch_size=8, keep_float=True)
+    qat = quantization_aware_training(model, x, y, epochs=1, batch_size=8, keep_float=True,
+                                      preserve_sparsity=False)
+    classes = {layer.name: type(layer).__name__ for layer in qat.layers}
+    assert classes["rescaling"] == "Rescaling"
+    assert "QuantizeWrapperV2" in classes.values()
+    record("MobileNetV3Small", "QAT")
+
+
+@legacy_only
 @pytest.mark.slow
 def test_compress_mobilenet_v2_with_a_resnet50_teacher(images, tmp_path, record):
     from keras_distill.compression.chain import compress
