@@ -358,9 +358,9 @@ def check_finite(name, values):
         )
 
 
-def check_inputs_fit(name, array, model):
-    """Raises unless `array` (batch first) is finite and shaped like `model`'s one input."""
-    expected = tuple(model.inputs[0].shape[1:])
+def check_inputs_fit(name, array, expected):
+    """Raises unless `array` (batch first) is finite and of shape `(batch, *expected)`."""
+    expected = tuple(expected)
     received = tuple(array.shape[1:])
     if len(expected) != len(received) or any(
         want is not None and want != got for want, got in zip(expected, received)

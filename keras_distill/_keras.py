@@ -112,7 +112,12 @@ def all_layers(model):
 
 
 def uses_flash_attention(layer):
-    """True when a Keras 3 `MultiHeadAttention` computes no probabilities (flash attention)."""
+    """Whether a `MultiHeadAttention` layer computes attention with flash attention.
+
+    Reads the private `layer._flash_attention` (Keras 3.6 to 3.15; tf_keras
+    has no flash attention). Flash attention never forms the attention
+    probabilities, so they cannot be captured.
+    """
     return bool(getattr(layer, "_flash_attention", False))
 
 
@@ -134,3 +139,4 @@ def compiled_metric_objects(model):
         return list(compiled.metrics) if compiled is not None else []
     compiled = getattr(model, "_compile_metrics", None)
     return [compiled] if compiled is not None else []
+

@@ -13,6 +13,7 @@ from keras_distill._outputs import static_output_shape as _static_output_shape
 from keras_distill import _data_checks
 from keras_distill.matching.adapters import FeatureAdapter
 from keras_distill.matching.capture import LayerCapture
+from keras_distill.matching.capture import captured_shape
 from keras_distill.matching.matches import AttentionMatch
 from keras_distill.matching.matches import FeatureMatch
 from keras_distill.teachers import source as teacher_sources
@@ -368,7 +369,7 @@ class Distiller(keras.Model):
         for match in self.matches:
             student_value = student_features[(match.student_layer, match.kind)]
             teacher_value = teacher_features[(match.teacher_layer, match.kind)]
-            shapes[match.name] = (tuple(student_value.shape), tuple(teacher_value.shape))
+            shapes[match.name] = (captured_shape(student_value), captured_shape(teacher_value))
         self._build_adapters(shapes)
 
     def _student_side_variables(self):

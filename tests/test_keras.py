@@ -53,3 +53,11 @@ def test_every_private_keras_api_still_exists():
     assert metric_names, "the compiled metrics are not found"
     assert set(_keras.PRIVATE_APIS) >= {"Layer._flatten_layers",
                                          "MultiHeadAttention._compute_attention"}
+
+
+def test_private_flash_attention_flag_is_still_read():
+    plain = _keras.keras.layers.MultiHeadAttention(2, 4)
+    assert _keras.uses_flash_attention(plain) is False
+    if not _keras.IS_LEGACY:  # Keras 3 stores the choice in `_flash_attention`.
+        flash = _keras.keras.layers.MultiHeadAttention(2, 4, flash_attention=True)
+        assert _keras.uses_flash_attention(flash) is True

@@ -1,6 +1,5 @@
 """`export_tflite`: a verified `.tflite` of the student, written atomically."""
 
-import functools
 import os
 import re
 import tempfile
@@ -20,6 +19,12 @@ from keras_distill._keras import keras
 from keras_distill.compression.export_report import ExportReport
 from keras_distill.compression.litert import load_interpreter
 from keras_distill.compression.litert import run_tflite
+from keras_distill.compression.signature import SIGNATURE_KEY
+from keras_distill.compression.signature import as_model_inputs
+from keras_distill.compression.signature import functional_view
+from keras_distill.compression.signature import input_signature
+from keras_distill.compression.signature import named_arrays
+from keras_distill.compression.signature import serving_function
 
 QUANTIZATION_MODES = (None, "dynamic", "float16", "int8")
 _MISSING_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
@@ -79,15 +84,24 @@ def export_tflite(
       which TensorFlow's fake-quant ops become int8 tensors). Input and
       output stay float32 unless `int8_io=True`.
 
+    The file has one signature, `"serving_default"`, whose inputs and
+    outputs keep the Keras names (dict keys, or the names of the inputs and
+    output layers): Android calls it with
+    `interpreter.runSignature(inputs, outputs, "serving_default")`, and
+    `run_tflite` with a dict of arrays by input name.
+
     Args:
-        model: Single-input `keras.Model` of the active Keras generation,
-            or a `Distiller`.
+        model: `keras.Model` of the active Keras generation (one or several
+            inputs and outputs, as a tensor, list or dict), or a
+            `Distiller`. A subclassed model is exported through a
+            functional view shaped like `sample_inputs`.
         path: Destination, ending in `.tflite`. Folders are created.
         quantization: One of `None`, `"dynamic"`, `"float16"`, `"int8"`.
             Defaults to `None`.
         representative_data: Typical inputs for `"int8"` calibration: an
-            array (batch first) or a `tf.data.Dataset` of `x` or `(x, y)`
-            batches. Defaults to `None`.
+            array (batch first), a list or dict of arrays for several inputs,
+            or a `tf.data.Dataset` of `x` or `(x, y)` batches. Defaults to
+            `None`.
         int8_io: With `"int8"`, make the file's input and output tensors
             int8 (for integer-only accelerators). Defaults to `False`.
         sample_inputs: Inputs for the parity check. Defaults to the first
@@ -126,20 +140,19 @@ def export_tflite(
     """
     model = _exportable_model(model)
     path = _check_path(path)
+    model = functional_view(model, _example(sample_inputs, representative_data))
     _check_options(quantization, representative_data, int8_io, model, num_samples)
     _check_sparse_encoding(sparse_encoding, quantization)
     calibration = None
     if representative_data is not None:
-        calibration = _rows(representative_data, num_calibration_samples, "representative_data")
-        _checks.check_inputs_fit("representative_data", calibration, model)
+        calibration = _rows(model, representative_data, num_calibration_samples,
+                            "representative_data")
+        _check_inputs_fit("representative_data", calibration, model)
     if sample_inputs is None:
-        if calibration is not None:
-            sample_inputs = calibration[:num_samples]
-        else:
-            shape = _input_shape(model)
-            sample_inputs = np.random.default_rng(seed).standard_normal((num_samples, *shape))
-    sample_inputs = _rows(sample_inputs, None, "sample_inputs")
-    _checks.check_inputs_fit("sample_inputs", sample_inputs, model)
+        sample_inputs = _take(calibration, num_samples) if calibration else _noise(
+            model, num_samples, seed)
+    sample_inputs = _rows(model, sample_inputs, None, "sample_inputs")
+    _check_inputs_fit("sample_inputs", sample_inputs, model)
     keras_outputs = _predict(model, sample_inputs)
     content = _convert(model, quantization, calibration, int8_io, sparse_encoding)
     with atomic_path(path, suffix=".tflite") as temporary:
@@ -147,16 +160,15 @@ def export_tflite(
             stream.write(content)
         interpreter = load_interpreter(temporary)
         tflite_outputs = run_tflite(temporary, sample_inputs, interpreter=interpreter)
-        input_detail = interpreter.get_input_details()[0]
-        output_detail = interpreter.get_output_details()[0]
+        runner = interpreter.get_signature_runner(SIGNATURE_KEY)
         report = ExportReport(
             path=path,
             quantization=quantization,
             file_size_bytes=os.path.getsize(temporary),
-            input_dtype=np.dtype(input_detail["dtype"]).name,
-            output_dtype=np.dtype(output_detail["dtype"]).name,
-            keras_outputs=keras_outputs,
-            tflite_outputs=tflite_outputs,
+            input_dtype=_dtype_names(runner.get_input_details()),
+            output_dtype=_dtype_names(runner.get_output_details()),
+            keras_outputs=_single_or_all(keras_outputs),
+            tflite_outputs=_single_or_all(tflite_outputs),
             max_abs_diff_threshold=max_abs_diff_threshold,
             min_top1_agreement=min_top1_agreement,
             generation=GENERATION,
@@ -221,12 +233,7 @@ def _check_options(quantization, representative_data, int8_io, model, num_sample
             f"`quantization='int8'`. Received: int8_io=True, quantization={quantization!r}"
         )
     check_int("num_samples", num_samples)
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            "`model` must have exactly one input and one output. "
-            f"Received: model={model.name!r} with {len(model.inputs)} inputs and "
-            f"{len(model.outputs)} outputs"
-        )
+    input_signature(model)  # The model must know its inputs.
 
 
 def is_qat_model(model):
@@ -234,47 +241,83 @@ def is_qat_model(model):
     return any(type(layer).__name__ in _QAT_LAYER_CLASSES for layer in _all_layers(model))
 
 
-def _input_shape(model):
-    shape = tuple(model.inputs[0].shape[1:])
-    if any(dim is None for dim in shape):
-        raise ValueError(
-            "The model's input has unknown dimensions besides the batch, so noise inputs "
-            "cannot be made; pass `sample_inputs`. "
-            f"Received: input shape {tuple(model.inputs[0].shape)}"
-        )
-    return shape
+def _noise(model, num_samples, seed):
+    """Standard normal inputs for models whose inputs are all float with known shapes."""
+    rng = np.random.default_rng(seed)
+    noise = {}
+    for spec in tf.nest.flatten(input_signature(model)):
+        if not spec.dtype.is_floating or None in spec.shape[1:]:
+            raise ValueError(
+                "The model has an integer input or one with unknown dimensions besides the "
+                "batch, so noise inputs cannot be made; pass `sample_inputs`. "
+                f"Received: input {spec.name!r} of shape {tuple(spec.shape)} and dtype "
+                f"{spec.dtype.name}"
+            )
+        noise[spec.name] = rng.standard_normal((num_samples, *spec.shape[1:]))
+    return noise
 
 
-def _rows(data, limit, name):
-    """`data` (array or tf.data.Dataset of x or (x, y) batches) as one float32 array."""
+def _example(sample_inputs, representative_data):
+    """Inputs that show the shapes of a model's inputs: the first batch of the data."""
+    data = representative_data if sample_inputs is None else sample_inputs
+    if isinstance(data, tf.data.Dataset):
+        for element in data.take(1):
+            return _numpy(element[0] if isinstance(element, tuple) else element)
+        return None
+    return data
+
+
+def _take(arrays, count):
+    return {name: array[:count] for name, array in arrays.items()}
+
+
+def _rows(model, data, limit, name):
+    """`data` (arrays, or a tf.data.Dataset of x or (x, y) batches) as `{input name: array}`."""
     if isinstance(data, tf.data.Dataset):
         chunks, count = [], 0
         for element in data:
-            x = element[0] if isinstance(element, (tuple, list)) else element
-            x = np.asarray(x, dtype=np.float32)
-            chunks.append(x)
-            count += len(x)
+            x = element[0] if isinstance(element, tuple) else element
+            chunks.append(named_arrays(model, _numpy(x), name))
+            count += len(next(iter(chunks[-1].values())))
             if limit is not None and count >= limit:
                 break
-        array = np.concatenate(chunks, axis=0) if chunks else np.zeros((0,), np.float32)
+        if not chunks:
+            raise ValueError(f"`{name}` must hold at least one example. Received: an empty dataset")
+        arrays = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
     else:
-        try:
-            array = np.asarray(data, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"`{name}` must be an array of inputs (batch first) or a tf.data.Dataset. "
-                f"Received: {name}={type(data).__name__}"
-            ) from None
-    if array.ndim < 1 or len(array) == 0:
-        raise ValueError(f"`{name}` must hold at least one example. Received: {name} of shape {array.shape}")
-    return array if limit is None else array[:limit]
+        arrays = named_arrays(model, data, name)
+    return arrays if limit is None else _take(arrays, limit)
 
 
-def _predict(model, x):
-    outputs = []
-    for start in range(0, len(x), 256):
-        outputs.append(np.asarray(model(tf.constant(x[start:start + 256]), training=False)))
-    return np.concatenate(outputs, axis=0).astype(np.float32)
+def _numpy(x):
+    return tf.nest.map_structure(np.asarray, x)
+
+
+def _predict(model, arrays):
+    """`{output name: float32 array}` of the Keras model on `{input name: array}`."""
+    serve = serving_function(model)
+    count = len(next(iter(arrays.values())))
+    chunks = []
+    for start in range(0, count, 256):
+        batch = {name: tf.constant(array[start:start + 256]) for name, array in arrays.items()}
+        chunks.append(serve(as_model_inputs(model, batch)))
+    return {
+        name: np.concatenate([np.asarray(chunk[name]) for chunk in chunks]).astype(np.float32)
+        for name in chunks[0]
+    }
+
+
+def _single_or_all(outputs):
+    """The one output's array, or every output by name."""
+    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+
+def _dtype_names(details):
+    """`"float32"` for one tensor, `"name: dtype, ..."` for several."""
+    names = {name: np.dtype(detail["dtype"]).name for name, detail in sorted(details.items())}
+    if len(names) == 1:
+        return next(iter(names.values()))
+    return ", ".join(f"{name}: {dtype}" for name, dtype in names.items())
 
 
 def _check_sparse_encoding(sparse_encoding, quantization):
@@ -291,22 +334,30 @@ def _check_sparse_encoding(sparse_encoding, quantization):
         )
 
 
+
+def _check_inputs_fit(argument, arrays, model):
+    """Raises unless every input array is finite and shaped like the model's input."""
+    specs = tf.nest.flatten(input_signature(model))
+    several = len(arrays) > 1
+    for (name, array), spec in zip(arrays.items(), specs):
+        label = f"{argument}[{name!r}]" if several else argument
+        _checks.check_inputs_fit(label, array, tuple(spec.shape[1:]))
+
+
 def _convert(model, quantization, calibration, int8_io, sparse_encoding=False):
-    """The `.tflite` bytes of `model`."""
-    signature = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)]
-    if IS_LEGACY:
-        function = tf.function(lambda x: model(x, training=False))
-        concrete = function.get_concrete_function(*signature)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-        return _configure_and_convert(converter, model, quantization, calibration, int8_io,
-                                      sparse_encoding)
+    """The `.tflite` bytes of `model`, with one signature that keeps the Keras names."""
+    signature = [input_signature(model)]
+    serve = serving_function(model)
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(
-            "serve", functools.partial(model.__call__, training=False), input_signature=signature
-        )
-        archive.write_out(saved_model_dir, verbose=False)
+        if IS_LEGACY:
+            function = tf.function(serve, input_signature=signature)
+            tf.saved_model.save(model, saved_model_dir,
+                                signatures={SIGNATURE_KEY: function.get_concrete_function()})
+        else:
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=signature)
+            archive.write_out(saved_model_dir, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
         return _configure_and_convert(converter, model, quantization, calibration, int8_io,
                                       sparse_encoding)
@@ -323,8 +374,9 @@ def _configure_and_convert(converter, model, quantization, calibration, int8_io,
     if quantization == "int8":
         if calibration is not None:
             def representative_dataset():
-                for row in calibration:
-                    yield [row[None, ...]]
+                count = len(next(iter(calibration.values())))
+                for row in range(count):
+                    yield {name: array[row:row + 1] for name, array in calibration.items()}
 
             converter.representative_dataset = representative_dataset
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -25,14 +25,21 @@ class ExportReport(JsonReport):
     numbers come from are kept (not serialized) as `keras_outputs` and
     `tflite_outputs`, so they can be checked independently.
 
+    A model with several outputs gives dicts of arrays by output name; every
+    output is compared: `max_abs_diff` is the largest over the outputs,
+    `top1_agreement` the smallest over those with a class axis, and
+    `per_output` holds each output's own numbers.
+
     Args:
         path: Path of the `.tflite` file.
         quantization: `None`, `"dynamic"`, `"float16"` or `"int8"`.
         file_size_bytes: Size of the file.
         input_dtype: Dtype name of the file's input tensor.
         output_dtype: Dtype name of the file's output tensor.
-        keras_outputs: `(n, ...)` outputs of the Keras model.
-        tflite_outputs: `(n, ...)` outputs of the file (dequantized).
+        keras_outputs: `(n, ...)` outputs of the Keras model, or a dict of
+            them by output name.
+        tflite_outputs: `(n, ...)` outputs of the file (dequantized), or a
+            dict of them by output name.
         max_abs_diff_threshold: Largest allowed `max_abs_diff`, or `None`.
         min_top1_agreement: Smallest allowed `top1_agreement`, or `None`.
         generation: Keras generation that exported the file.
@@ -63,20 +70,25 @@ class ExportReport(JsonReport):
         self.file_size_bytes = int(file_size_bytes)
         self.input_dtype = str(input_dtype)
         self.output_dtype = str(output_dtype)
-        self.keras_outputs = np.asarray(keras_outputs, dtype=np.float32)
-        self.tflite_outputs = np.asarray(tflite_outputs, dtype=np.float32)
+        self.keras_outputs = _float_arrays(keras_outputs)
+        self.tflite_outputs = _float_arrays(tflite_outputs)
         self.max_abs_diff_threshold = max_abs_diff_threshold
         self.min_top1_agreement = min_top1_agreement
         self.generation = generation
-        self.num_samples = int(self.keras_outputs.shape[0])
-        difference = np.abs(self.keras_outputs - self.tflite_outputs)
-        self.max_abs_diff = float(difference.max()) if difference.size else 0.0
-        if self.keras_outputs.ndim >= 2 and self.keras_outputs.shape[-1] > 1:
-            self.top1_agreement = float(
-                np.mean(self.keras_outputs.argmax(-1) == self.tflite_outputs.argmax(-1))
+        keras_by_name, tflite_by_name = _by_name(self.keras_outputs), _by_name(self.tflite_outputs)
+        if sorted(keras_by_name) != sorted(tflite_by_name):
+            raise ValueError(
+                "The Keras model and the .tflite file must have the same outputs. Received: "
+                f"keras_outputs {sorted(keras_by_name)}, tflite_outputs {sorted(tflite_by_name)}"
             )
-        else:
-            self.top1_agreement = None
+        self.per_output = {
+            name: _compare(keras_by_name[name], tflite_by_name[name]) for name in keras_by_name
+        }
+        self.num_samples = int(next(iter(keras_by_name.values())).shape[0])
+        self.max_abs_diff = max(stats["max_abs_diff"] for stats in self.per_output.values())
+        agreements = [stats["top1_agreement"] for stats in self.per_output.values()
+                      if stats["top1_agreement"] is not None]
+        self.top1_agreement = min(agreements) if agreements else None
 
     @property
     def failures(self):
@@ -120,6 +132,7 @@ class ExportReport(JsonReport):
             "min_top1_agreement": self.min_top1_agreement,
             "passed": self.passed,
             "generation": self.generation,
+            "per_output": self.per_output,
         }
 
     def __str__(self):
@@ -128,6 +141,11 @@ class ExportReport(JsonReport):
         for key, label, fmt in _ROWS:
             value = values[key]
             lines.append((label, "n/a" if value is None else fmt.format(value)))
+        if len(self.per_output) > 1:
+            for name, stats in self.per_output.items():
+                agreement = stats["top1_agreement"]
+                lines.append((f"output {name}", f"max diff {stats['max_abs_diff']:.6g}, top-1 "
+                              + ("n/a" if agreement is None else f"{agreement:.4f}")))
         width = max(len(label) for label, _ in lines)
         body = "\n".join(f"{label:<{width}}  {value}" for label, value in lines)
         return f"TFLite export\n{body}"
@@ -138,3 +156,25 @@ class ExportReport(JsonReport):
             f"file_size_bytes={self.file_size_bytes}, max_abs_diff={self.max_abs_diff:.6g}, "
             f"top1_agreement={self.top1_agreement})"
         )
+
+
+def _float_arrays(outputs):
+    if isinstance(outputs, dict):
+        return {name: np.asarray(value, dtype=np.float32) for name, value in outputs.items()}
+    return np.asarray(outputs, dtype=np.float32)
+
+
+def _by_name(outputs):
+    return outputs if isinstance(outputs, dict) else {"output": outputs}
+
+
+def _compare(keras_output, tflite_output):
+    """`max_abs_diff` and `top1_agreement` (None without a class axis) of one output."""
+    difference = np.abs(keras_output - tflite_output)
+    agreement = None
+    if keras_output.ndim >= 2 and keras_output.shape[-1] > 1:
+        agreement = float(np.mean(keras_output.argmax(-1) == tflite_output.argmax(-1)))
+    return {
+        "max_abs_diff": float(difference.max()) if difference.size else 0.0,
+        "top1_agreement": agreement,
+    }

@@ -70,30 +70,42 @@ def _prepare(interpreter, batch_shape):
     return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
 
-def run_tflite(model, x, batch_size=None, interpreter=None):
-    """Runs a single-input, single-output `.tflite` model on `x`.
+def run_tflite(model, x, batch_size=None, interpreter=None, signature_key=None):
+    """Runs a `.tflite` model on `x`.
 
     int8/uint8 inputs are quantized with the file's scale and zero point,
-    and such outputs dequantized, so `x` and the result are float32.
+    and such outputs dequantized, so float inputs and all outputs are float32.
+
+    A file with one input and one output runs on an array and returns an
+    array. With a dict `x` (and always for a file with several inputs or
+    outputs) the file runs by its signature, as Android's
+    `Interpreter.runSignature` does: `x` maps each input name to its array
+    and the result maps each output name to its array.
 
     Args:
         model: Path of a `.tflite` file, or its bytes.
-        x: Array of inputs, batch first.
+        x: Array of inputs, batch first, or a dict of them by input name.
         batch_size: Rows per `invoke()`. Defaults to `None` (all rows at once).
         interpreter: An interpreter already loaded for `model`, to reuse.
             Defaults to `None` (a new one).
+        signature_key: The signature to run. Defaults to `None` (the file's
+            only signature).
 
     Returns:
-        A float32 NumPy array of outputs, one row per row of `x`.
+        A float32 NumPy array of outputs, one row per row of `x`, or a dict
+        of them by output name.
 
     Example:
         ```python
         logits = run_tflite("student.tflite", x_test)
-        accuracy = (logits.argmax(-1) == y_test).mean()
+        outputs = run_tflite("text.tflite", {"token_ids": ids, "padding_mask": mask})
         ```
     """
-    x = np.asarray(x, dtype=np.float32)
     interpreter = interpreter or load_interpreter(model)
+    several = len(interpreter.get_input_details()) > 1 or len(interpreter.get_output_details()) > 1
+    if isinstance(x, dict) or several:
+        return _run_signature(interpreter, x, batch_size, signature_key)
+    x = np.asarray(x, dtype=np.float32)
     batch_size = len(x) if batch_size is None else int(batch_size)
     outputs = []
     for start in range(0, len(x), batch_size):
@@ -103,6 +115,42 @@ def run_tflite(model, x, batch_size=None, interpreter=None):
         interpreter.invoke()
         outputs.append(_dequantize_output(interpreter.get_tensor(out_detail["index"]), out_detail))
     return np.concatenate(outputs, axis=0)
+
+
+def _run_signature(interpreter, x, batch_size, signature_key):
+    """Runs `{input name: array}` through a signature; `{output name: array}` back."""
+    signatures = interpreter.get_signature_list()
+    if signature_key is None and len(signatures) == 1:
+        signature_key = next(iter(signatures))
+    if signature_key not in signatures:
+        raise ValueError(
+            f"No such signature: {signature_key!r}. Existing signatures are: "
+            f"{sorted(signatures)}. Received: signature_key={signature_key!r}"
+        )
+    runner = interpreter.get_signature_runner(signature_key)
+    in_details = runner.get_input_details()
+    names = sorted(in_details)
+    if not isinstance(x, dict) or sorted(x) != names:
+        received = sorted(x) if isinstance(x, dict) else type(x).__name__
+        raise ValueError(
+            f"This file runs by its signature {signature_key!r}: `x` must be a dict of arrays "
+            f"keyed by its input names {names}. Received: x={received}"
+        )
+    x = {name: np.asarray(x[name]) for name in names}
+    count = len(x[names[0]])
+    batch_size = count if batch_size is None else int(batch_size)
+    chunks = []
+    for start in range(0, count, batch_size):
+        batch = {
+            name: _quantize_input(array[start:start + batch_size], in_details[name])
+            for name, array in x.items()
+        }
+        outputs = runner(**batch)
+        out_details = runner.get_output_details()
+        chunks.append({
+            name: _dequantize_output(value, out_details[name]) for name, value in outputs.items()
+        })
+    return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
 def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2, num_threads=None):

@@ -11,6 +11,7 @@ from keras_distill._keras import IS_LEGACY
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
 from keras_distill._checks import check_int
+from keras_distill._keras import keras
 
 SCOPES = ("layer", "global")
 BLOCK_SIZES = ((1, 1), (1, 4), (4, 1))
@@ -194,7 +195,14 @@ def default_schedule(schedules, target_sparsity, total_steps, end_fraction=0.7, 
     )
 
 
-_KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+# Kernels `prune` leaves dense, by layer class, and why.
+LEFT_DENSE = {
+    "DepthwiseConv2D": (
+        "tfmot's pruning registry lists no prunable weight for DepthwiseConv2D (its 3x3 "
+        "per-channel kernels hold few weights and are sensitive to pruning), so prune() "
+        "leaves it dense"
+    ),
+}
 
 
 def weight_sparsity(model):
@@ -204,7 +212,13 @@ def weight_sparsity(model):
         model: A `keras.Model` (either generation).
 
     Returns:
-        `{"total": zeros / size over all kernels, "weights": {path: fraction}}`.
+        A dict:
+        - `"total"`: zeros / size over all kernels;
+        - `"weights"`: `{path: fraction}` for each kernel;
+        - `"left_dense"`: `{path: reason}` for the kernels `prune` does not
+          prune (DepthwiseConv2D's `depthwise_kernel`: tfmot leaves them dense);
+        - `"pruned_total"`: zeros / size over the other kernels, the ones
+          `prune` brings to its target.
         Biases and normalization statistics are not counted (they are not pruned).
 
     Example:
@@ -212,16 +226,45 @@ def weight_sparsity(model):
         weight_sparsity(sparse_student)["total"]
         ```
     """
-    per_weight, zeros, size = {}, 0, 0
-    for weight in model.weights:
+    per_weight, left_dense = {}, {}
+    counts = {"all": [0, 0], "pruned": [0, 0]}
+    for layer, weight in _kernels(model):
         name = getattr(weight, "path", None) or weight.name
-        if name.split("/")[-1].split(":")[0] not in _KERNEL_NAMES:
-            continue
         values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
         per_weight[name] = float(np.mean(values == 0)) if values.size else 0.0
-        zeros += int(np.sum(values == 0))
-        size += int(values.size)
-    return {"total": zeros / size if size else 0.0, "weights": per_weight}
+        groups = ["all"]
+        if type(layer).__name__ in LEFT_DENSE:
+            left_dense[name] = LEFT_DENSE[type(layer).__name__]
+        else:
+            groups.append("pruned")
+        for group in groups:
+            counts[group][0] += int(np.sum(values == 0))
+            counts[group][1] += int(values.size)
+    zeros, size = counts["all"]
+    pruned_zeros, pruned_size = counts["pruned"]
+    return {
+        "total": zeros / size if size else 0.0,
+        "weights": per_weight,
+        "left_dense": left_dense,
+        "pruned_total": pruned_zeros / pruned_size if pruned_size else 0.0,
+    }
+
+
+def _kernels(model):
+    """`(layer, weight)` for each kernel of `model`, nested models included, once each."""
+    seen = set()
+    stack = list(reversed(model.layers))
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.Model):
+            stack.extend(reversed(layer.layers))
+            continue
+        for weight in layer.weights:
+            name = getattr(weight, "path", None) or weight.name
+            if name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel") and id(
+                    weight) not in seen:
+                seen.add(id(weight))
+                yield layer, weight
 
 
 def expected_sparsity(size, target_sparsity):

@@ -1,6 +1,8 @@
 """Quantization: distillation-aware QAT (tfmot on tf_keras, this package's own on Keras 3)
 and Keras 3's `Model.quantize`."""
 
+import re
+
 from keras_distill._checks import check_model
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
@@ -11,22 +13,30 @@ from keras_distill._checks import check_int
 from keras_distill._checks import check_choice
 
 KERAS_QUANTIZATION_MODES = ("int8", "int4", "float8")
+# tfmot's quantize_apply: "Layer conv1d:<class '...Conv1D'> is not supported. ..."
+_REJECTED = re.compile(r"Layer (.+?):<class '(?:[\w.]+\.)?(\w+)'> is not supported")
+# Its prune-preserving registry: "`get_quantize_config()` called on an unsupported layer <class ...>"
+_REJECTED_CLASS = re.compile(r"called on an unsupported layer <class '(?:[\w.]+\.)?(\w+)'>")
 
 
 def unquantizable_layers(model):
     """Layers the 8-bit QAT scheme cannot quantize, as `(name, class name)` pairs.
 
-    On tf_keras: the layers tfmot's default 8-bit registry does not support
-    (e.g. `Conv1D`). On Keras 3: layers with weights other than Dense,
-    EinsumDense, Conv1D/2D, DepthwiseConv2D, SeparableConv2D and
-    BatchNormalization (nested models searched).
+    On tf_keras, checked the way tfmot checks them: the model is annotated
+    (`quantize_annotate_layer`) and quantized (`quantize_apply`), so layers
+    its transforms fold into their neighbours (BatchNormalization after a
+    convolution, ReLU after BatchNormalization) count as supported. Each
+    layer `quantize_apply` rejects is listed and left out of the next try.
+    On Keras 3: layers with weights other than Dense, EinsumDense,
+    Conv1D/2D, DepthwiseConv2D, SeparableConv2D and BatchNormalization
+    (nested models searched).
 
     Args:
         model: A `keras.Model` of the active generation.
 
     Returns:
-        A list of `(layer name, layer class name)`, in layer order; input
-        layers are left out.
+        A list of `(layer name, layer class name)`, in the order tfmot
+        rejects them; input layers are left out.
 
     Example:
         ```python
@@ -38,12 +48,56 @@ def unquantizable_layers(model):
 
         return unquantizable_layers_keras3(model)
     tfmot = import_tfmot("unquantizable_layers")
-    registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
-    return [
-        (layer.name, type(layer).__name__)
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer) and not registry.supports(layer)
-    ]
+    scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    return _quantize(tfmot, model, scheme)[1]
+
+
+def _listed(layers):
+    return ", ".join(f"{name!r} ({cls})" for name, cls in layers)
+
+
+def _quantize(tfmot, model, scheme):
+    """`(quantized model or None, rejected layers, layers the scheme cannot keep in float)`.
+
+    `quantize_apply` runs with the layers it rejected left in float32, until
+    it succeeds, or until it rejects again a layer already left in float (the
+    prune-preserving scheme does so when the next layer is quantized).
+    """
+    quantize = tfmot.quantization.keras
+    rejected = []
+    while True:
+        skip = {name for name, _ in rejected}
+        annotated = keras.models.clone_model(
+            model,
+            clone_function=lambda layer: layer if layer.name in skip or isinstance(
+                layer, keras.layers.InputLayer) else quantize.quantize_annotate_layer(layer),
+        )
+        annotated.set_weights(model.get_weights())
+        try:
+            return quantize.quantize_apply(annotated, scheme), rejected, []
+        except (RuntimeError, ValueError) as error:
+            found = _rejected_layers(str(error), model)
+            if not found:
+                raise
+            if all(name in skip for name, _ in found):
+                return None, rejected, found
+            rejected.extend(pair for pair in found if pair[0] not in skip)
+
+
+def _rejected_layers(message, model):
+    """The `(name, class name)` pairs a tfmot error rejects, or `[]` for other errors.
+
+    `quantize_apply` names the layer; the prune-preserving registry names only
+    the class, so every layer of that class is rejected.
+    """
+    match = _REJECTED.match(message)
+    if match is not None:
+        return [(match.group(1), match.group(2))]
+    match = _REJECTED_CLASS.search(message)
+    if match is None:
+        return []
+    return [(layer.name, match.group(1)) for layer in model.layers
+            if type(layer).__name__ == match.group(1)]
 
 
 def quantization_aware_training(
@@ -83,7 +137,9 @@ def quantization_aware_training(
 
     Layers the scheme cannot quantize (`unquantizable_layers`; on tf_keras
     e.g. `Conv1D`) are listed in a `ValueError`; with `keep_float=True` they
-    stay float32 and the other layers are quantized.
+    stay float32 and the other layers are quantized. On tf_keras, support is
+    decided by tfmot's `quantize_apply` itself, after its transforms fold
+    Conv + BatchNormalization + ReLU (see `unquantizable_layers`).
 
     Args:
         student: Built `keras.Model` (logits out), e.g. a pruned student.
@@ -124,35 +180,38 @@ def quantization_aware_training(
             raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
     epochs = check_int("epochs", epochs)
     batch_size = check_int("batch_size", batch_size)
-    unsupported = unquantizable_layers(student)
-    if unsupported and not keep_float:
-        listed = ", ".join(f"{name!r} ({cls})" for name, cls in unsupported)
-        scheme = "tfmot's" if IS_LEGACY else "keras_distill's"
-        raise ValueError(
-            f"{scheme} 8-bit quantization does not support these layers: {listed}. Pass "
-            "`keep_float=True` to keep them in float32 and quantize the other layers. "
-            "Received: keep_float=False"
-        )
     if not IS_LEGACY:
+        unsupported = unquantizable_layers(student)
+        if unsupported and not keep_float:
+            raise ValueError(
+                "keras_distill's 8-bit quantization does not support these layers: "
+                f"{_listed(unsupported)}. Pass `keep_float=True` to keep them in float32 and "
+                "quantize the other layers. Received: keep_float=False"
+            )
         from keras_distill.compression.keras3.qat import qat_keras3
 
         return qat_keras3(student, x, y, teacher, epochs, batch_size, optimizer, alpha,
                           temperature, preserve_sparsity, callbacks, validation_data, verbose)
     tfmot = import_tfmot("quantization_aware_training")
-    skip = {name for name, _ in unsupported}
-    copy = _training.clone(student)
     quantize = tfmot.quantization.keras
-    annotated = keras.models.clone_model(
-        copy,
-        clone_function=lambda layer: layer if layer.name in skip or isinstance(
-            layer, keras.layers.InputLayer) else quantize.quantize_annotate_layer(layer),
-    )
-    annotated.set_weights(copy.get_weights())
     if preserve_sparsity:
         scheme = quantize.collab_opts.Default8BitPrunePreserveQuantizeScheme()
     else:
         scheme = quantize.default_8bit.Default8BitQuantizeScheme()
-    model = quantize.quantize_apply(annotated, scheme)
+    model, unsupported, blocked = _quantize(tfmot, student, scheme)
+    if unsupported and not keep_float:
+        raise ValueError(
+            f"tfmot's 8-bit quantization does not support these layers: {_listed(unsupported)}. "
+            "Pass `keep_float=True` to keep them in float32 and quantize the other layers. "
+            "Received: keep_float=False"
+        )
+    if blocked:
+        raise ValueError(
+            "tfmot's sparsity-preserving 8-bit scheme cannot keep these layers in float32 "
+            f"before a quantized layer: {_listed(blocked)}. Pass `preserve_sparsity=False` "
+            "(tfmot's default 8-bit scheme keeps them in float32) or remove them from the "
+            "model. Received: preserve_sparsity=True"
+        )
     _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
                   callbacks, validation_data, verbose)
     return model

@@ -23,17 +23,22 @@ class FeatureAdapter(keras.layers.Layer):
     """Resizes spatial or sequence axes, then projects channels to the teacher's.
 
     A `Dense` projection for vectors `(b, c)` and sequences `(b, L, c)`, a 1x1
-    convolution for feature maps `(b, h, w, c)`.
+    convolution for feature maps `(b, h, w, c)`. The projection is built from
+    the channel axes alone. Spatial or sequence axes are resized only to a
+    known target size: where the teacher's length is `None` (keras_hub
+    sequences), both models see the same tokens, so the lengths agree when
+    the models run.
 
     Args:
-        target_shape: The teacher feature's shape without the batch axis.
+        target_shape: The teacher feature's shape without the batch axis;
+            spatial or sequence sizes may be `None` (unknown until called).
         project: Whether to learn a channel projection. Defaults to `True`.
         resize: Whether to resize spatial/sequence axes. Defaults to `True`.
     """
 
     def __init__(self, target_shape, project=True, resize=True, **kwargs):
         super().__init__(**kwargs)
-        self.target_shape = tuple(int(d) for d in target_shape)
+        self.target_shape = tuple(None if d is None else int(d) for d in target_shape)
         self.project = project
         self.resize = resize
         self.projection = None
@@ -44,19 +49,23 @@ class FeatureAdapter(keras.layers.Layer):
             else:
                 self.projection = keras.layers.Dense(channels, name="projection")
 
+    def _resizes(self, features):
+        """Whether `features` go through `resize_to`: only to a known, different size."""
+        target = self.target_shape[:-1]
+        if not self.resize or features.shape.rank not in (3, 4) or None in target:
+            return False
+        return tuple(features.shape[1:-1]) != target
+
     def build(self, input_shape):
         if self.projection is not None:
-            spatial = tuple(input_shape[1:-1])
-            if self.resize:
-                spatial = self.target_shape[:-1]
-            self.projection.build((input_shape[0],) + tuple(spatial) + (input_shape[-1],))
+            spatial = (None,) * (len(input_shape) - 2)
+            self.projection.build((None,) + spatial + (int(input_shape[-1]),))
         self.built = True
 
     def call(self, features):
         features = tf.cast(features, tf.float32)
-        if self.resize and features.shape.rank in (3, 4):
-            if tuple(features.shape[1:-1]) != self.target_shape[:-1]:
-                features = resize_to(features, self.target_shape[:-1])
+        if self._resizes(features):
+            features = resize_to(features, self.target_shape[:-1])
         if self.projection is not None:
             features = tf.cast(self.projection(features), tf.float32)
         return features

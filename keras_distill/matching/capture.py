@@ -18,9 +18,15 @@ from keras_distill._keras import uses_flash_attention
 def find_layer(model, name, role):
     """The layer called `name` (or at path `"outer/inner"`) inside `model`.
 
+    A layer whose own name is `name` wins over a path (tf_keras's
+    MobileNetV3 names layers like `"expanded_conv_2/Add"`).
+
     Raises:
         ValueError: with the names that do exist, when there is no such layer.
     """
+    exact = next((layer for layer in all_layers(model) if layer.name == name), None)
+    if exact is not None:  # tf_keras names some layers with a slash, e.g. "expanded_conv/Add".
+        return exact
     owner = model
     for part in name.split("/"):
         found = next((layer for layer in all_layers(owner) if layer.name == part), None)
@@ -42,6 +48,17 @@ def _check_capturable(kind, layer, name, role):
         )
 
 
+def captured_shape(value):
+    """The shape of a captured value, as a tuple.
+
+    Output captures are tensors (their shape); attention captures are
+    `(probabilities, mask)` pairs (the probabilities' shape).
+    """
+    if isinstance(value, (tuple, list)):
+        value = value[0]
+    return tuple(value.shape)
+
+
 class LayerCapture:
     """Records the output (or attention probabilities) of named layers of one model.
 
@@ -58,6 +75,14 @@ class LayerCapture:
         for name, kind in requests:
             layer = find_layer(model, name, role)
             _check_capturable(kind, layer, name, role)
+            if kind == "attention" and uses_flash_attention(layer):
+                raise ValueError(
+                    f"An attention match cannot capture the attention probabilities of the "
+                    f"{role} layer {name!r} ({type(layer).__name__}): it uses flash attention, "
+                    "which never forms them. Build the model with flash attention off "
+                    "(`keras.config.disable_flash_attention()` before building it, or "
+                    f"`flash_attention=False` on the layer). Received: {role}_layer={name!r}"
+                )
             self.layers[(name, kind)] = layer
         self.values = {}
 
@@ -93,16 +118,8 @@ class LayerCapture:
         return call
 
     def _attention_recorder(self, key, original):
-        layer = self.layers[key]
-
         def record(query, key_tensor, value, attention_mask=None, training=None,
                    return_attention_scores=False, **kwargs):
-            if uses_flash_attention(layer):
-                raise ValueError(
-                    "Attention probabilities cannot be captured from a layer that uses "
-                    "flash attention. Create it with `flash_attention=False`. "
-                    f"Received: {self.role}_layer={layer.name!r}"
-                )
             output, scores = compute_attention(
                 original, query, key_tensor, value, attention_mask, training, **kwargs
             )
