@@ -91,45 +91,71 @@ def run_seed(seed, args, data):
 
     teacher = build_teacher()
     teacher.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
-    teacher.fit(x_train, y_train, epochs=args.teacher_epochs, batch_size=args.batch_size,
-                verbose=0)
+    teacher.fit(x_train, y_train, epochs=args.teacher_epochs, batch_size=args.batch_size, verbose=0)
     teacher_accuracy = float(teacher.evaluate(x_test, y_test, verbose=0)[1])
 
     # Distil to convergence: the learning rate decays to zero, so pruning starts
     # from a settled model rather than from wherever the last Adam step landed.
     student = build_student(args.width)
     schedule = keras.optimizers.schedules.CosineDecay(
-        args.learning_rate, args.distill_epochs * steps_per_epoch)
+        args.learning_rate, args.distill_epochs * steps_per_epoch
+    )
     distiller = keras_distill.Distiller(student=student, teacher=teacher)
-    distiller.compile(keras.optimizers.Adam(schedule), metrics=["accuracy"],
-                      alpha=args.alpha, temperature=args.temperature)
-    distiller.fit(x_train, y_train, epochs=args.distill_epochs, batch_size=args.batch_size,
-                  verbose=0)
-    student_train_accuracy = float(np.mean(
-        student.predict(x_train, batch_size=1000, verbose=0).argmax(1) == y_train))
+    distiller.compile(
+        keras.optimizers.Adam(schedule),
+        metrics=["accuracy"],
+        alpha=args.alpha,
+        temperature=args.temperature,
+    )
+    distiller.fit(
+        x_train, y_train, epochs=args.distill_epochs, batch_size=args.batch_size, verbose=0
+    )
+    student_train_accuracy = float(
+        np.mean(student.predict(x_train, batch_size=1000, verbose=0).argmax(1) == y_train)
+    )
 
     # Fine-tune while pruning: sparsity 0 -> target over the first `end_fraction`
     # of the steps (PolynomialDecay, begin_step 0), recovery at the target after.
     sparse = keras_distill.prune(
-        student, x_train, y_train, teacher=teacher, target_sparsity=args.sparsity,
-        epochs=args.prune_epochs, batch_size=args.batch_size, alpha=args.alpha,
-        temperature=args.temperature, end_fraction=args.end_fraction,
-        optimizer=keras.optimizers.Adam(args.prune_learning_rate))
+        student,
+        x_train,
+        y_train,
+        teacher=teacher,
+        target_sparsity=args.sparsity,
+        epochs=args.prune_epochs,
+        batch_size=args.batch_size,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        end_fraction=args.end_fraction,
+        optimizer=keras.optimizers.Adam(args.prune_learning_rate),
+    )
     qat = keras_distill.quantization_aware_training(
-        sparse, x_train, y_train, teacher=teacher, epochs=args.qat_epochs,
-        batch_size=args.batch_size, alpha=args.alpha, temperature=args.temperature,
-        optimizer=keras.optimizers.Adam(args.qat_learning_rate))
+        sparse,
+        x_train,
+        y_train,
+        teacher=teacher,
+        epochs=args.qat_epochs,
+        batch_size=args.batch_size,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        optimizer=keras.optimizers.Adam(args.qat_learning_rate),
+    )
 
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
+
         def export(name, model, **kwargs):
             path = os.path.join(folder, f"{len(rows)}.tflite")
             report = keras_distill.export_tflite(model, path, sample_inputs=x_test, **kwargs)
             rows[name] = {
                 "bytes": report.file_size_bytes,
                 "gzip": keras_distill.gzip_size(path),
-                "latency_ms": {str(threads): keras_distill.tflite_latency(
-                    path, x_test, num_threads=threads)["min_ms"] for threads in (1, 4)},
+                "latency_ms": {
+                    str(threads): keras_distill.tflite_latency(path, x_test, num_threads=threads)[
+                        "min_ms"
+                    ]
+                    for threads in (1, 4)
+                },
                 "accuracy": accuracy(path, x_test, y_test),
                 "sparsity": keras_distill.weight_sparsity(model)["total"],
                 "parity": report.top1_agreement,
@@ -142,13 +168,22 @@ def run_seed(seed, args, data):
         export(FILES[3], sparse, quantization="int8", representative_data=calibration)
         export(FILES[4], qat, quantization="int8")
         export(FILES[5], sparse, sparse_encoding=True)
-    drops = {name: 100 * (rows[FILES[0]]["accuracy"] - row["accuracy"])
-             for name, row in rows.items()}
-    print(f"seed {seed}: teacher {teacher_accuracy:.4f}, dense {rows[FILES[0]]['accuracy']:.4f}, "
-          + ", ".join(f"{name} {drops[name]:+.1f}" for name in FILES[1:])
-          + f" ({time.time() - start:.0f} s)", flush=True)
-    return {"seed": seed, "teacher": teacher_accuracy, "student_train": student_train_accuracy,
-            "rows": rows, "drops": drops}
+    drops = {
+        name: 100 * (rows[FILES[0]]["accuracy"] - row["accuracy"]) for name, row in rows.items()
+    }
+    print(
+        f"seed {seed}: teacher {teacher_accuracy:.4f}, dense {rows[FILES[0]]['accuracy']:.4f}, "
+        + ", ".join(f"{name} {drops[name]:+.1f}" for name in FILES[1:])
+        + f" ({time.time() - start:.0f} s)",
+        flush=True,
+    )
+    return {
+        "seed": seed,
+        "teacher": teacher_accuracy,
+        "student_train": student_train_accuracy,
+        "rows": rows,
+        "drops": drops,
+    }
 
 
 def mean_se(values):
@@ -175,15 +210,18 @@ def main():
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--output", default="docs/compression.md")
     parser.add_argument("--generation", choices=("both", "tf_keras", "keras3"), default="both")
-    parser.add_argument("--results-json", default=None,
-                        help="also write the raw results of one generation here")
+    parser.add_argument(
+        "--results-json", default=None, help="also write the raw results of one generation here"
+    )
     args = parser.parse_args()
     if args.generation == "both":
         runs = [run_in_process(generation, sys.argv[1:]) for generation in ("tf_keras", "keras3")]
     else:
         if args.generation != GENERATION:
-            sys.exit(f"--generation {args.generation} needs TF_USE_LEGACY_KERAS="
-                     f"{int(args.generation == 'tf_keras')}. Received: GENERATION={GENERATION}")
+            sys.exit(
+                f"--generation {args.generation} needs TF_USE_LEGACY_KERAS="
+                f"{int(args.generation == 'tf_keras')}. Received: GENERATION={GENERATION}"
+            )
         runs = [run_generation(args)]
         if args.results_json:
             with open(args.results_json, "w", encoding="utf-8") as handle:
@@ -198,9 +236,14 @@ def run_generation(args):
     start = time.time()
     data = datasets.mnist1d(num_samples=5000)
     results = [run_seed(seed, args, data) for seed in args.seeds]
-    return {"generation": GENERATION, "keras_version": KERAS_VERSION, "results": results,
-            "num_train": len(data[0][0]), "num_test": len(data[1][0]),
-            "elapsed": time.time() - start}
+    return {
+        "generation": GENERATION,
+        "keras_version": KERAS_VERSION,
+        "results": results,
+        "num_train": len(data[0][0]),
+        "num_test": len(data[1][0]),
+        "elapsed": time.time() - start,
+    }
 
 
 def run_in_process(generation, argv):
@@ -208,8 +251,19 @@ def run_in_process(generation, argv):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "results.json")
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1" if generation == "tf_keras" else "0")
-        subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--generation",
-                        generation, "--results-json", path], env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                *argv,
+                "--generation",
+                generation,
+                "--results-json",
+                path,
+            ],
+            env=env,
+            check=True,
+        )
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
 
@@ -220,7 +274,7 @@ def write_page(args, runs):
     if os.path.exists(args.output):
         with open(args.output, encoding="utf-8") as handle:
             text = handle.read()
-        head = text[:text.index(HEADING)] if HEADING in text else ""
+        head = text[: text.index(HEADING)] if HEADING in text else ""
     sections = []
     for run in runs:
         args.num_train, args.num_test = run["num_train"], run["num_test"]
@@ -242,11 +296,15 @@ def side_by_side(runs):
         "error). `us 1t`, `us 4t`: LiteRT `invoke()` on one example in microseconds with 1 and "
         "4 interpreter threads (on the machine's CPU cores below), minimum of 9 after 2 "
         "warm-up calls, mean over seeds of that minimum. Implementations: "
-        + ", ".join(f"{run['generation']} {run['keras_version']}" for run in runs) + ".",
+        + ", ".join(f"{run['generation']} {run['keras_version']}" for run in runs)
+        + ".",
         "",
-        "| file | " + " | ".join(
+        "| file | "
+        + " | ".join(
             f"top-1 (%) {n} | drop {n} | bytes {n} | gzip {n} | us 1t {n} | us 4t {n}"
-            for n in names) + " |",
+            for n in names
+        )
+        + " |",
         "|---|" + "---|" * (6 * len(runs)),
     ]
     for name in FILES:
@@ -261,7 +319,9 @@ def side_by_side(runs):
                 f"{mean_se([row['gzip'] for row in rows])[0]:,.0f} | "
                 + " | ".join(
                     f"{1000 * mean_se([row['latency_ms'][key] for row in rows])[0]:.1f}"
-                    for key in ("1", "4")))
+                    for key in ("1", "4")
+                )
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *comparison(runs)]
     return "\n".join(lines)
@@ -283,16 +343,23 @@ def comparison(runs):
         means = []
         for run in runs:
             rows = [result["rows"][name] for result in run["results"]]
-            means.append((mean_se([100 * row["accuracy"] for row in rows]),
-                          np.mean([row["bytes"] for row in rows]),
-                          np.mean([row["gzip"] for row in rows])))
+            means.append(
+                (
+                    mean_se([100 * row["accuracy"] for row in rows]),
+                    np.mean([row["bytes"] for row in rows]),
+                    np.mean([row["gzip"] for row in rows]),
+                )
+            )
         (top1_a, bytes_a, gzip_a), (top1_b, bytes_b, gzip_b) = means
         difference = top1_b[0] - top1_a[0]
         se = float(np.hypot(top1_a[1], top1_b[1]))
         met = abs(difference) <= 0.5 and all(
-            abs(ratio - 1) <= 0.05 for ratio in (bytes_b / bytes_a, gzip_b / gzip_a))
-        lines.append(f"| {name} | {difference:+.1f} +/- {se:.1f} | {bytes_b / bytes_a:.3f} | "
-                     f"{gzip_b / gzip_a:.3f} | {'met' if met else 'NOT met'} |")
+            abs(ratio - 1) <= 0.05 for ratio in (bytes_b / bytes_a, gzip_b / gzip_a)
+        )
+        lines.append(
+            f"| {name} | {difference:+.1f} +/- {se:.1f} | {bytes_b / bytes_a:.3f} | "
+            f"{gzip_b / gzip_a:.3f} | {'met' if met else 'NOT met'} |"
+        )
     lines.append("")
     return lines
 
@@ -322,8 +389,11 @@ def markdown_section(args, run):
         }
 
     stats = {name: summary(name) for name in FILES}
-    implementation = ("tensorflow-model-optimization" if generation == "tf_keras"
-                      else "keras_distill.compression.keras3")
+    implementation = (
+        "tensorflow-model-optimization"
+        if generation == "tf_keras"
+        else "keras_distill.compression.keras3"
+    )
     lines = [
         f"{HEADING} (MNIST-1D), {generation}: pruning and QAT by {implementation}",
         "",
@@ -381,8 +451,10 @@ def markdown_section(args, run):
         size_ok, drop_ok = ratio <= limit, drop <= 1.0
         verdicts.append((label, ratio, limit, size_ok, drop, se, drop_ok, stats[name]["drops"]))
         verdict = "met" if size_ok and drop_ok else "NOT met"
-        return (f"| {label} | {ratio:.3f} (target <= {limit:.3f}) | {drop:+.1f} +/- {se:.1f} "
-                f"(target <= 1.0) | {verdict} |")
+        return (
+            f"| {label} | {ratio:.3f} (target <= {limit:.3f}) | {drop:+.1f} +/- {se:.1f} "
+            f"(target <= 1.0) | {verdict} |"
+        )
 
     lines += [
         "",
@@ -398,22 +470,25 @@ def markdown_section(args, run):
         "",
     ]
     for label, ratio, limit, size_ok, drop, se, drop_ok, drops in verdicts:
-        size_text = (f"the size ratio {ratio:.3f} is {'within' if size_ok else 'above'} "
-                     f"{limit:.3f}")
+        size_text = f"the size ratio {ratio:.3f} is {'within' if size_ok else 'above'} {limit:.3f}"
         worst = max(drops)
         if drop_ok:
-            drop_text = (f"the mean drop {drop:+.1f} +/- {se:.1f} points is within 1 point"
-                         + (f" (the worst seed drops {worst:+.1f})" if worst > 1.0 else ""))
+            drop_text = f"the mean drop {drop:+.1f} +/- {se:.1f} points is within 1 point" + (
+                f" (the worst seed drops {worst:+.1f})" if worst > 1.0 else ""
+            )
         else:
-            drop_text = (f"the mean drop {drop:+.1f} +/- {se:.1f} points is above 1 point")
-        lines.append(f"- {label}: {'met' if size_ok and drop_ok else 'NOT met'}; "
-                     f"{size_text}, and {drop_text}.")
+            drop_text = f"the mean drop {drop:+.1f} +/- {se:.1f} points is above 1 point"
+        lines.append(
+            f"- {label}: {'met' if size_ok and drop_ok else 'NOT met'}; "
+            f"{size_text}, and {drop_text}."
+        )
     post_training = stats[FILES[3]]["gzip_ratio"]
     lines.append(
         f"- Without QAT, the 80% sparse post-training int8 file gzips to {post_training:.3f} of "
         f"the dense gzip ({'within' if post_training <= 0.10 else 'above'} 0.100): its "
         "size gap to the QAT file is partly its per-channel float32 scales and int64 zero "
-        "points (QAT stores one per tensor; the float scales compress poorly).")
+        "points (QAT stores one per tensor; the float scales compress poorly)."
+    )
     base_accuracy = stats[FILES[0]]["accuracy"][0] / 100
     lines += [
         "",

@@ -41,22 +41,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from keras_distill import Distiller  # noqa: E402
-from keras_distill import TeacherCache  # noqa: E402
 from keras_distill import FeatureMatch  # noqa: E402
+from keras_distill import TeacherCache  # noqa: E402
 from keras_distill import augment  # noqa: E402
 from keras_distill import datasets  # noqa: E402
 from keras_distill import distill  # noqa: E402
 from keras_distill import schedules  # noqa: E402
 from keras_distill import transfer  # noqa: E402
-from keras_distill.recipe import BestOnValidation as StopOnValidation  # noqa: E402
 from keras_distill._keras import GENERATION  # noqa: E402
 from keras_distill._keras import keras  # noqa: E402
 from keras_distill.evaluation import model_outputs  # noqa: E402
+from keras_distill.recipe import BestOnValidation as StopOnValidation  # noqa: E402
 
 NUM_CLASSES = 10
 
 
 # ---------------------------------------------------------------- models
+
 
 def mnist1d_teacher():
     inputs = keras.Input((40,))
@@ -115,23 +116,32 @@ def digits_small_cnn():
 
 # ---------------------------------------------------------------- setups
 
+
 def load(name, args):
     if name == "mnist1d":
         (x, y), (x_test, y_test) = datasets.mnist1d(num_samples=5000, seed=42)
         # Transfer set: more generated signals from another seed, used without labels.
         (extra, _), _ = datasets.mnist1d(num_samples=args.transfer_size, train_split=1.0, seed=7)
         return {
-            "data": (x, y, x_test, y_test), "extra": extra,
-            "teacher": mnist1d_teacher, "student": mnist1d_student, "small": mnist1d_small_cnn,
+            "data": (x, y, x_test, y_test),
+            "extra": extra,
+            "teacher": mnist1d_teacher,
+            "student": mnist1d_student,
+            "small": mnist1d_small_cnn,
             "augmentation": augment.signal_augmentation(max_shift=3, noise_std=0.05),
-            "batch_size": 128, "epochs": args.epochs or 20,
+            "batch_size": 128,
+            "epochs": args.epochs or 20,
         }
     (x, y), (x_test, y_test) = datasets.digits(train_fraction=0.5, seed=0)
     return {
-        "data": (x, y, x_test, y_test), "extra": None,
-        "teacher": digits_teacher, "student": digits_student, "small": digits_small_cnn,
+        "data": (x, y, x_test, y_test),
+        "extra": None,
+        "teacher": digits_teacher,
+        "student": digits_student,
+        "small": digits_small_cnn,
         "augmentation": augment.image_augmentation(max_translation=1),
-        "batch_size": 64, "epochs": args.epochs or 30,
+        "batch_size": 64,
+        "epochs": args.epochs or 30,
     }
 
 
@@ -142,8 +152,10 @@ def accuracy(model, x, y):
 def train_alone(build, seed, x, y, epochs, batch_size, dataset=None):
     keras.utils.set_random_seed(seed)
     model = build()
-    model.compile(optimizer=keras.optimizers.Adam(2e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     if dataset is None:
         model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
     else:
@@ -151,8 +163,20 @@ def train_alone(build, seed, x, y, epochs, batch_size, dataset=None):
     return model
 
 
-def distil(build, teacher, seed, train, epochs, batch_size, alpha=0.5, temperature=2.0,
-           loss="kl", feature=False, callbacks=None, student=None):
+def distil(
+    build,
+    teacher,
+    seed,
+    train,
+    epochs,
+    batch_size,
+    alpha=0.5,
+    temperature=2.0,
+    loss="kl",
+    feature=False,
+    callbacks=None,
+    student=None,
+):
     """Trains a fresh student from `teacher`; `train` is `(x, y)`, `(x,)` or a tf.data.Dataset.
 
     `teacher` may be a `TeacherCache` (then `train` must come from `cache.dataset`).
@@ -160,13 +184,25 @@ def distil(build, teacher, seed, train, epochs, batch_size, alpha=0.5, temperatu
     if student is None:
         keras.utils.set_random_seed(seed)
         student = build()
-    matches = [FeatureMatch("s_features", "t_features", loss="mse", weight=feature)] if feature else None
+    matches = (
+        [FeatureMatch("s_features", "t_features", loss="mse", weight=feature)] if feature else None
+    )
     distiller = Distiller(student=student, teacher=teacher, feature_matches=matches)
-    distiller.compile(optimizer=keras.optimizers.Adam(2e-3), alpha=alpha,
-                      temperature=temperature, distillation_loss=loss)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        alpha=alpha,
+        temperature=temperature,
+        distillation_loss=loss,
+    )
     if isinstance(train, tuple):
-        distiller.fit(*train, epochs=epochs, batch_size=batch_size, shuffle=True,
-                      callbacks=callbacks, verbose=0)
+        distiller.fit(
+            *train,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=0,
+        )
     else:
         distiller.fit(train, epochs=epochs, callbacks=callbacks, verbose=0)
     return student
@@ -186,56 +222,80 @@ def run_seed(setup, seed, grid, quick, patience=None, only_patience=False):
     record("teacher", teacher)
     if patience:
         # Patient training (Beyer et al. 2022): the same student and recipe, more epochs.
-        long_alone = record(f"student alone, {patience} epochs",
-                            train_alone(build, seed, x, y, patience, batch))
+        long_alone = record(
+            f"student alone, {patience} epochs", train_alone(build, seed, x, y, patience, batch)
+        )
         results[f"student alone, {patience} epochs (train accuracy)"] = accuracy(long_alone, x, y)
         # Where a transfer set exists, its long run replaces the low-alpha one (time budget).
         for alpha in (0.5,) if setup["extra"] is not None else (0.2, 0.5):
-            record(f"KD a={alpha} T=2, {patience} epochs",
-                   distil(build, teacher, seed, (x, y), patience, batch, alpha, 2.0))
+            record(
+                f"KD a={alpha} T=2, {patience} epochs",
+                distil(build, teacher, seed, (x, y), patience, batch, alpha, 2.0),
+            )
         if setup["extra"] is not None:
             x_all, y_all = transfer.transfer_set(x, y, setup["extra"])
-            transfer_ds = augment.function_matching_dataset(x_all, y_all, batch_size=batch, seed=seed)
-            record(f"KD a=0.5 T=2 + transfer set, {patience} epochs",
-                   distil(build, teacher, seed, transfer_ds, patience, batch))
+            transfer_ds = augment.function_matching_dataset(
+                x_all, y_all, batch_size=batch, seed=seed
+            )
+            record(
+                f"KD a=0.5 T=2 + transfer set, {patience} epochs",
+                distil(build, teacher, seed, transfer_ds, patience, batch),
+            )
     if only_patience:
         return results
     alone = record("student alone", train_alone(build, seed, x, y, epochs, batch))
     results["student alone (train accuracy)"] = accuracy(alone, x, y)
     for alpha, temperature in grid:
-        record(f"KD a={alpha} T={temperature:g}",
-               distil(build, teacher, seed, (x, y), epochs, batch, alpha, temperature))
+        record(
+            f"KD a={alpha} T={temperature:g}",
+            distil(build, teacher, seed, (x, y), epochs, batch, alpha, temperature),
+        )
     augmented = augment.function_matching_dataset(
-        x, y, setup["augmentation"], batch_size=batch, seed=seed)
-    record("student alone + augmentation",
-           train_alone(build, seed, x, y, epochs, batch, dataset=augmented))
-    record("KD a=0.5 T=2 + consistent augmentation",
-           distil(build, teacher, seed, augmented, epochs, batch))
+        x, y, setup["augmentation"], batch_size=batch, seed=seed
+    )
+    record(
+        "student alone + augmentation",
+        train_alone(build, seed, x, y, epochs, batch, dataset=augmented),
+    )
+    record(
+        "KD a=0.5 T=2 + consistent augmentation",
+        distil(build, teacher, seed, augmented, epochs, batch),
+    )
     if not quick:
         mixed = augment.function_matching_dataset(
-            x, None, setup["augmentation"], mixup_alpha=1.0, batch_size=batch, seed=seed)
-        record("function matching (augment + mixup, x-only, T=2)",
-               distil(build, teacher, seed, mixed, epochs, batch, alpha=1.0))
+            x, None, setup["augmentation"], mixup_alpha=1.0, batch_size=batch, seed=seed
+        )
+        record(
+            "function matching (augment + mixup, x-only, T=2)",
+            distil(build, teacher, seed, mixed, epochs, batch, alpha=1.0),
+        )
     if setup["extra"] is not None:
         x_all, y_all = transfer.transfer_set(x, y, setup["extra"])
         transfer_ds = augment.function_matching_dataset(x_all, y_all, batch_size=batch, seed=seed)
-        record("KD a=0.5 T=2 + transfer set",
-               distil(build, teacher, seed, transfer_ds, epochs, batch))
+        record(
+            "KD a=0.5 T=2 + transfer set", distil(build, teacher, seed, transfer_ds, epochs, batch)
+        )
     record("DKD a=0.5 T=4", distil(build, teacher, seed, (x, y), epochs, batch, 0.5, 4.0, "dkd"))
-    record("KD a=0.5 T=2 + feature match (MSE, projection)",
-           distil(build, teacher, seed, (x, y), epochs, batch, feature=1.0))
+    record(
+        "KD a=0.5 T=2 + feature match (MSE, projection)",
+        distil(build, teacher, seed, (x, y), epochs, batch, feature=1.0),
+    )
     anneal = schedules.DistillationScheduler(temperature=schedules.linear(8.0, 1.0, epochs))
-    record("KD a=0.5, T annealed 8->1 (DistillationScheduler)",
-           distil(build, teacher, seed, (x, y), epochs, batch, callbacks=[anneal]))
+    record(
+        "KD a=0.5, T annealed 8->1 (DistillationScheduler)",
+        distil(build, teacher, seed, (x, y), epochs, batch, callbacks=[anneal]),
+    )
     small = setup["small"]
     small_alone = record("small GAP-CNN alone", train_alone(small, seed, x, y, epochs, batch))
     results["small GAP-CNN alone (train accuracy)"] = accuracy(small_alone, x, y)
-    record("small GAP-CNN KD a=0.9 T=4",
-           distil(small, teacher, seed, (x, y), epochs, batch, 0.9, 4.0))
+    record(
+        "small GAP-CNN KD a=0.9 T=4", distil(small, teacher, seed, (x, y), epochs, batch, 0.9, 4.0)
+    )
     return results
 
 
 # ---------------------------------------------------------------- recipe mode
+
 
 class BestOnValidation(keras.callbacks.Callback):
     """Early stopping on the student's validation accuracy; restores its best weights.
@@ -278,15 +338,24 @@ def recipe_setup(name, args):
     """Candidates `(alpha, T, transfer)`: transfer is None, "generated" or "mixup"."""
     setup = load(name, args)
     if name == "mnist1d":
-        setup.update(candidates=[(0.5, 1.0, "generated"), (0.5, 2.0, "generated"),
-                                 (0.9, 2.0, "generated")],
-                     max_epochs=args.max_epochs or 60, transfer_batch=256)
+        setup.update(
+            candidates=[(0.5, 1.0, "generated"), (0.5, 2.0, "generated"), (0.9, 2.0, "generated")],
+            max_epochs=args.max_epochs or 60,
+            transfer_batch=256,
+        )
     else:
         # No further digits exist: the transfer set is fixed mixup views of the labelled
         # images (4 per image), labelled by the teacher only.
-        setup.update(candidates=[(0.1, 1.0, None), (0.3, 2.0, None),
-                                 (0.5, 1.0, "mixup"), (0.5, 2.0, "mixup")],
-                     max_epochs=args.max_epochs or 150, transfer_batch=128)
+        setup.update(
+            candidates=[
+                (0.1, 1.0, None),
+                (0.3, 2.0, None),
+                (0.5, 1.0, "mixup"),
+                (0.5, 2.0, "mixup"),
+            ],
+            max_epochs=args.max_epochs or 150,
+            transfer_batch=128,
+        )
     return setup
 
 
@@ -311,39 +380,59 @@ def run_recipe_seed(setup, seed, patience, tie_break):
             results[name + " (epochs)"] = stopper.best_epoch
         return model
 
-    teacher = record("teacher", train_alone(setup["teacher"], 1000 + seed, x_fit, y_fit,
-                                            setup["epochs"], batch))
+    teacher = record(
+        "teacher", train_alone(setup["teacher"], 1000 + seed, x_fit, y_fit, setup["epochs"], batch)
+    )
     keras.utils.set_random_seed(seed)
     alone = build()
     stopper = BestOnValidation(alone, x_val, y_val, patience, tie_break)
-    alone.compile(optimizer=keras.optimizers.Adam(2e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    alone.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     alone.fit(x_fit, y_fit, epochs=max_epochs, batch_size=batch, callbacks=[stopper], verbose=0)
     record("student alone", alone, stopper)
     for alpha, temperature, kind in setup["candidates"]:
         if kind is None:
             x_all, y_all = x_fit, y_fit
         else:
-            x_all, y_all = transfer.transfer_set(x_fit, y_fit,
-                                                 transfer_inputs(setup, kind, x_fit, seed))
+            x_all, y_all = transfer.transfer_set(
+                x_fit, y_fit, transfer_inputs(setup, kind, x_fit, seed)
+            )
         # The teacher runs once over these inputs; training reads its stored logits.
         cache = TeacherCache.build(teacher, x_all)
         batch_size = batch if kind is None else setup["transfer_batch"]
         keras.utils.set_random_seed(seed)
         student = build()
         stopper = BestOnValidation(student, x_val, y_val, patience, tie_break)
-        distil(build, cache, seed, cache.dataset(x_all, y_all, batch_size=batch_size, seed=seed),
-               max_epochs, batch, alpha, temperature, callbacks=[stopper], student=student)
-        record(candidate_name(setup, alpha, temperature, kind, len(x_all) - len(x_fit)),
-               student, stopper)
+        distil(
+            build,
+            cache,
+            seed,
+            cache.dataset(x_all, y_all, batch_size=batch_size, seed=seed),
+            max_epochs,
+            batch,
+            alpha,
+            temperature,
+            callbacks=[stopper],
+            student=student,
+        )
+        record(
+            candidate_name(setup, alpha, temperature, kind, len(x_all) - len(x_fit)),
+            student,
+            stopper,
+        )
     return results
 
 
 def candidate_name(setup, alpha, temperature, kind, size=None):
     if size is None:
         size = len(setup["extra"]) if kind == "generated" else None
-    extra = {None: "", "generated": f" + transfer set ({size} generated)",
-             "mixup": " + transfer set (4 mixup views per image)"}[kind]
+    extra = {
+        None: "",
+        "generated": f" + transfer set ({size} generated)",
+        "mixup": " + transfer set (4 mixup views per image)",
+    }[kind]
     return f"KD a={alpha:g} T={temperature:g}{extra}"
 
 
@@ -351,20 +440,26 @@ def recipe_markdown(name, per_seed, table, setup):
     """Validation accuracy of every candidate, the selected one, and its test numbers."""
     names = ["student alone"] + [candidate_name(setup, *c) for c in setup["candidates"]]
     selected = max(names[1:], key=lambda n: table[n + " (validation)"]["mean"])
-    lines = [f"### {name}: recipe mode ({len(per_seed)} seeds, selected on validation)", "",
-             "| run | validation accuracy | epochs (best) | test accuracy | vs alone (paired) "
-             "| R |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"### {name}: recipe mode ({len(per_seed)} seeds, selected on validation)",
+        "",
+        "| run | validation accuracy | epochs (best) | test accuracy | vs alone (paired) | R |",
+        "|---|---|---|---|---|---|",
+    ]
     teacher = table["teacher"]
-    lines.append(f"| teacher | {100 * table['teacher (validation)']['mean']:.2f} | | "
-                 f"{100 * teacher['mean']:.2f} +- {100 * teacher['se']:.2f} | | |")
+    lines.append(
+        f"| teacher | {100 * table['teacher (validation)']['mean']:.2f} | | "
+        f"{100 * teacher['mean']:.2f} +- {100 * teacher['se']:.2f} | | |"
+    )
     for run in names:
         val = table[run + " (validation)"]["mean"]
         epochs = table[run + " (epochs)"]["mean"]
         test = table[run]
         label = f"**{run} (selected)**" if run == selected else run
-        cells = (f"| {label} | {100 * val:.2f} | {epochs:.0f} | "
-                 f"{100 * test['mean']:.2f} +- {100 * test['se']:.2f} |")
+        cells = (
+            f"| {label} | {100 * val:.2f} | {epochs:.0f} | "
+            f"{100 * test['mean']:.2f} +- {100 * test['se']:.2f} |"
+        )
         if run == "student alone":
             lines.append(cells + " | |")
             continue
@@ -392,8 +487,12 @@ def gap_stats(per_seed, table, name, alone, teacher):
 
 
 def markdown(name, per_seed, table):
-    lines = [f"### {name} ({len(per_seed)} seeds)", "",
-             "| recipe | test accuracy | vs alone (paired) | R |", "|---|---|---|---|"]
+    lines = [
+        f"### {name} ({len(per_seed)} seeds)",
+        "",
+        "| recipe | test accuracy | vs alone (paired) | R |",
+        "|---|---|---|---|",
+    ]
     for recipe, stats in table.items():
         cell = f"{100 * stats['mean']:.2f} +- {100 * stats['se']:.2f}"
         if recipe.startswith("small"):
@@ -406,7 +505,9 @@ def markdown(name, per_seed, table):
             lines.append(f"| {recipe} | {cell} | | |")
             continue
         diff, se, recovery = gap_stats(per_seed, table, recipe, alone, "teacher")
-        lines.append(f"| {recipe} | {cell} | {100 * diff:+.2f} +- {100 * se:.2f} | {recovery:.2f} |")
+        lines.append(
+            f"| {recipe} | {cell} | {100 * diff:+.2f} +- {100 * se:.2f} | {recovery:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -423,8 +524,12 @@ def main_recipe(args, everything, started):
         setup = recipe_setup(name, args)
         patience = args.stop_patience or (10 if name == "mnist1d" else 20)
         tie_break = args.tie_break or ("earlier" if name == "mnist1d" else "later")
-        everything["datasets"][name] = {"candidates": setup["candidates"], "patience": patience,
-                                        "max_epochs": setup["max_epochs"], "tie_break": tie_break}
+        everything["datasets"][name] = {
+            "candidates": setup["candidates"],
+            "patience": patience,
+            "max_epochs": setup["max_epochs"],
+            "tie_break": tie_break,
+        }
         per_seed = []
         for seed in args.seeds:
             per_seed.append(run_recipe_seed(setup, seed, patience, tie_break))
@@ -441,6 +546,7 @@ def main_recipe(args, everything, started):
 
 
 # ---------------------------------------------------------------- distill() mode
+
 
 def cancer_teacher():
     inputs = keras.Input((30,))
@@ -472,12 +578,22 @@ def distill_setup(name, args):
     """Data, models and the budget of each dataset for `--distill`."""
     if name == "cancer":
         (x, y), (x_test, y_test) = breast_cancer()
-        return {"data": (x, y, x_test, y_test), "extra": None, "teacher": cancer_teacher,
-                "student": cancer_student, "teacher_epochs": 50, "batch_size": 32,
-                "max_epochs": args.max_epochs or 150, "patience": 20}
+        return {
+            "data": (x, y, x_test, y_test),
+            "extra": None,
+            "teacher": cancer_teacher,
+            "student": cancer_student,
+            "teacher_epochs": 50,
+            "batch_size": 32,
+            "max_epochs": args.max_epochs or 150,
+            "patience": 20,
+        }
     setup = load(name, args)
-    setup.update(teacher_epochs=setup["epochs"], max_epochs=args.max_epochs or
-                 (60 if name == "mnist1d" else 150), patience=10 if name == "mnist1d" else 20)
+    setup.update(
+        teacher_epochs=setup["epochs"],
+        max_epochs=args.max_epochs or (60 if name == "mnist1d" else 150),
+        patience=10 if name == "mnist1d" else 20,
+    )
     return setup
 
 
@@ -486,22 +602,43 @@ def run_distill_seed(setup, seed):
     x, y, x_test, y_test = setup["data"]
     (x_fit, y_fit), (x_val, y_val) = validation_split(x, y)
     batch = setup["batch_size"]
-    teacher = train_alone(setup["teacher"], 1000 + seed, x_fit, y_fit, setup["teacher_epochs"],
-                          batch)
+    teacher = train_alone(
+        setup["teacher"], 1000 + seed, x_fit, y_fit, setup["teacher_epochs"], batch
+    )
     keras.utils.set_random_seed(seed)
     student = setup["student"]()
     initial = student.get_weights()
-    best, report = distill(teacher, student, x_fit, y_fit, validation_data=(x_val, y_val),
-                           unlabeled=setup["extra"], test_data=(x_test, y_test),
-                           epochs=setup["max_epochs"], patience=setup["patience"],
-                           batch_size=batch, seed=seed, verbose=0)
+    best, report = distill(
+        teacher,
+        student,
+        x_fit,
+        y_fit,
+        validation_data=(x_val, y_val),
+        unlabeled=setup["extra"],
+        test_data=(x_test, y_test),
+        epochs=setup["max_epochs"],
+        patience=setup["patience"],
+        batch_size=batch,
+        seed=seed,
+        verbose=0,
+    )
     # Plain KD with the Distiller's defaults, the same start and the same early stopping.
     plain = keras.models.clone_model(student)
     plain.set_weights(initial)
     stopper = StopOnValidation(plain, x_val, y_val, setup["patience"])
     keras.utils.set_random_seed(seed)
-    distil(None, teacher, seed, (x_fit, y_fit), setup["max_epochs"], batch, alpha=0.5,
-           temperature=4.0, callbacks=[stopper], student=plain)
+    distil(
+        None,
+        teacher,
+        seed,
+        (x_fit, y_fit),
+        setup["max_epochs"],
+        batch,
+        alpha=0.5,
+        temperature=4.0,
+        callbacks=[stopper],
+        student=plain,
+    )
     results = {
         "teacher": accuracy(teacher, x_test, y_test),
         "student alone": report["student alone"]["test_accuracy"],
@@ -518,26 +655,38 @@ def run_distill_seed(setup, seed):
 
 def distill_markdown(name, per_seed, table):
     """Test accuracy, paired difference to the student alone and R (mean +- se over seeds)."""
-    lines = [f"### {name} ({len(per_seed)} seeds): distill() vs the student alone vs plain KD", "",
-             "| run | test accuracy | vs alone (paired) | R per seed (mean +- se) | R of means |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"### {name} ({len(per_seed)} seeds): distill() vs the student alone vs plain KD",
+        "",
+        "| run | test accuracy | vs alone (paired) | R per seed (mean +- se) | R of means |",
+        "|---|---|---|---|---|",
+    ]
     for run in ("teacher", "student alone", "plain KD a=0.5 T=4", "distill()"):
         cell = f"{100 * table[run]['mean']:.2f} +- {100 * table[run]['se']:.2f}"
         if run in ("teacher", "student alone"):
             lines.append(f"| {run} | {cell} | | | |")
             continue
         diff, se, recovery = gap_stats(per_seed, table, run, "student alone", "teacher")
-        ratios = [(r[run] - r["student alone"]) / (r["teacher"] - r["student alone"])
-                  for r in per_seed if r["teacher"] - r["student alone"] > 0]
-        spread = (f"{np.mean(ratios):.2f} +- {np.std(ratios, ddof=1) / np.sqrt(len(ratios)):.2f}"
-                  if len(ratios) > 1 else "-")
-        lines.append(f"| {run} | {cell} | {100 * diff:+.2f} +- {100 * se:.2f} | {spread} | "
-                     f"{recovery:.2f} |")
+        ratios = [
+            (r[run] - r["student alone"]) / (r["teacher"] - r["student alone"])
+            for r in per_seed
+            if r["teacher"] - r["student alone"] > 0
+        ]
+        spread = (
+            f"{np.mean(ratios):.2f} +- {np.std(ratios, ddof=1) / np.sqrt(len(ratios)):.2f}"
+            if len(ratios) > 1
+            else "-"
+        )
+        lines.append(
+            f"| {run} | {cell} | {100 * diff:+.2f} +- {100 * se:.2f} | {spread} | {recovery:.2f} |"
+        )
     kept = table["distill() kept a distilled student"]["mean"]
     lines.append("")
-    lines.append(f"distill() kept a distilled student in {kept * len(per_seed):.0f} of "
-                 f"{len(per_seed)} seeds; seconds per call: "
-                 f"{table['seconds of distill()']['mean']:.0f}.")
+    lines.append(
+        f"distill() kept a distilled student in {kept * len(per_seed):.0f} of "
+        f"{len(per_seed)} seeds; seconds per call: "
+        f"{table['seconds of distill()']['mean']:.0f}."
+    )
     return "\n".join(lines)
 
 
@@ -550,12 +699,19 @@ def main_distill(args, everything, started):
             results, choice = run_distill_seed(setup, seed)
             per_seed.append(results)
             kept.append(choice)
-            print(f"[{name}] seed {seed} done at {time.perf_counter() - started:.0f} s "
-                  f"(kept: {choice})", flush=True)
+            print(
+                f"[{name}] seed {seed} done at {time.perf_counter() - started:.0f} s "
+                f"(kept: {choice})",
+                flush=True,
+            )
             table = summarise(per_seed)
-            everything["datasets"][name] = {"per_seed": per_seed, "summary": table, "kept": kept,
-                                            "max_epochs": setup["max_epochs"],
-                                            "patience": setup["patience"]}
+            everything["datasets"][name] = {
+                "per_seed": per_seed,
+                "summary": table,
+                "kept": kept,
+                "max_epochs": setup["max_epochs"],
+                "patience": setup["patience"],
+            }
             everything["seconds"] = time.perf_counter() - started
             save(everything, args.out)
         print(distill_markdown(name, per_seed, table), flush=True)
@@ -565,33 +721,73 @@ def main_distill(args, everything, started):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--datasets", nargs="+", default=None,
-                        choices=["mnist1d", "digits", "cancer"],
-                        help="defaults to mnist1d and digits (and cancer with --distill)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs of every run; defaults to 20 on MNIST-1D, 30 on digits")
-    parser.add_argument("--transfer-size", type=int, default=None,
-                        help="unlabelled MNIST-1D examples in the transfer set "
-                             "(defaults to 4000; 40000 with --recipe)")
-    parser.add_argument("--quick", action="store_true",
-                        help="2 seeds, 8 epochs, no mixup run: checks that everything runs")
-    parser.add_argument("--patience", type=int, default=None,
-                        help="also train the student alone and with KD for this many epochs")
-    parser.add_argument("--only-patience", action="store_true",
-                        help="with --patience: only the teacher and the long runs")
-    parser.add_argument("--recipe", action="store_true",
-                        help="only the recommended recipe: candidates selected on a validation "
-                             "split, early stopping for the student alone and every candidate")
-    parser.add_argument("--distill", action="store_true",
-                        help="only keras_distill.distill() vs the student alone vs plain KD")
-    parser.add_argument("--max-epochs", type=int, default=None,
-                        help="with --recipe: epoch cap (60 on MNIST-1D, 150 on digits)")
-    parser.add_argument("--stop-patience", type=int, default=None,
-                        help="with --recipe: epochs without a better validation accuracy "
-                             "before stopping (10 on MNIST-1D, 20 on digits)")
-    parser.add_argument("--tie-break", choices=["earlier", "later"], default=None,
-                        help="with --recipe: which epoch wins a tie in validation accuracy "
-                             "(earlier on MNIST-1D, later on digits)")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        choices=["mnist1d", "digits", "cancer"],
+        help="defaults to mnist1d and digits (and cancer with --distill)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of every run; defaults to 20 on MNIST-1D, 30 on digits",
+    )
+    parser.add_argument(
+        "--transfer-size",
+        type=int,
+        default=None,
+        help="unlabelled MNIST-1D examples in the transfer set "
+        "(defaults to 4000; 40000 with --recipe)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 seeds, 8 epochs, no mixup run: checks that everything runs",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="also train the student alone and with KD for this many epochs",
+    )
+    parser.add_argument(
+        "--only-patience",
+        action="store_true",
+        help="with --patience: only the teacher and the long runs",
+    )
+    parser.add_argument(
+        "--recipe",
+        action="store_true",
+        help="only the recommended recipe: candidates selected on a validation "
+        "split, early stopping for the student alone and every candidate",
+    )
+    parser.add_argument(
+        "--distill",
+        action="store_true",
+        help="only keras_distill.distill() vs the student alone vs plain KD",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="with --recipe: epoch cap (60 on MNIST-1D, 150 on digits)",
+    )
+    parser.add_argument(
+        "--stop-patience",
+        type=int,
+        default=None,
+        help="with --recipe: epochs without a better validation accuracy "
+        "before stopping (10 on MNIST-1D, 20 on digits)",
+    )
+    parser.add_argument(
+        "--tie-break",
+        choices=["earlier", "later"],
+        default=None,
+        help="with --recipe: which epoch wins a tie in validation accuracy "
+        "(earlier on MNIST-1D, later on digits)",
+    )
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)
     if args.datasets is None:
@@ -607,9 +803,13 @@ def main(argv=None):
             args.transfer_size = min(args.transfer_size, 4000)
     grid = [(0.5, 2.0), (0.5, 4.0), (0.9, 2.0), (0.9, 4.0)]
     started = time.perf_counter()
-    everything = {"generation": GENERATION, "seeds": args.seeds, "epochs": args.epochs,
-                  "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
-                  "datasets": {}}
+    everything = {
+        "generation": GENERATION,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
+        "datasets": {},
+    }
     if args.recipe:
         return main_recipe(args, everything, started)
     if args.distill:
@@ -618,8 +818,9 @@ def main(argv=None):
         setup = load(name, args)
         per_seed = []
         for seed in args.seeds:
-            per_seed.append(run_seed(setup, seed, grid, args.quick, args.patience,
-                                     args.only_patience))
+            per_seed.append(
+                run_seed(setup, seed, grid, args.quick, args.patience, args.only_patience)
+            )
             print(f"[{name}] seed {seed} done at {time.perf_counter() - started:.0f} s", flush=True)
             table = summarise(per_seed)
             everything["datasets"][name] = {"per_seed": per_seed, "summary": table}

@@ -85,7 +85,9 @@ class KerasIoDistiller(keras.Model):
         super().__init__()
         self.teacher, self.student = teacher, student
 
-    def compile(self, optimizer, metrics, student_loss_fn, distillation_loss_fn, alpha=0.1, temperature=3):
+    def compile(
+        self, optimizer, metrics, student_loss_fn, distillation_loss_fn, alpha=0.1, temperature=3
+    ):
         super().compile(optimizer=optimizer, metrics=metrics)
         self.student_loss_fn, self.distillation_loss_fn = student_loss_fn, distillation_loss_fn
         self.alpha, self.temperature = alpha, temperature
@@ -113,6 +115,7 @@ def make_data(args):
 
 def candidates(args, x, y, teacher):
     """name -> (model factory returning a compiled model, dataset factory)."""
+
     def dataset():
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch)
 
@@ -122,10 +125,18 @@ def candidates(args, x, y, teacher):
 
     def ours(jit_compile="auto", matches=None, teacher_or_cache=teacher, data_checks=True):
         def build():
-            model = Distiller(student=fresh_student(), teacher=teacher_or_cache, feature_matches=matches)
-            model.compile(optimizer="adam", alpha=ALPHA, temperature=TEMPERATURE, jit_compile=jit_compile,
-                          data_checks=data_checks)
+            model = Distiller(
+                student=fresh_student(), teacher=teacher_or_cache, feature_matches=matches
+            )
+            model.compile(
+                optimizer="adam",
+                alpha=ALPHA,
+                temperature=TEMPERATURE,
+                jit_compile=jit_compile,
+                data_checks=data_checks,
+            )
             return model
+
         return build
 
     def student_only():
@@ -147,17 +158,27 @@ def candidates(args, x, y, teacher):
             losses = [LogitsDistillation(temperature=TEMPERATURE)]
             if features:
                 losses.append(FeatureDistillation("mse", "t_block3", "s_block2"))
-            model = KerasDistiller(teacher=teacher, student=fresh_student(), distillation_losses=losses,
-                                   student_loss_weight=1 - ALPHA)
+            model = KerasDistiller(
+                teacher=teacher,
+                student=fresh_student(),
+                distillation_losses=losses,
+                student_loss_weight=1 - ALPHA,
+            )
             model.compile(optimizer="adam", loss=sparse_ce())
             return model
+
         return build
 
     def keras_io():
         model = KerasIoDistiller(fresh_student(), teacher)
-        model.compile(optimizer="adam", metrics=[], student_loss_fn=sparse_ce(),
-                      distillation_loss_fn=keras.losses.KLDivergence(), alpha=1 - ALPHA,
-                      temperature=TEMPERATURE)
+        model.compile(
+            optimizer="adam",
+            metrics=[],
+            student_loss_fn=sparse_ce(),
+            distillation_loss_fn=keras.losses.KLDivergence(),
+            alpha=1 - ALPHA,
+            temperature=TEMPERATURE,
+        )
         return model
 
     cache = TeacherCache.build(teacher, x)
@@ -167,8 +188,10 @@ def candidates(args, x, y, teacher):
         LIMIT: (limit, dataset),
         "ours": (ours(), dataset),
         "ours, checks off": (ours(data_checks=False), dataset),
-        "ours, cached teacher": (ours(teacher_or_cache=cache),
-                                 lambda: cache.dataset(x, y, batch_size=args.batch, shuffle=False)),
+        "ours, cached teacher": (
+            ours(teacher_or_cache=cache),
+            lambda: cache.dataset(x, y, batch_size=args.batch, shuffle=False),
+        ),
         "ours, XLA off": (ours(jit_compile=False), dataset),
         "ours, XLA on": (ours(jit_compile=True), dataset),
         "ours + feature match": (ours(matches=feature), dataset),
@@ -181,7 +204,10 @@ def candidates(args, x, y, teacher):
 
 
 def time_alternated(models, repeats):
-    """`{name: [ms per epoch]}`: one epoch of each warmed-up `(model, data)` in turn, `repeats` times."""
+    """`{name: [ms per epoch]}`: one epoch of each warmed-up `(model, data)` in turn.
+
+    Every model runs `repeats` epochs, alternated.
+    """
     times = {name: [] for name in models}
     for _ in range(repeats):
         for name, (model, data) in models.items():
@@ -236,12 +262,17 @@ def time_torch(args, x, y, repeats):
 
     def epoch():
         for start in range(0, len(labels), args.batch):
-            batch, target = inputs[start:start + args.batch], labels[start:start + args.batch]
+            batch, target = inputs[start : start + args.batch], labels[start : start + args.batch]
             with torch.no_grad():
                 teacher_logits = teacher(batch)
             logits = student(batch)
-            soft = kl(torch.log_softmax(logits / TEMPERATURE, -1), torch.log_softmax(teacher_logits / TEMPERATURE, -1))
-            loss = (1 - ALPHA) * nn.functional.cross_entropy(logits, target) + ALPHA * TEMPERATURE**2 * soft
+            soft = kl(
+                torch.log_softmax(logits / TEMPERATURE, -1),
+                torch.log_softmax(teacher_logits / TEMPERATURE, -1),
+            )
+            loss = (1 - ALPHA) * nn.functional.cross_entropy(
+                logits, target
+            ) + ALPHA * TEMPERATURE**2 * soft
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -275,8 +306,20 @@ def peak_memory(args):
     result = {}
     for kind in ("student", "distill"):
         output = subprocess.run(
-            [sys.executable, __file__, "--memory-child", kind, "--steps", str(args.steps), "--batch", str(args.batch)],
-            capture_output=True, text=True, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                kind,
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         ).stdout
         result[kind] = float(output.strip().splitlines()[-1])
     return result
@@ -292,8 +335,10 @@ def ratio_row(label, ours, reference, times, target):
     ratio = ours_min / ref_min
     verdict = "" if target is None else ("yes" if ratio <= target else "no")
     target_text = "-" if target is None else f"<= {target:.2f}"
-    return (f"| {label} | {ours_min:.0f} / {ours_median:.0f} | {ref_min:.0f} / {ref_median:.0f} "
-            f"| {ratio:.2f} | {target_text} | {verdict} |")
+    return (
+        f"| {label} | {ours_min:.0f} / {ours_median:.0f} | {ref_min:.0f} / {ref_median:.0f} "
+        f"| {ratio:.2f} | {target_text} | {verdict} |"
+    )
 
 
 def main(argv=None):
@@ -303,10 +348,16 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--torch", action="store_true", help="add the PyTorch loop (needs torch)")
     parser.add_argument("--json", help="also write the raw times to this file")
-    parser.add_argument("--overhead-only", action="store_true",
-                        help="time only ours and the limit (row a), e.g. with more repeats")
-    parser.add_argument("--checks-only", action="store_true",
-                        help="time only ours with and without the in-step data checks (row g)")
+    parser.add_argument(
+        "--overhead-only",
+        action="store_true",
+        help="time only ours and the limit (row a), e.g. with more repeats",
+    )
+    parser.add_argument(
+        "--checks-only",
+        action="store_true",
+        help="time only ours with and without the in-step data checks (row g)",
+    )
     parser.add_argument("--memory-child", choices=["student", "distill"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -321,8 +372,9 @@ def main(argv=None):
         print(ratio_row("a. overhead: ours / limit", "ours", LIMIT, times, 1.05))
         return
     if args.checks_only:
-        times = time_keras({name: rows[name] for name in ("ours", "ours, checks off", LIMIT)},
-                           args.repeats)
+        times = time_keras(
+            {name: rows[name] for name in ("ours", "ours, checks off", LIMIT)}, args.repeats
+        )
         print(ratio_row("g. in-step data checks on / off", "ours", "ours, checks off", times, None))
         print(ratio_row("a. overhead: ours / limit", "ours", LIMIT, times, 1.05))
         print(ratio_row("a'. checks off: ours / limit", "ours, checks off", LIMIT, times, None))
@@ -332,27 +384,57 @@ def main(argv=None):
     if args.torch:
         times["pytorch loop"] = time_torch(args, x, y, args.repeats)
 
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
-          f"Keras {keras.__version__}; batch {args.batch}, {args.steps} steps per epoch, "
-          f"{args.repeats} alternated repeats.\n")
-    print("| comparison | ours ms/epoch (min / median) | reference ms/epoch (min / median) "
-          "| ratio (min) | target | met |")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}; batch {args.batch}, {args.steps} steps per epoch, "
+        f"{args.repeats} alternated repeats.\n"
+    )
+    print(
+        "| comparison | ours ms/epoch (min / median) | reference ms/epoch (min / median) "
+        "| ratio (min) | target | met |"
+    )
     print("|---|---|---|---|---|---|")
     print(ratio_row("a. overhead: ours / limit", "ours", LIMIT, times, 1.05))
-    print(ratio_row("b. cached: ours from cache / student only", "ours, cached teacher", "student only", times, 1.10))
+    print(
+        ratio_row(
+            "b. cached: ours from cache / student only",
+            "ours, cached teacher",
+            "student only",
+            times,
+            1.10,
+        )
+    )
     if "keras.distillation" in times:
-        print(ratio_row("c. ours / keras.distillation, logits", "ours", "keras.distillation", times, 1.0))
-        print(ratio_row("c. ours / keras.distillation, + feature", "ours + feature match",
-                        "keras.distillation + feature", times, 0.8))
+        print(
+            ratio_row(
+                "c. ours / keras.distillation, logits", "ours", "keras.distillation", times, 1.0
+            )
+        )
+        print(
+            ratio_row(
+                "c. ours / keras.distillation, + feature",
+                "ours + feature match",
+                "keras.distillation + feature",
+                times,
+                0.8,
+            )
+        )
     print(ratio_row("d. ours / keras.io example", "ours", "keras.io example", times, 1.0))
     if "pytorch loop" in times:
         print(ratio_row("e. ours / PyTorch loop", "ours", "pytorch loop", times, 1.0))
     print(ratio_row("f. XLA on / XLA off", "ours, XLA on", "ours, XLA off", times, None))
-    print(ratio_row("f. mixed_bfloat16 / float32", "ours, mixed_bfloat16", "ours, float32", times, None))
+    print(
+        ratio_row(
+            "f. mixed_bfloat16 / float32", "ours, mixed_bfloat16", "ours, float32", times, None
+        )
+    )
     print(ratio_row("g. in-step data checks on / off", "ours", "ours, checks off", times, None))
     memory = peak_memory(args)
-    print(f"\nPeak resident memory of a 3-epoch fit: student only {memory['student']:.0f} MiB, "
-          f"distillation {memory['distill']:.0f} MiB, ratio {memory['distill'] / memory['student']:.2f}")
+    print(
+        f"\nPeak resident memory of a 3-epoch fit: student only {memory['student']:.0f} MiB, "
+        f"distillation {memory['distill']:.0f} MiB, ratio "
+        f"{memory['distill'] / memory['student']:.2f}"
+    )
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"times_ms": times, "peak_memory_mib": memory}, file, indent=1)

@@ -47,7 +47,12 @@ class TokenAndPosition(keras.layers.Layer):
         return self.tokens(ids) + self.positions(tf.range(self.length))[None]
 
     def get_config(self):
-        return {**super().get_config(), "vocab": self.vocab, "length": self.length, "width": self.width}
+        return {
+            **super().get_config(),
+            "vocab": self.vocab,
+            "length": self.length,
+            "width": self.width,
+        }
 
 
 @keras.saving.register_keras_serializable(package="examples")
@@ -65,11 +70,14 @@ def transformer(prefix, layers, heads, width=32):
     x = TokenAndPosition(VOCAB, LENGTH, width, name=f"{prefix}_embed")(ids)
     for i in range(layers):
         attended = keras.layers.MultiHeadAttention(heads, width // heads, name=f"{prefix}_mha_{i}")(
-            x, x, attention_mask=mask)
+            x, x, attention_mask=mask
+        )
         x = keras.layers.LayerNormalization()(x + attended)
         x = keras.layers.LayerNormalization()(x + keras.layers.Dense(width, activation="relu")(x))
     x = keras.layers.Flatten()(x)
-    return keras.Model(ids, keras.layers.Dense(NUM_CLASSES, name=f"{prefix}_logits")(x), name=prefix)
+    return keras.Model(
+        ids, keras.layers.Dense(NUM_CLASSES, name=f"{prefix}_logits")(x), name=prefix
+    )
 
 
 def accuracy(model, x, y):
@@ -102,19 +110,28 @@ def main(argv=None):
     teacher_layers = [f"t_mha_{i}" for i in range(4)]
     recipes = {
         "student, logits KD": [],
-        "student, KD + attention KL": AttentionMatch.uniform(["s_mha_0", "s_mha_1"], teacher_layers, loss="kl"),
+        "student, KD + attention KL": AttentionMatch.uniform(
+            ["s_mha_0", "s_mha_1"], teacher_layers, loss="kl"
+        ),
     }
     for name, matches in recipes.items():
         keras.utils.set_random_seed(args.seed)
         student = transformer("s", layers=2, heads=2)
         distiller = Distiller(student=student, teacher=teacher, attention_matches=matches)
         distiller.compile(optimizer=keras.optimizers.Adam(1e-3), alpha=0.5, temperature=2.0)
-        history = distiller.fit(x_train, y_train, epochs=args.student_epochs, batch_size=64, verbose=0)
+        history = distiller.fit(
+            x_train, y_train, epochs=args.student_epochs, batch_size=64, verbose=0
+        )
         results[name] = accuracy(student, x_test, y_test)
-        print(f"{name}: last epoch " + ", ".join(f"{k}={v[-1]:.3g}" for k, v in history.history.items()))
+        print(
+            f"{name}: last epoch "
+            + ", ".join(f"{k}={v[-1]:.3g}" for k, v in history.history.items())
+        )
 
-    print(f"\nPointer task, {args.train} training sequences, teacher {args.epochs} epochs, "
-          f"students {args.student_epochs} epochs")
+    print(
+        f"\nPointer task, {args.train} training sequences, teacher {args.epochs} epochs, "
+        f"students {args.student_epochs} epochs"
+    )
     print("| model | test accuracy |\n|---|---|")
     for name, value in results.items():
         print(f"| {name} | {value:.3f} |")

@@ -15,8 +15,8 @@ QAT are keras_distill's own, on tf_keras they are tensorflow-model-optimization'
 import argparse
 
 from keras_distill import compress
-from keras_distill.data import datasets
 from keras_distill._keras import keras
+from keras_distill.data import datasets
 
 NUM_CLASSES = 10
 
@@ -52,15 +52,24 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     (x_train, y_train), (x_test, y_test) = datasets.mnist1d(num_samples=args.samples)
     teacher = cnn_teacher(x_train.shape[1])
-    teacher.compile(keras.optimizers.Adam(1e-3),
-                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     teacher.fit(x_train, y_train, epochs=args.teacher_epochs, batch_size=64, verbose=0)
 
     report = compress(
-        mlp_student(x_train.shape[1], args.width), x_train, y_train, x_test, y_test,
-        teacher=teacher, output_dir=args.out,
-        distill_epochs=args.distill_epochs, prune_epochs=args.prune_epochs,
-        qat_epochs=args.qat_epochs, target_sparsity=args.sparsity, batch_size=64,
+        mlp_student(x_train.shape[1], args.width),
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        teacher=teacher,
+        output_dir=args.out,
+        distill_epochs=args.distill_epochs,
+        prune_epochs=args.prune_epochs,
+        qat_epochs=args.qat_epochs,
+        target_sparsity=args.sparsity,
+        batch_size=64,
     )
     print(report)
     print(report.export_report)

@@ -13,8 +13,8 @@ import numpy as np
 
 from keras_distill import Distiller
 from keras_distill import FeatureMatch
-from keras_distill.data import datasets
 from keras_distill._keras import keras
+from keras_distill.data import datasets
 
 NUM_CLASSES = 10
 
@@ -23,9 +23,13 @@ def cnn(prefix, filters, length):
     inputs = keras.Input((length,))
     x = keras.layers.Reshape((length, 1))(inputs)
     for block, width in enumerate(filters, start=1):
-        x = keras.layers.Conv1D(width, 5, padding="same", activation="relu", name=f"{prefix}_block{block}")(x)
+        x = keras.layers.Conv1D(
+            width, 5, padding="same", activation="relu", name=f"{prefix}_block{block}"
+        )(x)
     x = keras.layers.Flatten()(x)
-    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, name=f"{prefix}_logits")(x), name=prefix)
+    return keras.Model(
+        inputs, keras.layers.Dense(NUM_CLASSES, name=f"{prefix}_logits")(x), name=prefix
+    )
 
 
 def recipes():

@@ -60,8 +60,12 @@ def train_teacher(x, y, epochs, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--unlabeled", type=int, default=40000,
-                        help="generated signals the teacher labels (the transfer set)")
+    parser.add_argument(
+        "--unlabeled",
+        type=int,
+        default=40000,
+        help="generated signals the teacher labels (the transfer set)",
+    )
     parser.add_argument("--epochs", type=int, default=60, help="most epochs of any student")
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=10)
@@ -76,23 +80,40 @@ def main(argv=None):
     fit, val = order[:3200], order[3200:]
     # More generated MNIST-1D signals, used without their labels: the "unlabelled" inputs.
     (unlabeled, _), _ = datasets.mnist1d(num_samples=args.unlabeled, train_split=1.0, seed=7)
-    print(f"MNIST-1D: {len(fit):,} labelled signals to train on, {len(val):,} to validate, "
-          f"{len(unlabeled):,} unlabelled, {len(y_test):,} to test", flush=True)
+    print(
+        f"MNIST-1D: {len(fit):,} labelled signals to train on, {len(val):,} to validate, "
+        f"{len(unlabeled):,} unlabelled, {len(y_test):,} to test",
+        flush=True,
+    )
 
     teacher = train_teacher(x_train[fit], y_train[fit], args.teacher_epochs, 1000 + args.seed)
     keras.utils.set_random_seed(args.seed)
     student, recipe = distill(
-        teacher, mlp_student(x_train.shape[1]), x_train[fit], y_train[fit],
-        validation_data=(x_train[val], y_train[val]), unlabeled=unlabeled,
-        test_data=(x_test, y_test), epochs=args.epochs, patience=args.patience,
-        candidates=((0.5, 1.0), (0.5, 2.0)), seed=args.seed,
+        teacher,
+        mlp_student(x_train.shape[1]),
+        x_train[fit],
+        y_train[fit],
+        validation_data=(x_train[val], y_train[val]),
+        unlabeled=unlabeled,
+        test_data=(x_test, y_test),
+        epochs=args.epochs,
+        patience=args.patience,
+        candidates=((0.5, 1.0), (0.5, 2.0)),
+        seed=args.seed,
     )
     print()
     print(recipe)
 
     others = {"student alone": recipe.baseline_model}
-    report = compare(teacher, student, x_test, y_test, others=others,
-                     latency_repeats=args.latency_repeats, student_name="student (kept)")
+    report = compare(
+        teacher,
+        student,
+        x_test,
+        y_test,
+        others=others,
+        latency_repeats=args.latency_repeats,
+        student_name="student (kept)",
+    )
     print()
     print(report)
 
@@ -102,9 +123,11 @@ def main(argv=None):
     report.save_json(os.path.join(args.out, "report.json"))
     recipe.plot_validation(os.path.join(args.out, "validation_curves.png"))
     report.plot_accuracy_vs_size(os.path.join(args.out, "accuracy_vs_size.png"))
-    print(f"\nWrote mnist1d_student.keras, recipe.json, report.json, validation_curves.png and "
-          f"accuracy_vs_size.png to {os.path.abspath(args.out)}/ "
-          f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"\nWrote mnist1d_student.keras, recipe.json, report.json, validation_curves.png and "
+        f"accuracy_vs_size.png to {os.path.abspath(args.out)}/ "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     return {
         "teacher": report["teacher"]["accuracy"],
         "student alone": report["student alone"]["accuracy"],

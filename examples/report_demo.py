@@ -1,4 +1,6 @@
-"""Teacher -> distilled student -> report and plots, on generated MNIST-1D (offline, minutes on CPU).
+"""Teacher -> distilled student -> report and plots, on generated MNIST-1D.
+
+Offline, minutes on a CPU.
 
 Trains a CNN teacher, an MLP student alone, and the same MLP distilled with
 a teacher-labelled transfer set (extra generated signals without labels),
@@ -13,9 +15,9 @@ import os
 
 from keras_distill import Distiller
 from keras_distill import compare
+from keras_distill._keras import keras
 from keras_distill.data import datasets
 from keras_distill.data import transfer
-from keras_distill._keras import keras
 
 NUM_CLASSES = 10
 
@@ -40,8 +42,10 @@ def mlp_student():
 
 
 def train_alone(model, x, y, epochs):
-    model.compile(optimizer=keras.optimizers.Adam(2e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     model.fit(x, y, epochs=epochs, batch_size=128, verbose=0)
     return model
 
@@ -64,14 +68,26 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     student = mlp_student()
     distiller = Distiller(student=student, teacher=teacher)
-    distiller.compile(optimizer=keras.optimizers.Adam(2e-3), weighted_metrics=["accuracy"],
-                      alpha=0.5, temperature=2.0)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(2e-3),
+        weighted_metrics=["accuracy"],
+        alpha=0.5,
+        temperature=2.0,
+    )
     x_all, y_all = transfer.transfer_set(x, y, unlabeled)  # unlabelled rows get label -1
-    history = distiller.fit(x_all, y_all, epochs=args.epochs, batch_size=128, shuffle=True,
-                            validation_data=(x_test, y_test), verbose=0)
+    history = distiller.fit(
+        x_all,
+        y_all,
+        epochs=args.epochs,
+        batch_size=128,
+        shuffle=True,
+        validation_data=(x_test, y_test),
+        verbose=0,
+    )
 
-    report = compare(teacher, student, x_test, y_test, others={"student alone": alone},
-                     history=history)
+    report = compare(
+        teacher, student, x_test, y_test, others={"student alone": alone}, history=history
+    )
     print(report)
     print("wrote", report.save_json(os.path.join(args.out, "report.json")))
     print("wrote", report.plot_history(os.path.join(args.out, "history.png")))

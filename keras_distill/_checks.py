@@ -64,9 +64,7 @@ def check_trainable(name, model):
 def check_choice(name, value, choices):
     """Raises unless `value` is one of `choices`."""
     if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
     return value
 
 
@@ -223,6 +221,7 @@ def check_teacher_from_logits(teacher_from_logits, teacher_outputs):
     )
     check_choice("teacher_outputs", teacher_outputs, TEACHER_OUTPUT_KINDS)
     return teacher_outputs == "logits"
+
 
 def check_distinct(student, teacher):
     """Raises when the same model object is passed as student and teacher."""
@@ -402,8 +401,10 @@ def check_fit_arguments(distiller, x, y, class_weight):
 def check_not_ragged(name, values):
     """Raises for ragged inputs: a `tf.RaggedTensor`, or Python rows of different lengths."""
     ragged = isinstance(values, tf.RaggedTensor)
-    if isinstance(values, (list, tuple)) and values and all(
-        isinstance(row, (list, tuple)) for row in values
+    if (
+        isinstance(values, (list, tuple))
+        and values
+        and all(isinstance(row, (list, tuple)) for row in values)
     ):
         lengths = sorted({len(row) for row in values})
         ragged = len(lengths) > 1
@@ -421,8 +422,10 @@ def labels_as_array(y):
     Keras reads a list as one array per output; a list of numbers means the
     labels of one output.
     """
-    if isinstance(y, (list, tuple)) and y and all(
-        isinstance(value, (numbers.Number, str, list, tuple)) for value in y
+    if (
+        isinstance(y, (list, tuple))
+        and y
+        and all(isinstance(value, (numbers.Number, str, list, tuple)) for value in y)
     ):
         try:
             return np.asarray(y)
@@ -468,6 +471,7 @@ def check_labels(labels, num_classes, mask_value):
             f"Sparse labels must be class indices in [0, {num_classes - 1}]{missing}. "
             f"Received: y with values from {low} to {high}"
         )
+
 
 def _leaves(values):
     return [] if values is None else tf.nest.flatten(values)

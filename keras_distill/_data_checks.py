@@ -71,12 +71,24 @@ def label_checks(labels, logits, mask_value, where):
     allowed = tf.logical_or(allowed, tf.equal(values, float(mask_value)))
     first = tf.argmin(tf.cast(allowed, tf.int32))
     value = _text(raw[first])
-    message = tf.strings.join([
-        PREFIX, "`y` must hold class indices 0, 1, ..., ", _text(num_classes - 1),
-        f" (or {mask_value} for a missing label); in ", where, ", row ", _text(first),
-        " of the batch holds ", value, ". Fix the labels (round or remap them), or give one-hot ",
-        "rows of width ", _text(num_classes), ". Received: y=", value,
-    ])
+    message = tf.strings.join(
+        [
+            PREFIX,
+            "`y` must hold class indices 0, 1, ..., ",
+            _text(num_classes - 1),
+            f" (or {mask_value} for a missing label); in ",
+            where,
+            ", row ",
+            _text(first),
+            " of the batch holds ",
+            value,
+            ". Fix the labels (round or remap them), or give one-hot ",
+            "rows of width ",
+            _text(num_classes),
+            ". Received: y=",
+            value,
+        ]
+    )
     return [_assert(tf.reduce_all(allowed), message)]
 
 
@@ -106,12 +118,22 @@ def finite_checks(named_values, where):
             finite = tf.reduce_all(rows, axis=-1)
             first = _text(tf.argmin(tf.cast(finite, tf.int32)))
             row = [] if argument in _ONE_VALUE else [", row ", first, " of the batch"]
-            message = tf.strings.join([
-                PREFIX, description, " is NaN or Inf in ", where, *row, ". Training stopped "
-                "before this batch changed any weight. Remove or fix the bad rows (lower the "
-                "learning rate if the loss overflows), or pass `compile(data_checks=False)` to "
-                "skip these checks. Received: ", argument, " with a non-finite value", *row[:2],
-            ])
+            message = tf.strings.join(
+                [
+                    PREFIX,
+                    description,
+                    " is NaN or Inf in ",
+                    where,
+                    *row,
+                    ". Training stopped "
+                    "before this batch changed any weight. Remove or fix the bad rows (lower the "
+                    "learning rate if the loss overflows), or pass `compile(data_checks=False)` to "
+                    "skip these checks. Received: ",
+                    argument,
+                    " with a non-finite value",
+                    *row[:2],
+                ]
+            )
             all_finite = tf.reduce_all(finite)
             first_failure = tf.logical_or(all_finite, tf.logical_not(earlier_finite))
             checks.append(_assert(first_failure, message))
@@ -125,7 +147,8 @@ def after(checks, values):
         return values
     with tf.control_dependencies(checks):
         return tf.nest.map_structure(
-            lambda value: value if value is None else tf.identity(value), values,
+            lambda value: value if value is None else tf.identity(value),
+            values,
             expand_composites=True,
         )
 
@@ -220,10 +243,13 @@ def step_checks(model, data, teacher_logits, loss, training, gradients=()):
     if gradients and not _scales_loss(model.optimizer):
         values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in values])
-        named.append((
-            "A gradient (the loss is finite, but its gradient overflowed)", "gradients",
-            tf.where(finite, 0.0, float("nan"))[None],
-        ))
+        named.append(
+            (
+                "A gradient (the loss is finite, but its gradient overflowed)",
+                "gradients",
+                tf.where(finite, 0.0, float("nan"))[None],
+            )
+        )
     return checks + finite_checks(named, where)
 
 
@@ -237,12 +263,19 @@ def probability_checks(log_probabilities, where):
     sums = tf.reduce_sum(tf.exp(log_probabilities), axis=-1)
     good = tf.abs(sums - 1.0) <= 1e-3
     first = tf.argmin(tf.cast(good, tf.int32))
-    message = tf.strings.join([
-        PREFIX, "The teacher was declared to return probabilities, but in ", where, ", row ",
-        _text(first), " of its outputs (negatives counted as 0) sums to ", _text(sums[first]),
-        ", not 1: it returns logits. Pass `teacher_from_logits=True`, or end the teacher with "
-        "a softmax. Received: teacher_from_logits=False",
-    ])
+    message = tf.strings.join(
+        [
+            PREFIX,
+            "The teacher was declared to return probabilities, but in ",
+            where,
+            ", row ",
+            _text(first),
+            " of its outputs (negatives counted as 0) sums to ",
+            _text(sums[first]),
+            ", not 1: it returns logits. Pass `teacher_from_logits=True`, or end the teacher with "
+            "a softmax. Received: teacher_from_logits=False",
+        ]
+    )
     return [_assert(tf.reduce_all(good), message)]
 
 

@@ -105,4 +105,3 @@ def write_text(path, text):
         with open(temporary, "w", encoding="utf-8") as stream:
             stream.write(text)
     return path
-

@@ -139,4 +139,3 @@ def compiled_metric_objects(model):
         return list(compiled.metrics) if compiled is not None else []
     compiled = getattr(model, "_compile_metrics", None)
     return [compiled] if compiled is not None else []
-

@@ -5,8 +5,8 @@ import sys
 
 import numpy as np
 
-from keras_distill._keras import keras
 from keras_distill._checks import check_choice
+from keras_distill._keras import keras
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -61,9 +61,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def __init__(self, monitor=None, restore="batch", verbose=True):
         super().__init__()
         check_choice("restore", restore, self.RESTORE_MODES)
-        if monitor is not None and (isinstance(monitor, str) or not all(
-            isinstance(name, str) for name in monitor
-        )):
+        if monitor is not None and (
+            isinstance(monitor, str) or not all(isinstance(name, str) for name in monitor)
+        ):
             raise ValueError(
                 f"`monitor` must be a list of log names or None. Received: monitor={monitor!r}"
             )

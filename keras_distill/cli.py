@@ -32,8 +32,9 @@ DISTILL_DEFAULTS = {
     "seed": 0,
 }
 # With --recipe, options not given come from here (keras_distill.distill's defaults).
-RECIPE_DEFAULTS = dict(DISTILL_DEFAULTS, alpha=None, temperature=None, epochs=60, batch_size=128,
-                       learning_rate=0.002)
+RECIPE_DEFAULTS = dict(
+    DISTILL_DEFAULTS, alpha=None, temperature=None, epochs=60, batch_size=128, learning_rate=0.002
+)
 # Options of plain distillation that the recipe does not take.
 NOT_WITH_RECIPE = ("optimizer", "distillation_loss", "tensorboard", "backup_dir", "history")
 EXIT_USAGE = 2
@@ -89,53 +90,86 @@ def _add_distill(commands):
     )
     distill.add_argument("--teacher", required=True, metavar="T.keras", help="the trained teacher")
     distill.add_argument("--student", required=True, metavar="S.keras", help="the student to train")
-    distill.add_argument("--data", required=True, metavar="TRAIN.npz",
-                         help=f"training data, {_DATA_HELP}")
+    distill.add_argument(
+        "--data", required=True, metavar="TRAIN.npz", help=f"training data, {_DATA_HELP}"
+    )
     distill.add_argument("--val", metavar="VAL.npz", help="validation data, same format")
-    distill.add_argument("--out", required=True, metavar="OUT.keras",
-                         help="where to save the trained student (written atomically)")
+    distill.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT.keras",
+        help="where to save the trained student (written atomically)",
+    )
     defaults = DISTILL_DEFAULTS
-    distill.add_argument("--alpha", help="weight of the distillation term in [0, 1] "
-                         f"(default {defaults['alpha']})")
-    distill.add_argument("--temperature",
-                         help=f"softmax temperature T > 0 (default {defaults['temperature']})")
+    distill.add_argument(
+        "--alpha", help=f"weight of the distillation term in [0, 1] (default {defaults['alpha']})"
+    )
+    distill.add_argument(
+        "--temperature", help=f"softmax temperature T > 0 (default {defaults['temperature']})"
+    )
     distill.add_argument("--epochs", help=f"number of epochs (default {defaults['epochs']})")
     distill.add_argument("--batch-size", help=f"batch size (default {defaults['batch_size']})")
-    distill.add_argument("--learning-rate",
-                         help=f"learning rate (default {defaults['learning_rate']})")
-    distill.add_argument("--optimizer",
-                         help=f"one of {', '.join(OPTIMIZERS)} (default {defaults['optimizer']})")
-    distill.add_argument("--distillation-loss",
-                         help=f"kl, soft_ce, mse or dkd (default {defaults['distillation_loss']})")
+    distill.add_argument(
+        "--learning-rate", help=f"learning rate (default {defaults['learning_rate']})"
+    )
+    distill.add_argument(
+        "--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default {defaults['optimizer']})"
+    )
+    distill.add_argument(
+        "--distillation-loss",
+        help=f"kl, soft_ce, mse or dkd (default {defaults['distillation_loss']})",
+    )
     distill.add_argument("--seed", help=f"random seed (default {defaults['seed']})")
-    distill.add_argument("--config", metavar="CFG.yaml|CFG.json",
-                         help="YAML or JSON mapping of the options above (alpha, temperature, "
-                              "epochs, batch_size, learning_rate, optimizer, distillation_loss, "
-                              "seed); command-line options win")
+    distill.add_argument(
+        "--config",
+        metavar="CFG.yaml|CFG.json",
+        help="YAML or JSON mapping of the options above (alpha, temperature, "
+        "epochs, batch_size, learning_rate, optimizer, distillation_loss, "
+        "seed); command-line options win",
+    )
     distill.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard logs to DIR")
-    distill.add_argument("--backup-dir", metavar="DIR",
-                         help="back up the training state to DIR after each epoch and resume "
-                              "from it when the same command runs again")
+    distill.add_argument(
+        "--backup-dir",
+        metavar="DIR",
+        help="back up the training state to DIR after each epoch and resume "
+        "from it when the same command runs again",
+    )
     distill.add_argument("--history", metavar="HISTORY.json", help="save the fit() history as JSON")
-    distill.add_argument("--verbose", default="1", metavar="{0,1,2}",
-                         help="0 silent, 1 progress bar, 2 one line per epoch (default 1)")
-    distill.add_argument("--unsafe-allow-lambda", action="store_true",
-                         help="load models with Lambda layers (they can run arbitrary code; "
-                              "only for files you trust)")
-    distill.add_argument("--recipe", action="store_true",
-                         help="run the safe recipe (keras_distill.distill): train the student "
-                              "alone with early stopping, distil copies of it on a transfer set "
-                              "labelled by the teacher for a few (alpha, T) candidates, and save "
-                              "whichever is better on validation (--val, else 20%% of --data); "
-                              "--alpha and --temperature, if given, are the only candidate; "
-                              f"defaults: epochs {RECIPE_DEFAULTS['epochs']}, batch size "
-                              f"{RECIPE_DEFAULTS['batch_size']}, learning rate "
-                              f"{RECIPE_DEFAULTS['learning_rate']}")
-    distill.add_argument("--unlabeled", metavar="U.npz",
-                         help="with --recipe: inputs without labels (a .npz file with an array "
-                              "`x`) for the teacher to label; default: generated views of --data")
-    distill.add_argument("--recipe-report", metavar="RECIPE.json",
-                         help="with --recipe: save what was tried and kept as JSON")
+    distill.add_argument(
+        "--verbose",
+        default="1",
+        metavar="{0,1,2}",
+        help="0 silent, 1 progress bar, 2 one line per epoch (default 1)",
+    )
+    distill.add_argument(
+        "--unsafe-allow-lambda",
+        action="store_true",
+        help="load models with Lambda layers (they can run arbitrary code; "
+        "only for files you trust)",
+    )
+    distill.add_argument(
+        "--recipe",
+        action="store_true",
+        help="run the safe recipe (keras_distill.distill): train the student "
+        "alone with early stopping, distil copies of it on a transfer set "
+        "labelled by the teacher for a few (alpha, T) candidates, and save "
+        "whichever is better on validation (--val, else 20%% of --data); "
+        "--alpha and --temperature, if given, are the only candidate; "
+        f"defaults: epochs {RECIPE_DEFAULTS['epochs']}, batch size "
+        f"{RECIPE_DEFAULTS['batch_size']}, learning rate "
+        f"{RECIPE_DEFAULTS['learning_rate']}",
+    )
+    distill.add_argument(
+        "--unlabeled",
+        metavar="U.npz",
+        help="with --recipe: inputs without labels (a .npz file with an array "
+        "`x`) for the teacher to label; default: generated views of --data",
+    )
+    distill.add_argument(
+        "--recipe-report",
+        metavar="RECIPE.json",
+        help="with --recipe: save what was tried and kept as JSON",
+    )
     distill.set_defaults(handler=run_distill)
 
 
@@ -150,21 +184,32 @@ def _add_export(commands):
         ),
     )
     export.add_argument("model", metavar="MODEL.keras", help="the model to export")
-    export.add_argument("--out", required=True, metavar="OUT.tflite",
-                        help="the .tflite file to write")
-    export.add_argument("--quantization", default="none",
-                        metavar="{" + ",".join(QUANTIZATIONS) + "}",
-                        help="post-training quantization (default none); int8 needs --calibration")
-    export.add_argument("--calibration", metavar="DATA.npz",
-                        help="calibration inputs: a .npz file with an array `x` "
-                             "(`y` is not needed)")
-    export.add_argument("--max-abs-diff", metavar="D",
-                        help="fail when max |keras - tflite| exceeds D")
-    export.add_argument("--min-agreement", metavar="A",
-                        help="fail when the top-1 agreement is below A (in [0, 1])")
+    export.add_argument(
+        "--out", required=True, metavar="OUT.tflite", help="the .tflite file to write"
+    )
+    export.add_argument(
+        "--quantization",
+        default="none",
+        metavar="{" + ",".join(QUANTIZATIONS) + "}",
+        help="post-training quantization (default none); int8 needs --calibration",
+    )
+    export.add_argument(
+        "--calibration",
+        metavar="DATA.npz",
+        help="calibration inputs: a .npz file with an array `x` (`y` is not needed)",
+    )
+    export.add_argument(
+        "--max-abs-diff", metavar="D", help="fail when max |keras - tflite| exceeds D"
+    )
+    export.add_argument(
+        "--min-agreement", metavar="A", help="fail when the top-1 agreement is below A (in [0, 1])"
+    )
     export.add_argument("--json", metavar="REPORT.json", help="also save the report as JSON")
-    export.add_argument("--unsafe-allow-lambda", action="store_true",
-                        help="load models with Lambda layers (only for files you trust)")
+    export.add_argument(
+        "--unsafe-allow-lambda",
+        action="store_true",
+        help="load models with Lambda layers (only for files you trust)",
+    )
     export.set_defaults(handler=run_export)
 
 
@@ -180,15 +225,26 @@ def _add_report(commands):
     )
     report.add_argument("--teacher", required=True, metavar="T.keras", help="the teacher")
     report.add_argument("--student", required=True, metavar="S.keras", help="the student")
-    report.add_argument("--data", required=True, metavar="TEST.npz",
-                        help=f"test data, {_DATA_HELP}")
-    report.add_argument("--out-dir", default="keras_distill_report", metavar="DIR",
-                        help="folder for report.json and accuracy_vs_size.png "
-                             "(default keras_distill_report)")
-    report.add_argument("--latency-repeats", default="9", metavar="N",
-                        help="timed calls per batch size; 0 skips timing (default 9)")
-    report.add_argument("--unsafe-allow-lambda", action="store_true",
-                        help="load models with Lambda layers (only for files you trust)")
+    report.add_argument(
+        "--data", required=True, metavar="TEST.npz", help=f"test data, {_DATA_HELP}"
+    )
+    report.add_argument(
+        "--out-dir",
+        default="keras_distill_report",
+        metavar="DIR",
+        help="folder for report.json and accuracy_vs_size.png (default keras_distill_report)",
+    )
+    report.add_argument(
+        "--latency-repeats",
+        default="9",
+        metavar="N",
+        help="timed calls per batch size; 0 skips timing (default 9)",
+    )
+    report.add_argument(
+        "--unsafe-allow-lambda",
+        action="store_true",
+        help="load models with Lambda layers (only for files you trust)",
+    )
     report.set_defaults(handler=run_report)
 
 
@@ -219,11 +275,16 @@ def run_distill(args):
     verbose = int(_choice("--verbose", args.verbose, ("0", "1", "2")))
     _check_suffix("--out", args.out, ".keras")
     _check_outputs(
-        files={"--out": args.out, "--history": args.history,
-               "--recipe-report": args.recipe_report},
+        files={"--out": args.out, "--history": args.history, "--recipe-report": args.recipe_report},
         folders={"--tensorboard": args.tensorboard, "--backup-dir": args.backup_dir},
-        inputs={"--teacher": args.teacher, "--student": args.student, "--data": args.data,
-                "--val": args.val, "--config": args.config, "--unlabeled": args.unlabeled},
+        inputs={
+            "--teacher": args.teacher,
+            "--student": args.student,
+            "--data": args.data,
+            "--val": args.val,
+            "--config": args.config,
+            "--unlabeled": args.unlabeled,
+        },
     )
     if args.recipe:
         return run_recipe(args, verbose)
@@ -253,8 +314,13 @@ def run_distill(args):
     if args.backup_dir:
         callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=args.backup_dir))
     history = distiller.fit(
-        x, y, epochs=options["epochs"], batch_size=options["batch_size"],
-        validation_data=validation, callbacks=callbacks, verbose=verbose,
+        x,
+        y,
+        epochs=options["epochs"],
+        batch_size=options["batch_size"],
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=verbose,
     )
     if guard.message:
         raise CliError(f"{guard.message} The student was not saved. Received: --out={args.out}")
@@ -271,8 +337,10 @@ def run_recipe(args, verbose):
         value = getattr(args, key)
         if value is not None:
             option = "--" + key.replace("_", "-")
-            raise CliError(f"`{option}` cannot be used with `--recipe` (it trains with Adam and "
-                           f"the KL loss, and writes --recipe-report). Received: {option}={value}")
+            raise CliError(
+                f"`{option}` cannot be used with `--recipe` (it trains with Adam and "
+                f"the KL loss, and writes --recipe-report). Received: {option}={value}"
+            )
     options = _distill_options(args, RECIPE_DEFAULTS)
     from keras_distill import saving
     from keras_distill.recipe import distill
@@ -287,9 +355,17 @@ def run_recipe(args, verbose):
         temperature = 1.0 if options["temperature"] is None else options["temperature"]
         candidates["candidates"] = ((alpha, temperature),)
     best, report = distill(
-        teacher, student, x, y, validation_data=validation, unlabeled=unlabeled,
-        epochs=options["epochs"], batch_size=options["batch_size"],
-        learning_rate=options["learning_rate"], seed=options["seed"], verbose=min(verbose, 1),
+        teacher,
+        student,
+        x,
+        y,
+        validation_data=validation,
+        unlabeled=unlabeled,
+        epochs=options["epochs"],
+        batch_size=options["batch_size"],
+        learning_rate=options["learning_rate"],
+        seed=options["seed"],
+        verbose=min(verbose, 1),
         **candidates,
     )
     saving.save_model(best, args.out)
@@ -324,8 +400,11 @@ def run_export(args):
     if args.calibration:
         (calibration,) = saving.load_arrays(args.calibration, ("x",), argument_name="--calibration")
     report = export_tflite(
-        model, args.out, quantization=None if quantization == "none" else quantization,
-        representative_data=calibration, max_abs_diff_threshold=max_abs_diff,
+        model,
+        args.out,
+        quantization=None if quantization == "none" else quantization,
+        representative_data=calibration,
+        max_abs_diff_threshold=max_abs_diff,
         min_top1_agreement=min_agreement,
     )
     print(report)

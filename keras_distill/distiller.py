@@ -4,13 +4,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_distill import _checks
+from keras_distill import _data_checks
 from keras_distill import _keras
 from keras_distill import losses as losses_lib
 from keras_distill._keras import keras
 from keras_distill._outputs import is_nested as _is_nested
 from keras_distill._outputs import select_output as _select
 from keras_distill._outputs import static_output_shape as _static_output_shape
-from keras_distill import _data_checks
 from keras_distill.matching.adapters import FeatureAdapter
 from keras_distill.matching.capture import LayerCapture
 from keras_distill.matching.capture import captured_shape
@@ -100,7 +100,9 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        teacher_from_logits = _checks.check_teacher_from_logits(teacher_from_logits, teacher_outputs)
+        teacher_from_logits = _checks.check_teacher_from_logits(
+            teacher_from_logits, teacher_outputs
+        )
         _checks.check_model("student", student)
         _checks.check_distinct(student, teacher)
         self.teacher_source = teacher_sources.teacher_source(
@@ -284,7 +286,12 @@ class Distiller(keras.Model):
             with self._student_capture.recording() as student_features:
                 student_outputs = self.student(x, training=True)
             components = self._loss_components(
-                y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
+                y,
+                student_outputs,
+                teacher_logits,
+                sample_weight,
+                student_features,
+                teacher_features,
             )
             scaled = _keras.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
@@ -385,7 +392,10 @@ class Distiller(keras.Model):
             student_layer = self._student_capture.layers[(match.student_layer, match.kind)]
             teacher_layer = self._teacher_capture.layers[(match.teacher_layer, match.kind)]
             try:
-                shapes[match.name] = (tuple(student_layer.output.shape), tuple(teacher_layer.output.shape))
+                shapes[match.name] = (
+                    tuple(student_layer.output.shape),
+                    tuple(teacher_layer.output.shape),
+                )
             except (AttributeError, ValueError, RuntimeError):
                 return None
         return shapes
@@ -402,8 +412,9 @@ class Distiller(keras.Model):
             if plan is None:
                 continue
             project, resize = plan
-            adapter = FeatureAdapter(teacher_shape[1:], project=project, resize=resize,
-                                     name=f"adapter_{match.name}")
+            adapter = FeatureAdapter(
+                teacher_shape[1:], project=project, resize=resize, name=f"adapter_{match.name}"
+            )
             adapter.build(student_shape)
             self.adapters[match.name] = adapter
         self._adapters_built = True
@@ -435,7 +446,9 @@ class Distiller(keras.Model):
         share: the values summed over replicas are the global batch's values
         (sample-weighted means use the global sum of weights).
         """
-        components = self._distillation_components(y, student_outputs, teacher_logits, sample_weight)
+        components = self._distillation_components(
+            y, student_outputs, teacher_logits, sample_weight
+        )
         weights = _example_weights(sample_weight, tf.shape(teacher_logits)[0])
         for match in self.matches:
             value = self._match_value(match, student_features, teacher_features, weights)
@@ -472,7 +485,11 @@ class Distiller(keras.Model):
         if labels is None:
             zero = tf.zeros_like(total_weight)
             mean_distillation = _weighted_mean(distillation, weights, total_weight)
-            return {"student_loss": zero, "distillation_loss": mean_distillation, "loss": mean_distillation}
+            return {
+                "student_loss": zero,
+                "distillation_loss": mean_distillation,
+                "loss": mean_distillation,
+            }
         hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
         # (1 - alpha) * H + alpha * D where labelled, D alone where not.
         per_example = distillation + mask * (1.0 - self._alpha) * (hard - distillation)
@@ -494,11 +511,15 @@ class Distiller(keras.Model):
     def _keras_io_components(self, labels, student_logits, teacher_logits, weights, mask):
         """keras.io form: `alpha * student_loss + (1 - alpha) * T^2 * loss(p_t, p_s)`."""
         temperature = self._temperature
-        distillation = self.distillation_loss_fn(
-            tf.nn.softmax(teacher_logits / temperature, axis=1),
-            tf.nn.softmax(student_logits / temperature, axis=1),
-            sample_weight=weights,
-        ) * (temperature**2) / _keras.num_replicas_in_sync()
+        distillation = (
+            self.distillation_loss_fn(
+                tf.nn.softmax(teacher_logits / temperature, axis=1),
+                tf.nn.softmax(student_logits / temperature, axis=1),
+                sample_weight=weights,
+            )
+            * (temperature**2)
+            / _keras.num_replicas_in_sync()
+        )
         if labels is None:
             zero = tf.zeros_like(distillation)
             return {"student_loss": zero, "distillation_loss": distillation, "loss": distillation}
@@ -559,10 +580,18 @@ class Distiller(keras.Model):
             _checks.check_finite("x", x_batch)
         if self.matches and not self._adapters_built:
             self.build_adapters(x_batch)
-        teacher = _select(self._run("teacher", self.teacher, x_batch), self.teacher_output,
-                          self.teacher, "teacher")
-        student = _select(self._run("student", self.student, x_batch), self.student_output,
-                          self.student, "student")
+        teacher = _select(
+            self._run("teacher", self.teacher, x_batch),
+            self.teacher_output,
+            self.teacher,
+            "teacher",
+        )
+        student = _select(
+            self._run("student", self.student, x_batch),
+            self.student_output,
+            self.student,
+            "student",
+        )
         _checks.check_class_counts(tuple(student.shape), tuple(teacher.shape))
         _checks.check_finite("teacher outputs", teacher)
         _checks.check_output_kinds(self.teacher_from_logits, teacher, student)
@@ -626,7 +655,10 @@ def _first_batch(x, y=None):
         for element in x.take(1):
             x_batch, y_batch, _ = _keras.unpack_x_y_sample_weight(element)
             return x_batch, y_batch
-        raise ValueError("The dataset is empty: there is nothing to train on. Received: x=<empty tf.data.Dataset>")
+        raise ValueError(
+            "The dataset is empty: there is nothing to train on. Received: x=<empty "
+            "tf.data.Dataset>"
+        )
     leaves = tf.nest.flatten(x) if x is not None else []
     if not leaves or not all(isinstance(leaf, (np.ndarray, tf.Tensor)) for leaf in leaves):
         return None
@@ -637,4 +669,3 @@ def _first_batch(x, y=None):
         return array[:_PREFLIGHT_BATCH]
 
     return tf.nest.map_structure(head, x), None if y is None else tf.nest.map_structure(head, y)
-

@@ -13,17 +13,17 @@ from keras_distill._checks import check_existing_file
 from keras_distill._checks import check_keras_model
 from keras_distill._checks import check_path
 from keras_distill._checks import first_line
+from keras_distill._files import atomic_path
 from keras_distill._keras import GENERATION
 from keras_distill._keras import KERAS_VERSION
-from keras_distill._files import atomic_path
 from keras_distill._keras import keras
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 _GENERATION_FIX = {
     "keras3": "Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to load it with "
-              "tf_keras, or save the model again with Keras 3.",
+    "tf_keras, or save the model again with Keras 3.",
     "tf_keras": "Unset TF_USE_LEGACY_KERAS to load it with Keras 3, or save the model again "
-                "with tf_keras.",
+    "with tf_keras.",
 }
 _KERAS_MEMBERS = ("config.json",)
 MAX_CONFIG_BYTES = 64 * 2**20
@@ -32,8 +32,14 @@ MAX_CONFIG_DEPTH = 500
 """Deepest nesting of `config.json`; Keras configs of nested models stay far below."""
 
 
-def load_model(path, safe_mode=True, allow_lambda=False, compile=False, custom_objects=None,
-               argument_name="path"):
+def load_model(
+    path,
+    safe_mode=True,
+    allow_lambda=False,
+    compile=False,
+    custom_objects=None,
+    argument_name="path",
+):
     """Loads a `.keras` model file, checking it before Keras reads it.
 
     The file must exist and be a complete zip archive with a readable
@@ -95,8 +101,7 @@ def load_model(path, safe_mode=True, allow_lambda=False, compile=False, custom_o
             ) from error
         reason = first_line(error).split(" Full object config:")[0]
         raise ValueError(
-            f"`{name}` could not be loaded as a Keras model ({reason}). "
-            f"Received: {name}={path!r}"
+            f"`{name}` could not be loaded as a Keras model ({reason}). Received: {name}={path!r}"
         ) from error
 
 
@@ -322,9 +327,9 @@ def _depth(config):
             deepest = max(deepest, depth)
             if depth > MAX_CONFIG_DEPTH:
                 return depth
-            stack.extend((item, depth + 1) for item in (
-                value.values() if isinstance(value, dict) else value
-            ))
+            stack.extend(
+                (item, depth + 1) for item in (value.values() if isinstance(value, dict) else value)
+            )
     return deepest
 
 
@@ -339,5 +344,3 @@ def _lambda_layer_names(config):
     elif isinstance(config, list):
         for value in config:
             yield from _lambda_layer_names(value)
-
-

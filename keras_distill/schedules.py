@@ -73,7 +73,7 @@ def cosine(start, end, epochs):
 
 
 def piecewise(boundaries, values):
-    """`values[i]` for `boundaries[i-1] <= epoch < boundaries[i]` (like Keras' PiecewiseConstantDecay).
+    """`values[i]` for `boundaries[i-1] <= epoch < boundaries[i]` (Keras' PiecewiseConstantDecay).
 
     Args:
         boundaries: Increasing epoch numbers, one fewer than `values`.
@@ -153,8 +153,11 @@ class DistillationScheduler(keras.callbacks.Callback):
         self.values = {"epoch": [], "temperature": [], "alpha": []}
 
     def _schedules(self):
-        return [(name, schedule) for name, schedule in
-                (("temperature", self.temperature), ("alpha", self.alpha)) if schedule is not None]
+        return [
+            (name, schedule)
+            for name, schedule in (("temperature", self.temperature), ("alpha", self.alpha))
+            if schedule is not None
+        ]
 
     def on_train_begin(self, logs=None):
         for name, _ in self._schedules():
@@ -171,8 +174,10 @@ class DistillationScheduler(keras.callbacks.Callback):
         for name in ("temperature", "alpha"):
             self.values[name].append(getattr(self.model, name, None))
         if self.verbose:
-            print(f"Epoch {epoch + 1}: temperature={self.model.temperature:.4g}, "
-                  f"alpha={self.model.alpha:.4g}")
+            print(
+                f"Epoch {epoch + 1}: temperature={self.model.temperature:.4g}, "
+                f"alpha={self.model.alpha:.4g}"
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

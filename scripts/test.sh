@@ -7,6 +7,7 @@ bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 echo "== ruff (pyproject.toml: line length 100) =="
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== Keras 3 =="
 TF_USE_LEGACY_KERAS=0 .venv/bin/python -m pytest "$@"
 echo "== tf_keras (TF_USE_LEGACY_KERAS=1) =="

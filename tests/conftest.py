@@ -8,6 +8,7 @@ from helpers import make_mlp  # noqa: E402
 
 from keras_distill._keras import keras  # noqa: E402
 
+
 @pytest.fixture(scope="session")
 def data():
     return make_data()

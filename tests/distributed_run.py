@@ -32,6 +32,7 @@ def main(mode, out):
     sys.path.insert(0, os.path.dirname(__file__))
     from helpers import make_data
     from helpers import make_mlp
+
     from keras_distill import Distiller
     from keras_distill._keras import keras
 
@@ -54,7 +55,9 @@ def main(mode, out):
         return
     if mode != "multiworker" or os.environ.get("WORKER_INDEX", "0") == "0":
         arrays = {f"w{i}": w for i, w in enumerate(student.get_weights())}
-        np.savez(out, loss=np.array(history["loss"]), replicas=strategy.num_replicas_in_sync, **arrays)
+        np.savez(
+            out, loss=np.array(history["loss"]), replicas=strategy.num_replicas_in_sync, **arrays
+        )
 
 
 if __name__ == "__main__":

@@ -1,17 +1,52 @@
-import keras_distill
-
 import warnings
 
 import pytest
 
+import keras_distill
+
 PUBLIC_API = [
-    "AttentionMatch", "ChainReport", "Distiller", "DistillationScheduler", "ExportReport",
-    "FeatureAdapter", "FeatureMatch", "GENERATION", "ParityError", "RecipeReport", "Report",
-    "StopOnNonFinite", "TeacherCache", "augment", "callbacks", "compare", "compress",
-    "compression", "data", "datasets", "distill", "evaluation", "export_tflite", "feature_losses",
-    "gzip_size", "keras", "keras_quantize", "losses", "matching", "prune",
-    "quantization_aware_training", "recipe", "report", "run_tflite", "saving", "schedules", "teachers", "tflite_latency", "transfer",
-    "unquantizable_layers", "weight_sparsity", "__version__",
+    "AttentionMatch",
+    "ChainReport",
+    "Distiller",
+    "DistillationScheduler",
+    "ExportReport",
+    "FeatureAdapter",
+    "FeatureMatch",
+    "GENERATION",
+    "ParityError",
+    "RecipeReport",
+    "Report",
+    "StopOnNonFinite",
+    "TeacherCache",
+    "augment",
+    "callbacks",
+    "compare",
+    "compress",
+    "compression",
+    "data",
+    "datasets",
+    "distill",
+    "evaluation",
+    "export_tflite",
+    "feature_losses",
+    "gzip_size",
+    "keras",
+    "keras_quantize",
+    "losses",
+    "matching",
+    "prune",
+    "quantization_aware_training",
+    "recipe",
+    "report",
+    "run_tflite",
+    "saving",
+    "schedules",
+    "teachers",
+    "tflite_latency",
+    "transfer",
+    "unquantizable_layers",
+    "weight_sparsity",
+    "__version__",
 ]
 SUBPACKAGES = ("compression", "data", "evaluation", "matching", "recipe", "teachers")
 
@@ -32,9 +67,19 @@ def test_public_names_are_documented():
 def test_public_losses():
     from keras_distill import losses
 
-    for name in ("distillation_kl", "soft_target_cross_entropy", "logit_mse", "decoupled_kd",
-                 "hard_label_cross_entropy", "DistillationLoss", "DistillationKL",
-                 "SoftTargetCrossEntropy", "LogitMSE", "DecoupledKD", "get"):
+    for name in (
+        "distillation_kl",
+        "soft_target_cross_entropy",
+        "logit_mse",
+        "decoupled_kd",
+        "hard_label_cross_entropy",
+        "DistillationLoss",
+        "DistillationKL",
+        "SoftTargetCrossEntropy",
+        "LogitMSE",
+        "DecoupledKD",
+        "get",
+    ):
         assert callable(getattr(losses, name)), name
 
 

@@ -58,8 +58,8 @@ def test_stops_at_first_non_finite_batch_and_restores_last_good_weights():
 def test_epoch_copies_restore_the_end_of_the_last_good_epoch():
     x, y = poisoned_data()
     clean_x, clean_y = x[:96], y[:96]
-    train_x = np.concatenate([clean_x, x[NAN_ROW:NAN_ROW + 1]])
-    train_y = np.concatenate([clean_y, y[NAN_ROW:NAN_ROW + 1]])
+    train_x = np.concatenate([clean_x, x[NAN_ROW : NAN_ROW + 1]])
+    train_y = np.concatenate([clean_y, y[NAN_ROW : NAN_ROW + 1]])
     student = make_mlp(8, "student", seed=2)
     initial = student.get_weights()
     guard = StopOnNonFinite(restore="epoch", verbose=False)
@@ -89,10 +89,15 @@ def test_finite_training_is_untouched(data):
 def test_argument_errors():
     with pytest.raises(ValueError) as info:
         StopOnNonFinite(restore="step")
-    assert str(info.value) == "`restore` must be one of ['batch', 'epoch', None]. Received: restore='step'"
+    assert (
+        str(info.value)
+        == "`restore` must be one of ['batch', 'epoch', None]. Received: restore='step'"
+    )
     with pytest.raises(ValueError) as info:
         StopOnNonFinite(monitor="loss")
-    assert str(info.value) == "`monitor` must be a list of log names or None. Received: monitor='loss'"
+    assert (
+        str(info.value) == "`monitor` must be a list of log names or None. Received: monitor='loss'"
+    )
 
 
 def test_public_names():

@@ -19,7 +19,9 @@ def test_check_int_refuses_the_rest(value):
 
 def test_check_int_minimum():
     assert _checks.check_int("repeats", 0, minimum=0) == 0
-    with pytest.raises(ValueError, match=r"`repeats` must be an integer >= 0\. Received: repeats=-1"):
+    with pytest.raises(
+        ValueError, match=r"`repeats` must be an integer >= 0\. Received: repeats=-1"
+    ):
         _checks.check_int("repeats", -1, minimum=0)
 
 
@@ -27,9 +29,7 @@ def test_check_int_minimum():
 def test_check_number_refuses_non_finite_and_negative(value):
     with pytest.raises(ValueError) as error:
         _checks.check_number("noise_std", value, minimum=0)
-    assert str(error.value) == (
-        f"`noise_std` must be a number >= 0. Received: noise_std={value!r}"
-    )
+    assert str(error.value) == (f"`noise_std` must be a number >= 0. Received: noise_std={value!r}")
 
 
 def test_check_choice_lists_the_choices():
@@ -62,8 +62,11 @@ def test_first_line():
 
 
 def test_check_model_requires_a_built_model_of_this_generation():
-    with pytest.raises(ValueError, match=r"`student` must be a keras.Model .*Received: "
-                                         r"student=builtins.int"):
+    with pytest.raises(
+        ValueError,
+        match=r"`student` must be a keras.Model .*Received: "
+        r"student=builtins.int",
+    ):
         _checks.check_model("student", 3)
     unbuilt = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"`student` is not built"):

@@ -9,9 +9,9 @@ from importlib import metadata
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import make_data
 from helpers import make_mlp
+
 from keras_distill import cli
 from keras_distill import saving
 from keras_distill._keras import keras
@@ -23,7 +23,10 @@ _NATIVE_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log message
 def run_cli(*args, cwd):
     completed = subprocess.run(
         [sys.executable, "-m", "keras_distill.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )
     stderr = [line for line in completed.stderr.splitlines() if not _NATIVE_LOG.match(line)]
     return completed.returncode, completed.stdout, stderr
@@ -53,18 +56,46 @@ def scalars(folder):
     for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                number = (
+                    float(tf.make_ndarray(value.tensor))
+                    if value.HasField("tensor")
+                    else value.simple_value
+                )
                 values.setdefault(value.tag, []).append((event.step, number))
     return {tag: [v for _, v in sorted(items)] for tag, items in values.items()}
 
 
 def test_distill_end_to_end(files):
-    (files / "config.yaml").write_text("alpha: 0.7\ntemperature: 3\nepochs: 2\nlearning_rate: 0.01\n")
+    (files / "config.yaml").write_text(
+        "alpha: 0.7\ntemperature: 3\nepochs: 2\nlearning_rate: 0.01\n"
+    )
     code, out, err = run_cli(
-        "distill", "--teacher", "teacher.keras", "--student", "student.keras",
-        "--data", "train.npz", "--val", "val.npz", "--config", "config.yaml", "--epochs", "3",
-        "--batch-size", "16", "--out", "out/distilled.keras", "--tensorboard", "tb",
-        "--history", "history.json", "--backup-dir", "backup", "--verbose", "2", cwd=files,
+        "distill",
+        "--teacher",
+        "teacher.keras",
+        "--student",
+        "student.keras",
+        "--data",
+        "train.npz",
+        "--val",
+        "val.npz",
+        "--config",
+        "config.yaml",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--out",
+        "out/distilled.keras",
+        "--tensorboard",
+        "tb",
+        "--history",
+        "history.json",
+        "--backup-dir",
+        "backup",
+        "--verbose",
+        "2",
+        cwd=files,
     )
     assert code == 0, err
     # BackupAndRestore removes its state after success (tf_keras leaves the empty folder).
@@ -73,7 +104,9 @@ def test_distill_end_to_end(files):
     assert out.strip().endswith("Saved the student to out/distilled.keras")
     history = json.loads((files / "history.json").read_text())
     assert len(history["loss"]) == 3  # The command line wins over the config file.
-    assert {"student_loss", "distillation_loss", "val_distillation_loss", "accuracy"} <= set(history)
+    assert {"student_loss", "distillation_loss", "val_distillation_loss", "accuracy"} <= set(
+        history
+    )
     # alpha=0.7 from the config: every batch loss is 0.3 * H + 0.7 * D, so the epoch means are too.
     np.testing.assert_allclose(
         history["loss"],
@@ -96,8 +129,19 @@ def test_distill_end_to_end(files):
 
 def test_export_prints_the_parity_report(files):
     code, out, err = run_cli(
-        "export", "teacher.keras", "--out", "teacher_int8.tflite", "--quantization", "int8",
-        "--calibration", "train.npz", "--min-agreement", "0.5", "--json", "export.json", cwd=files,
+        "export",
+        "teacher.keras",
+        "--out",
+        "teacher_int8.tflite",
+        "--quantization",
+        "int8",
+        "--calibration",
+        "train.npz",
+        "--min-agreement",
+        "0.5",
+        "--json",
+        "export.json",
+        cwd=files,
     )
     assert code == 0, err
     assert out.startswith("TFLite export\n")
@@ -108,8 +152,18 @@ def test_export_prints_the_parity_report(files):
 
 def test_report_writes_table_json_and_png(files):
     code, out, err = run_cli(
-        "report", "--teacher", "teacher.keras", "--student", "student.keras", "--data", "test.npz",
-        "--out-dir", "report", "--latency-repeats", "0", cwd=files,
+        "report",
+        "--teacher",
+        "teacher.keras",
+        "--student",
+        "student.keras",
+        "--data",
+        "test.npz",
+        "--out-dir",
+        "report",
+        "--latency-repeats",
+        "0",
+        cwd=files,
     )
     assert code == 0, err
     assert "| model |" in out
@@ -127,8 +181,16 @@ def test_report_writes_table_json_and_png(files):
 def test_bad_input_in_a_subprocess_is_one_line_without_traceback(files):
     (files / "truncated.keras").write_bytes((files / "teacher.keras").read_bytes()[:100])
     code, out, err = run_cli(
-        "distill", "--teacher", "truncated.keras", "--student", "student.keras",
-        "--data", "train.npz", "--out", "never.keras", cwd=files,
+        "distill",
+        "--teacher",
+        "truncated.keras",
+        "--student",
+        "student.keras",
+        "--data",
+        "train.npz",
+        "--out",
+        "never.keras",
+        cwd=files,
     )
     assert code == 1
     assert err == [
@@ -138,8 +200,17 @@ def test_bad_input_in_a_subprocess_is_one_line_without_traceback(files):
     assert not (files / "never.keras").exists()
 
 
-DISTILL = ("distill", "--teacher", "teacher.keras", "--student", "student.keras",
-           "--data", "train.npz", "--out", "o.keras")
+DISTILL = (
+    "distill",
+    "--teacher",
+    "teacher.keras",
+    "--student",
+    "student.keras",
+    "--data",
+    "train.npz",
+    "--out",
+    "o.keras",
+)
 
 
 def distill_args(replacements):
@@ -157,14 +228,24 @@ def distill_args(replacements):
     "extra,code,message",
     [
         (("--alpha", "1.5"), 1, "`--alpha` must be a number in [0.0, 1.0]. Received: --alpha=1.5"),
-        (("--temperature", "0"), 1,
-         "`--temperature` must be a number > 0.0. Received: --temperature=0"),
+        (
+            ("--temperature", "0"),
+            1,
+            "`--temperature` must be a number > 0.0. Received: --temperature=0",
+        ),
         (("--epochs", "two"), 1, "`--epochs` must be an integer >= 1. Received: --epochs=two"),
-        (("--optimizer", "lion"), 1,
-         "`--optimizer` must be one of ['adam', 'adamw', 'rmsprop', 'sgd']. Received: --optimizer=lion"),
-        (("--verbose", "5"), 1, "`--verbose` must be one of ['0', '1', '2']. Received: --verbose=5"),
-        (("--frobnicate",), 2,
-         "unrecognized arguments: --frobnicate (see `keras-distill --help`)"),
+        (
+            ("--optimizer", "lion"),
+            1,
+            "`--optimizer` must be one of ['adam', 'adamw', 'rmsprop', 'sgd']. Received: "
+            "--optimizer=lion",
+        ),
+        (
+            ("--verbose", "5"),
+            1,
+            "`--verbose` must be one of ['0', '1', '2']. Received: --verbose=5",
+        ),
+        (("--frobnicate",), 2, "unrecognized arguments: --frobnicate (see `keras-distill --help`)"),
     ],
 )
 def test_distill_option_errors(files, capsys, monkeypatch, extra, code, message):
@@ -181,21 +262,31 @@ def test_file_errors(files, capsys, monkeypatch, tmp_path):
     lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda t: t + 1.0, name="shift")(inputs))
     lambda_model.save(str(tmp_path / "lambda.keras"))
     cases = [
-        ({"--teacher": "missing.keras"},
-         "`--teacher` must be an existing `.keras` file; no such file. Received: --teacher='missing.keras'"),
-        ({"--data": str(tmp_path / "no_labels.npz")},
-         f"`--data` must hold arrays named ['x', 'y']; 'y' is missing. Existing arrays: ['x']. "
-         f"Received: --data={str(tmp_path / 'no_labels.npz')!r}"),
+        (
+            {"--teacher": "missing.keras"},
+            "`--teacher` must be an existing `.keras` file; no such file. Received: "
+            "--teacher='missing.keras'",
+        ),
+        (
+            {"--data": str(tmp_path / "no_labels.npz")},
+            f"`--data` must hold arrays named ['x', 'y']; 'y' is missing. Existing arrays: ['x']. "
+            f"Received: --data={str(tmp_path / 'no_labels.npz')!r}",
+        ),
         ({"--out": "o.h5"}, "`--out` must be a file path ending in '.keras'. Received: --out=o.h5"),
-        ({"--config": str(tmp_path / "bad.yaml")},
-         "`--config` has unknown options ['warmup']. Valid options are: ['alpha', 'batch_size', "
-         "'distillation_loss', 'epochs', 'learning_rate', 'optimizer', 'seed', 'temperature']. "
-         f"Received: --config={tmp_path / 'bad.yaml'}"),
-        ({"--student": str(tmp_path / "lambda.keras")},
-         "`--student` holds a model with Lambda layers ['shift'], which can run arbitrary Python "
-         "code, so it is not loaded. Opt in only for files you trust (`allow_lambda=True`, or "
-         "`--unsafe-allow-lambda` on the command line). "
-         f"Received: --student={str(tmp_path / 'lambda.keras')!r}"),
+        (
+            {"--config": str(tmp_path / "bad.yaml")},
+            "`--config` has unknown options ['warmup']. Valid options are: ['alpha', 'batch_size', "
+            "'distillation_loss', 'epochs', 'learning_rate', 'optimizer', 'seed', 'temperature']. "
+            f"Received: --config={tmp_path / 'bad.yaml'}",
+        ),
+        (
+            {"--student": str(tmp_path / "lambda.keras")},
+            "`--student` holds a model with Lambda layers ['shift'], which can run arbitrary "
+            "Python "
+            "code, so it is not loaded. Opt in only for files you trust (`allow_lambda=True`, or "
+            "`--unsafe-allow-lambda` on the command line). "
+            f"Received: --student={str(tmp_path / 'lambda.keras')!r}",
+        ),
     ]
     for replacements, message in cases:
         code, out, err = call(capsys, *distill_args(replacements))
@@ -205,31 +296,56 @@ def test_file_errors(files, capsys, monkeypatch, tmp_path):
 
 def test_export_errors(files, capsys, monkeypatch):
     monkeypatch.chdir(files)
-    code, _, err = call(capsys, "export", "teacher.keras", "--out", "t.tflite",
-                        "--quantization", "int4")
-    assert (code, err) == (1, [
-        "keras-distill: error: `--quantization` must be one of ['none', 'dynamic', 'float16', "
-        "'int8']. Received: --quantization=int4"
-    ])
-    code, _, err = call(capsys, "export", "teacher.keras", "--out", "t.tflite",
-                        "--quantization", "int8")
-    assert (code, err) == (1, [
-        "keras-distill: error: `--quantization int8` needs `--calibration` (a .npz file with "
-        "typical inputs `x`) to calibrate the activation ranges. Received: --calibration=None"
-    ])
+    code, _, err = call(
+        capsys, "export", "teacher.keras", "--out", "t.tflite", "--quantization", "int4"
+    )
+    assert (code, err) == (
+        1,
+        [
+            "keras-distill: error: `--quantization` must be one of ['none', 'dynamic', 'float16', "
+            "'int8']. Received: --quantization=int4"
+        ],
+    )
+    code, _, err = call(
+        capsys, "export", "teacher.keras", "--out", "t.tflite", "--quantization", "int8"
+    )
+    assert (code, err) == (
+        1,
+        [
+            "keras-distill: error: `--quantization int8` needs `--calibration` (a .npz file with "
+            "typical inputs `x`) to calibrate the activation ranges. Received: --calibration=None"
+        ],
+    )
     code, _, err = call(capsys, "export", "--out", "t.tflite")
-    assert (code, err) == (2, [
-        "keras-distill: error: the following arguments are required: MODEL.keras "
-        "(see `keras-distill export --help`)"
-    ])
+    assert (code, err) == (
+        2,
+        [
+            "keras-distill: error: the following arguments are required: MODEL.keras "
+            "(see `keras-distill export --help`)"
+        ],
+    )
     assert not os.path.exists("t.tflite")
 
 
 def test_help_describes_every_option(capsys):
     expected = {
-        "distill": ["--teacher", "--student", "--data", "--val", "--alpha", "--temperature",
-                    "--epochs", "--batch-size", "--out", "--tensorboard", "--config",
-                    "--unsafe-allow-lambda", "--recipe", "--unlabeled", "--recipe-report"],
+        "distill": [
+            "--teacher",
+            "--student",
+            "--data",
+            "--val",
+            "--alpha",
+            "--temperature",
+            "--epochs",
+            "--batch-size",
+            "--out",
+            "--tensorboard",
+            "--config",
+            "--unsafe-allow-lambda",
+            "--recipe",
+            "--unlabeled",
+            "--recipe-report",
+        ],
         "export": ["--out", "--quantization", "--calibration", "{none,dynamic,float16,int8}"],
         "report": ["--teacher", "--student", "--data", "--out-dir"],
     }
@@ -264,9 +380,22 @@ def test_distill_stops_on_non_finite_loss_and_saves_nothing(files, capsys, monke
     np.savez("train.npz", x=x, y=y)
     (tmp_path / "kept.keras").write_bytes(b"previous content")
     code, _, err = call(
-        capsys, "distill", "--teacher", "teacher.keras", "--student", str(files / "student.keras"),
-        "--data", "train.npz", "--batch-size", "16", "--epochs", "2", "--verbose", "0",
-        "--out", "kept.keras",
+        capsys,
+        "distill",
+        "--teacher",
+        "teacher.keras",
+        "--student",
+        str(files / "student.keras"),
+        "--data",
+        "train.npz",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--verbose",
+        "0",
+        "--out",
+        "kept.keras",
     )
     assert code == 1 and len(err) == 1
     # fit() shuffles, so the poisoned row lands in a batch that depends on the generation.
@@ -287,15 +416,35 @@ def test_distill_stops_on_non_finite_loss_and_saves_nothing(files, capsys, monke
 def test_distill_recipe_says_which_student_it_kept(files):
     np.savez(files / "unlabeled.npz", x=make_data(96, seed=7)[0])
     code, out, err = run_cli(
-        "distill", "--teacher", "teacher.keras", "--student", "student.keras",
-        "--data", "train.npz", "--val", "val.npz", "--unlabeled", "unlabeled.npz", "--recipe",
-        "--epochs", "4", "--batch-size", "32", "--learning-rate", "0.01",
-        "--out", "recipe/kept.keras", "--recipe-report", "recipe/report.json", cwd=files,
+        "distill",
+        "--teacher",
+        "teacher.keras",
+        "--student",
+        "student.keras",
+        "--data",
+        "train.npz",
+        "--val",
+        "val.npz",
+        "--unlabeled",
+        "unlabeled.npz",
+        "--recipe",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--learning-rate",
+        "0.01",
+        "--out",
+        "recipe/kept.keras",
+        "--recipe-report",
+        "recipe/report.json",
+        cwd=files,
     )
     assert code == 0, err
     report = json.loads((files / "recipe" / "report.json").read_text())
     assert out.strip().splitlines()[-1] == (
-        f"Saved the student to recipe/kept.keras (kept: {report['kept']})")
+        f"Saved the student to recipe/kept.keras (kept: {report['kept']})"
+    )
     assert "[5/5]" in out and "| run | alpha | T |" in out and f"Kept: {report['kept']}." in out
     assert report["settings"]["num_transfer"] == 128 + 96
     assert report["settings"]["epochs"] == 4
@@ -304,22 +453,32 @@ def test_distill_recipe_says_which_student_it_kept(files):
     model = saving.load_model(str(files / "recipe" / "kept.keras"))
     accuracy = float(np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == y_val))
     assert accuracy == pytest.approx(kept["validation_accuracy"])
-    assert accuracy >= {run["name"]: run for run in report["runs"]}["student alone"][
-        "validation_accuracy"]
+    assert (
+        accuracy
+        >= {run["name"]: run for run in report["runs"]}["student alone"]["validation_accuracy"]
+    )
 
 
 def test_recipe_option_errors(files, capsys, monkeypatch):
     monkeypatch.chdir(files)
     code, _, err = call(capsys, *DISTILL, "--recipe", "--tensorboard", "tb")
-    assert (code, err) == (1, [
-        "keras-distill: error: `--tensorboard` cannot be used with `--recipe` (it trains with "
-        "Adam and the KL loss, and writes --recipe-report). Received: --tensorboard=tb"])
+    assert (code, err) == (
+        1,
+        [
+            "keras-distill: error: `--tensorboard` cannot be used with `--recipe` (it trains with "
+            "Adam and the KL loss, and writes --recipe-report). Received: --tensorboard=tb"
+        ],
+    )
     code, _, err = call(capsys, *DISTILL, "--unlabeled", "u.npz")
-    assert (code, err) == (1, [
-        "keras-distill: error: `--unlabeled` needs `--recipe`. Received: --unlabeled=u.npz"])
+    assert (code, err) == (
+        1,
+        ["keras-distill: error: `--unlabeled` needs `--recipe`. Received: --unlabeled=u.npz"],
+    )
     code, _, err = call(capsys, *DISTILL, "--recipe", "--epochs", "0")
-    assert (code, err) == (1, [
-        "keras-distill: error: `--epochs` must be an integer >= 1. Received: --epochs=0"])
+    assert (code, err) == (
+        1,
+        ["keras-distill: error: `--epochs` must be an integer >= 1. Received: --epochs=0"],
+    )
     assert not os.path.exists("o.keras")
 
 
@@ -331,27 +490,41 @@ def test_output_locations_are_checked_before_any_work(files, capsys, monkeypatch
     locked.chmod(0o500)
     a_file = str(tmp_path / "a_file")
     cases = [
-        ({"--out": "teacher.keras"},
-         "`--out` must differ from `--teacher`: writing it would replace that input. Choose "
-         "another file. Received: --out='teacher.keras', --teacher='teacher.keras'"),
-        ({"--out": "./student.keras"},
-         "`--out` must differ from `--student`: writing it would replace that input. Choose "
-         "another file. Received: --out='./student.keras', --student='student.keras'"),
-        ({"--out": a_file + "/o.keras"},
-         f"`--out` lies inside {a_file!r}, which is a file, not a folder. Choose another "
-         f"location. Received: --out={a_file + '/o.keras'!r}"),
-        ({"--history": str(locked / "h.json")},
-         f"`--history` cannot be written: the folder {str(locked)!r} is not writable. Choose "
-         f"another location. Received: --history={str(locked / 'h.json')!r}"),
-        ({"--history": a_file + "/h.json"},
-         f"`--history` lies inside {a_file!r}, which is a file, not a folder. Choose another "
-         f"location. Received: --history={a_file + '/h.json'!r}"),
-        ({"--tensorboard": a_file},
-         f"`--tensorboard` must be a folder; a file exists there. Remove it or choose another "
-         f"folder. Received: --tensorboard={a_file!r}"),
-        ({"--backup-dir": a_file},
-         f"`--backup-dir` must be a folder; a file exists there. Remove it or choose another "
-         f"folder. Received: --backup-dir={a_file!r}"),
+        (
+            {"--out": "teacher.keras"},
+            "`--out` must differ from `--teacher`: writing it would replace that input. Choose "
+            "another file. Received: --out='teacher.keras', --teacher='teacher.keras'",
+        ),
+        (
+            {"--out": "./student.keras"},
+            "`--out` must differ from `--student`: writing it would replace that input. Choose "
+            "another file. Received: --out='./student.keras', --student='student.keras'",
+        ),
+        (
+            {"--out": a_file + "/o.keras"},
+            f"`--out` lies inside {a_file!r}, which is a file, not a folder. Choose another "
+            f"location. Received: --out={a_file + '/o.keras'!r}",
+        ),
+        (
+            {"--history": str(locked / "h.json")},
+            f"`--history` cannot be written: the folder {str(locked)!r} is not writable. Choose "
+            f"another location. Received: --history={str(locked / 'h.json')!r}",
+        ),
+        (
+            {"--history": a_file + "/h.json"},
+            f"`--history` lies inside {a_file!r}, which is a file, not a folder. Choose another "
+            f"location. Received: --history={a_file + '/h.json'!r}",
+        ),
+        (
+            {"--tensorboard": a_file},
+            f"`--tensorboard` must be a folder; a file exists there. Remove it or choose another "
+            f"folder. Received: --tensorboard={a_file!r}",
+        ),
+        (
+            {"--backup-dir": a_file},
+            f"`--backup-dir` must be a folder; a file exists there. Remove it or choose another "
+            f"folder. Received: --backup-dir={a_file!r}",
+        ),
     ]
     if os.access(locked, os.W_OK):  # Running as root: every folder is writable.
         cases = [case for case in cases if "--history" not in case[0]]
@@ -359,39 +532,80 @@ def test_output_locations_are_checked_before_any_work(files, capsys, monkeypatch
         code, out, err = call(capsys, *distill_args(replacements))
         assert (code, err) == (1, [f"keras-distill: error: {message}"]), replacements
     assert (files / "teacher.keras").stat().st_size > 1000
-    code, _, err = call(capsys, "report", "--teacher", "teacher.keras", "--student",
-                        "student.keras", "--data", "test.npz", "--out-dir", a_file)
-    assert (code, err) == (1, [
-        f"keras-distill: error: `--out-dir` must be a folder; a file exists there. Remove it or "
-        f"choose another folder. Received: --out-dir={a_file!r}"
-    ])
-    code, _, err = call(capsys, "export", "teacher.keras", "--out", "t.tflite", "--json",
-                        str(tmp_path))
-    assert (code, err) == (1, [
-        f"keras-distill: error: `--json` must be a file path; it is a folder. "
-        f"Received: --json={str(tmp_path)!r}"
-    ])
+    code, _, err = call(
+        capsys,
+        "report",
+        "--teacher",
+        "teacher.keras",
+        "--student",
+        "student.keras",
+        "--data",
+        "test.npz",
+        "--out-dir",
+        a_file,
+    )
+    assert (code, err) == (
+        1,
+        [
+            "keras-distill: error: `--out-dir` must be a folder; a file exists there. Remove "
+            "it or "
+            f"choose another folder. Received: --out-dir={a_file!r}"
+        ],
+    )
+    code, _, err = call(
+        capsys, "export", "teacher.keras", "--out", "t.tflite", "--json", str(tmp_path)
+    )
+    assert (code, err) == (
+        1,
+        [
+            f"keras-distill: error: `--json` must be a file path; it is a folder. "
+            f"Received: --json={str(tmp_path)!r}"
+        ],
+    )
 
 
-@pytest.mark.parametrize("labels, message", [
-    (np.array(["a", "b"] * 32),
-     "Labels must be numbers: class indices 0..2 or one-hot rows. Map names to indices first "
-     "(e.g. with `np.unique(y, return_inverse=True)`). Received: y with dtype <U1 starting "
-     "['a', 'b', 'a']"),
-    (np.full(64, 5), "Sparse labels must be class indices in [0, 2]. Received: y with values "
-     "from 5 to 5"),
-    (np.where(np.arange(64) == 7, np.nan, 1.0),
-     "Sparse labels must be whole class indices in [0, 2]; 1 label is not, e.g. nan. Round or "
-     "remap them. Received: y=nan"),
-])
-def test_report_refuses_labels_it_cannot_score(files, capsys, monkeypatch, tmp_path, labels,
-                                               message):
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (
+            np.array(["a", "b"] * 32),
+            "Labels must be numbers: class indices 0..2 or one-hot rows. Map names to indices "
+            "first "
+            "(e.g. with `np.unique(y, return_inverse=True)`). Received: y with dtype <U1 starting "
+            "['a', 'b', 'a']",
+        ),
+        (
+            np.full(64, 5),
+            "Sparse labels must be class indices in [0, 2]. Received: y with values from 5 to 5",
+        ),
+        (
+            np.where(np.arange(64) == 7, np.nan, 1.0),
+            "Sparse labels must be whole class indices in [0, 2]; 1 label is not, e.g. nan. "
+            "Round or "
+            "remap them. Received: y=nan",
+        ),
+    ],
+)
+def test_report_refuses_labels_it_cannot_score(
+    files, capsys, monkeypatch, tmp_path, labels, message
+):
     monkeypatch.chdir(files)
     x, _ = make_data(64, seed=2)
     np.savez(tmp_path / "bad.npz", x=x, y=labels)
-    code, _, err = call(capsys, "report", "--teacher", "teacher.keras", "--student",
-                        "student.keras", "--data", str(tmp_path / "bad.npz"), "--out-dir",
-                        str(tmp_path / "report"), "--latency-repeats", "0")
+    code, _, err = call(
+        capsys,
+        "report",
+        "--teacher",
+        "teacher.keras",
+        "--student",
+        "student.keras",
+        "--data",
+        str(tmp_path / "bad.npz"),
+        "--out-dir",
+        str(tmp_path / "report"),
+        "--latency-repeats",
+        "0",
+    )
     assert (code, err) == (1, [f"keras-distill: error: `--data` cannot be used: {message}"])
 
 
@@ -400,9 +614,20 @@ def test_report_refuses_nan_inputs(files, capsys, monkeypatch, tmp_path):
     x, y = make_data(64, seed=2)
     x[3, 1] = np.nan
     np.savez(tmp_path / "bad.npz", x=x, y=y)
-    code, _, err = call(capsys, "report", "--teacher", "teacher.keras", "--student",
-                        "student.keras", "--data", str(tmp_path / "bad.npz"), "--out-dir",
-                        str(tmp_path / "report"), "--latency-repeats", "0")
+    code, _, err = call(
+        capsys,
+        "report",
+        "--teacher",
+        "teacher.keras",
+        "--student",
+        "student.keras",
+        "--data",
+        str(tmp_path / "bad.npz"),
+        "--out-dir",
+        str(tmp_path / "report"),
+        "--latency-repeats",
+        "0",
+    )
     assert code == 1 and err[0].startswith(
         "keras-distill: error: `--data` cannot be used: `x` contains NaN or Inf values (1 of 64 "
         "examples, the first at index 3)."
@@ -427,13 +652,25 @@ def test_a_bad_validation_label_is_one_clear_line(files, capsys, monkeypatch, tm
     x, y = make_data(64, seed=1)
     y[40] = 7
     np.savez(tmp_path / "bad_val.npz", x=x, y=y)
-    code, _, err = call(capsys, *distill_args({
-        "--val": str(tmp_path / "bad_val.npz"), "--out": str(tmp_path / "o.keras"),
-        "--epochs": "1", "--batch-size": "32", "--verbose": "0",
-    }))
-    assert (code, err) == (1, [
-        "keras-distill: error: `y` must hold class indices 0, 1, ..., 2 (or -1 for a missing "
-        "label); in validation batch 1 (`validation_data`, epoch 0), row 8 of the batch holds 7. "
-        "Fix the labels (round or remap them), or give one-hot rows of width 3. Received: y=7"
-    ])
+    code, _, err = call(
+        capsys,
+        *distill_args(
+            {
+                "--val": str(tmp_path / "bad_val.npz"),
+                "--out": str(tmp_path / "o.keras"),
+                "--epochs": "1",
+                "--batch-size": "32",
+                "--verbose": "0",
+            }
+        ),
+    )
+    assert (code, err) == (
+        1,
+        [
+            "keras-distill: error: `y` must hold class indices 0, 1, ..., 2 (or -1 for a missing "
+            "label); in validation batch 1 (`validation_data`, epoch 0), row 8 of the batch "
+            "holds 7. "
+            "Fix the labels (round or remap them), or give one-hot rows of width 3. Received: y=7"
+        ],
+    )
     assert not (tmp_path / "o.keras").exists()

@@ -64,7 +64,7 @@ def test_bad_integer_label_from_a_generator(run_eagerly):
 
     def batches():
         for start in range(0, len(x), BATCH):
-            yield x[start:start + BATCH], y[start:start + BATCH]
+            yield x[start : start + BATCH], y[start : start + BATCH]
 
     with pytest.raises(ValueError) as error:
         distiller_for(run_eagerly=run_eagerly).fit(batches(), steps_per_epoch=8, verbose=0)
@@ -195,13 +195,14 @@ def test_a_teacher_declared_probabilities_is_checked_on_every_batch(run_eagerly)
     x, y = make_data(256)
     x[3 * BATCH + 2, 0] = 100.0  # The teacher returns logits (all 2.0) for this row only.
     teacher = broken_teacher(2.0, final_activation="softmax")
-    distiller = Distiller(student=make_mlp(8, "student", seed=2), teacher=teacher,
-                          teacher_from_logits=False)
+    distiller = Distiller(
+        student=make_mlp(8, "student", seed=2), teacher=teacher, teacher_from_logits=False
+    )
     distiller.compile(optimizer="adam", run_eagerly=run_eagerly)
 
     def batches():
         for start in range(0, len(x), BATCH):
-            yield x[start:start + BATCH], y[start:start + BATCH]
+            yield x[start : start + BATCH], y[start : start + BATCH]
 
     with pytest.raises(ValueError) as error:
         distiller.fit(batches(), steps_per_epoch=8, verbose=0)

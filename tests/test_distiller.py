@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-
 from helpers import NUM_CLASSES
 from helpers import make_mlp
+
 from keras_distill import Distiller
 from keras_distill._keras import keras
 
@@ -15,7 +15,9 @@ def np_log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def np_components(teacher_logits, student_logits, labels, alpha, temperature, weights=None, mask=None):
+def np_components(
+    teacher_logits, student_logits, labels, alpha, temperature, weights=None, mask=None
+):
     """Reference: per-example Hinton loss, missing labels use the distillation term alone."""
     n = len(student_logits)
     weights = np.ones(n) if weights is None else np.asarray(weights, np.float64)
@@ -56,7 +58,9 @@ def assert_components(got, expected):
 def test_evaluate_matches_numpy_reference(teacher, student, data):
     x, y = data
     distiller = compiled(Distiller(student=student, teacher=teacher))
-    expected = np_components(predictions(teacher, x), predictions(student, x), y, ALPHA, TEMPERATURE)
+    expected = np_components(
+        predictions(teacher, x), predictions(student, x), y, ALPHA, TEMPERATURE
+    )
     assert_components(evaluate(distiller, x, y), expected)
 
 
@@ -82,7 +86,12 @@ def test_x_only_batches_use_the_distillation_term_alone(teacher, student, data):
     x, y = data
     distiller = compiled(Distiller(student=student, teacher=teacher))
     expected = np_components(
-        predictions(teacher, x), predictions(student, x), y, ALPHA, TEMPERATURE, mask=np.zeros(len(y))
+        predictions(teacher, x),
+        predictions(student, x),
+        y,
+        ALPHA,
+        TEMPERATURE,
+        mask=np.zeros(len(y)),
     )
     got = evaluate(distiller, x)
     assert got["student_loss"] == 0.0
@@ -112,7 +121,8 @@ def test_masked_rows_are_left_out_of_weighted_metrics(teacher, student, data):
     masked = y.copy()
     masked[::2] = -1
     distiller = compiled(
-        Distiller(student=student, teacher=teacher), weighted_metrics=["sparse_categorical_accuracy"]
+        Distiller(student=student, teacher=teacher),
+        weighted_metrics=["sparse_categorical_accuracy"],
     )
     got = evaluate(distiller, x, masked)
     keep = masked != -1
@@ -125,10 +135,22 @@ def test_fit_lowers_the_loss_and_leaves_the_teacher_untouched(teacher, student, 
     teacher_weights = [w.copy() for w in teacher.get_weights()]
     student_weights = [w.copy() for w in student.get_weights()]
     distiller = Distiller(student=student, teacher=teacher)
-    distiller.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"], alpha=0.9, temperature=4.0)
-    history = distiller.fit(x, y, epochs=5, batch_size=32, validation_data=(x, y), verbose=0).history
-    assert {"loss", "student_loss", "distillation_loss", "accuracy", "val_loss",
-            "val_student_loss", "val_distillation_loss", "val_accuracy"} <= set(history)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"], alpha=0.9, temperature=4.0
+    )
+    history = distiller.fit(
+        x, y, epochs=5, batch_size=32, validation_data=(x, y), verbose=0
+    ).history
+    assert {
+        "loss",
+        "student_loss",
+        "distillation_loss",
+        "accuracy",
+        "val_loss",
+        "val_student_loss",
+        "val_distillation_loss",
+        "val_accuracy",
+    } <= set(history)
     assert history["loss"][-1] < 0.8 * history["loss"][0]
     for before, after in zip(teacher_weights, teacher.get_weights()):
         assert np.array_equal(before, after)
@@ -140,7 +162,9 @@ def test_fit_lowers_the_loss_and_leaves_the_teacher_untouched(teacher, student, 
 def test_distiller_behaves_as_the_student(teacher, student, data):
     x, _ = data
     distiller = compiled(Distiller(student=student, teacher=teacher))
-    np.testing.assert_allclose(distiller.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-6
+    )
     np.testing.assert_allclose(np.asarray(distiller(x[:4])), np.asarray(student(x[:4])), rtol=1e-6)
 
 
@@ -155,12 +179,16 @@ def test_gradient_step_matches_numpy_gradient(teacher, data):
     p_t = np.exp(np_log_softmax(t / TEMPERATURE))
     p_s_t = np.exp(np_log_softmax(s / TEMPERATURE))
     one_hot = np.eye(NUM_CLASSES)[y]
-    d_logits = (1 - ALPHA) * (np.exp(np_log_softmax(s)) - one_hot) + ALPHA * TEMPERATURE * (p_s_t - p_t)
+    d_logits = (1 - ALPHA) * (np.exp(np_log_softmax(s)) - one_hot) + ALPHA * TEMPERATURE * (
+        p_s_t - p_t
+    )
     d_logits /= len(y)
     distiller = compiled(Distiller(student=student, teacher=teacher))
     distiller.fit(x, y, batch_size=len(y), epochs=1, shuffle=False, verbose=0)
     new_kernel, new_bias = student.get_weights()
-    np.testing.assert_allclose(new_kernel, kernel - 0.1 * x.T.astype(np.float64) @ d_logits, atol=1e-5)
+    np.testing.assert_allclose(
+        new_kernel, kernel - 0.1 * x.T.astype(np.float64) @ d_logits, atol=1e-5
+    )
     np.testing.assert_allclose(new_bias, bias - 0.1 * d_logits.sum(0), atol=1e-5)
 
 
@@ -204,8 +232,9 @@ def test_probability_teacher_declared_as_such_gives_the_logit_loss(teacher, stud
     x, y = data
     probabilities = keras.Model(teacher.inputs[0], keras.layers.Softmax()(teacher.outputs[0]))
     with_logits = evaluate(compiled(Distiller(student=student, teacher=teacher)), x, y)
-    distiller = compiled(Distiller(student=student, teacher=probabilities,
-                                   teacher_from_logits=False))
+    distiller = compiled(
+        Distiller(student=student, teacher=probabilities, teacher_from_logits=False)
+    )
     assert_components(evaluate(distiller, x, y), with_logits)
 
 
@@ -228,8 +257,10 @@ def multi_output_student():
     hidden = keras.layers.Dense(8, activation="relu")(inputs)
     return keras.Model(
         inputs,
-        {"aux": keras.layers.Dense(1, name="aux")(hidden),
-         "classes": keras.layers.Dense(NUM_CLASSES, name="classes")(hidden)},
+        {
+            "aux": keras.layers.Dense(1, name="aux")(hidden),
+            "classes": keras.layers.Dense(NUM_CLASSES, name="classes")(hidden),
+        },
     )
 
 
@@ -256,7 +287,9 @@ def test_multi_output_student_without_a_name_is_an_error(teacher):
 @pytest.mark.parametrize("distillation_loss", ["kl", "soft_ce", "mse", "dkd"])
 def test_every_named_loss_trains(teacher, student, data, distillation_loss):
     x, y = data
-    distiller = compiled(Distiller(student=student, teacher=teacher), distillation_loss=distillation_loss)
+    distiller = compiled(
+        Distiller(student=student, teacher=teacher), distillation_loss=distillation_loss
+    )
     history = distiller.fit(x, y, epochs=3, batch_size=32, verbose=0).history
     assert np.all(np.isfinite(history["loss"]))
     assert history["distillation_loss"][-1] < history["distillation_loss"][0]
@@ -288,12 +321,16 @@ def test_alpha_and_temperature_can_change_between_steps(teacher, student, data):
 def test_regularization_losses_of_the_student_join_the_total(teacher, data):
     x, y = data
     keras.utils.set_random_seed(7)
-    student = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(NUM_CLASSES, kernel_regularizer=keras.regularizers.L2(0.5)),
-    ])
+    student = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(NUM_CLASSES, kernel_regularizer=keras.regularizers.L2(0.5)),
+        ]
+    )
     distiller = compiled(Distiller(student=student, teacher=teacher))
-    expected = np_components(predictions(teacher, x), predictions(student, x), y, ALPHA, TEMPERATURE)
+    expected = np_components(
+        predictions(teacher, x), predictions(student, x), y, ALPHA, TEMPERATURE
+    )
     penalty = 0.5 * np.sum(student.get_weights()[0].astype(np.float64) ** 2)
     got = evaluate(distiller, x, y)
     np.testing.assert_allclose(got["loss"], expected["loss"] + penalty, rtol=1e-5)

@@ -99,7 +99,11 @@ def test_unbuilt_student(teacher):
 
 
 def test_not_a_model(student):
-    with pytest.raises(ValueError, match=r"`teacher` must be a keras.Model of the active Keras .*Received: teacher=builtins.str"):
+    with pytest.raises(
+        ValueError,
+        match=r"`teacher` must be a keras.Model of the active Keras .*Received: "
+        r"teacher=builtins.str",
+    ):
         Distiller(student=student, teacher="teacher.keras")
 
 
@@ -143,7 +147,9 @@ def test_compile_loss_is_refused(distiller):
 def test_unknown_output_name(teacher):
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(4)(inputs)
-    student = keras.Model(inputs, {"a": keras.layers.Dense(3)(hidden), "b": keras.layers.Dense(3)(hidden)})
+    student = keras.Model(
+        inputs, {"a": keras.layers.Dense(3)(hidden), "b": keras.layers.Dense(3)(hidden)}
+    )
     with pytest.raises(ValueError) as error:
         Distiller(student=student, teacher=teacher, student_output="c")
     assert str(error.value) == (
@@ -178,7 +184,8 @@ def test_one_hot_width_mismatch(ready, data):
     with pytest.raises(ValueError) as error:
         ready.fit(x, np.eye(5, dtype="float32")[y], verbose=0)
     assert str(error.value) == (
-        "One-hot labels need 3 columns, one per class of the models. Received: y with shape (128, 5)"
+        "One-hot labels need 3 columns, one per class of the models. Received: y with shape "
+        "(128, 5)"
     )
 
 
@@ -190,7 +197,8 @@ def test_nan_inputs_are_found_before_training(ready, data):
     with pytest.raises(ValueError) as error:
         ready.fit(bad, y, verbose=0)
     assert str(error.value).startswith(
-        "`x` contains NaN or Inf values (1 of 128 examples, the first at index 9). Received: x[9] with ["
+        "`x` contains NaN or Inf values (1 of 128 examples, the first at index 9). Received: "
+        "x[9] with ["
     )
     assert all((a == b).all() for a, b in zip(weights, ready.student.get_weights()))
 
@@ -198,10 +206,15 @@ def test_nan_inputs_are_found_before_training(ready, data):
 def test_non_finite_teacher_outputs(student, data):
     x, y = data
     inputs = keras.Input((8,))
-    teacher = keras.Model(inputs, keras.layers.Dense(3, bias_initializer=keras.initializers.Constant(float("inf")))(inputs))
+    teacher = keras.Model(
+        inputs,
+        keras.layers.Dense(3, bias_initializer=keras.initializers.Constant(float("inf")))(inputs),
+    )
     distiller = Distiller(student=student, teacher=teacher)
     distiller.compile(optimizer="adam")
-    with pytest.raises(ValueError, match=r"^`teacher outputs` contains NaN or Inf values \(64 of 64 examples"):
+    with pytest.raises(
+        ValueError, match=r"^`teacher outputs` contains NaN or Inf values \(64 of 64 examples"
+    ):
         distiller.fit(x, y, verbose=0)
 
 
@@ -210,7 +223,8 @@ def test_length_mismatch(ready, data):
     with pytest.raises(ValueError) as error:
         ready.fit(x, y[:-1], verbose=0)
     assert str(error.value) == (
-        "`x` and `y` must hold the same number of examples. Received: x with [128] and y with [127] examples"
+        "`x` and `y` must hold the same number of examples. Received: x with [128] and y with "
+        "[127] examples"
     )
 
 
@@ -222,7 +236,9 @@ def test_input_shape_mismatch(ready, data):
         ready.fit(np.zeros((16, 5), "float32"), y[:16], verbose=0)
     message = str(error.value)
     assert message.startswith("The teacher cannot run on `x` (")
-    assert message.endswith("Expected inputs of shape [(None, 8)]. Received: x with shape [(16, 5)]")
+    assert message.endswith(
+        "Expected inputs of shape [(None, 8)]. Received: x with shape [(16, 5)]"
+    )
 
 
 def test_empty_data(ready):
@@ -231,8 +247,13 @@ def test_empty_data(ready):
 
     with pytest.raises(ValueError) as error:
         ready.fit(np.zeros((0, 8), "float32"), np.zeros((0,), "int32"), verbose=0)
-    assert str(error.value) == "`x` is empty: there is nothing to train on. Received: x with 0 examples"
-    empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 8), "float32"), np.zeros((0,), "int32"))).batch(4)
+    assert (
+        str(error.value)
+        == "`x` is empty: there is nothing to train on. Received: x with 0 examples"
+    )
+    empty = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((0, 8), "float32"), np.zeros((0,), "int32"))
+    ).batch(4)
     with pytest.raises(ValueError, match=r"^The dataset is empty: there is nothing to train on"):
         ready.fit(empty, verbose=0)
 
@@ -308,28 +329,43 @@ def class_weight_without_labels(x, y):
     return (x,), {"class_weight": {0: 1.0, 1: 2.0, 2: 1.0}}
 
 
-@pytest.mark.parametrize("make_arguments, expected", [
-    (float_label,
-     "Sparse labels must be whole class indices in [0, 2] (or -1 for a missing label); 1 label "
-     "is not, e.g. 1.7. Round or remap them. Received: y=1.7"),
-    (string_labels,
-     "Labels must be numbers: class indices 0..2 or one-hot rows. Map names to indices first "
-     "(e.g. with `np.unique(y, return_inverse=True)`). Received: y with dtype <U3 starting "
-     "['dog', 'cat', 'cat']"),
-    (class_weight_without_labels,
-     "`class_weight` weighs examples by their label, but the data has no labels (x only). "
-     "Pass labels `y`, or drop `class_weight`. Received: class_weight={0: 1.0, 1: 2.0, 2: 1.0} "
-     "with y=None"),
-])
+@pytest.mark.parametrize(
+    "make_arguments, expected",
+    [
+        (
+            float_label,
+            "Sparse labels must be whole class indices in [0, 2] (or -1 for a missing label); 1 "
+            "label "
+            "is not, e.g. 1.7. Round or remap them. Received: y=1.7",
+        ),
+        (
+            string_labels,
+            "Labels must be numbers: class indices 0..2 or one-hot rows. Map names to indices "
+            "first "
+            "(e.g. with `np.unique(y, return_inverse=True)`). Received: y with dtype <U3 starting "
+            "['dog', 'cat', 'cat']",
+        ),
+        (
+            class_weight_without_labels,
+            "`class_weight` weighs examples by their label, but the data has no labels (x only). "
+            "Pass labels `y`, or drop `class_weight`. Received: class_weight={0: 1.0, 1: 2.0, "
+            "2: 1.0} "
+            "with y=None",
+        ),
+    ],
+)
 def test_bad_labels_are_named(ready, data, make_arguments, expected):
     args, kwargs = make_arguments(*data)
     assert fit_error(ready, *args, verbose=0, **kwargs) == expected
 
 
-@pytest.mark.parametrize("ragged", [
-    lambda: [[0.0] * 8, [0.0] * 5],
-    lambda: tf.ragged.constant([[0.0] * 8, [0.0] * 5]),
-])
+@pytest.mark.parametrize(
+    "ragged",
+    [
+        lambda: [[0.0] * 8, [0.0] * 5],
+        lambda: tf.ragged.constant([[0.0] * 8, [0.0] * 5]),
+    ],
+)
 def test_ragged_x(ready, ragged):
     x = ragged()
     assert fit_error(ready, x, np.array([0, 1]), verbose=0) == (

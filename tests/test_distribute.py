@@ -16,8 +16,13 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_run.py")
 
 def run(mode, out, extra_env=None, wait=True):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(extra_env or {}))
-    process = subprocess.Popen([sys.executable, SCRIPT, mode, str(out)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT, mode, str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if wait:
         output, _ = process.communicate(timeout=300)
         assert process.returncode == 0, output[-3000:]
@@ -57,14 +62,18 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.mark.skipif(not IS_LEGACY, reason="MultiWorkerMirroredStrategy fit() needs tf_keras (see docs)")
+@pytest.mark.skipif(
+    not IS_LEGACY, reason="MultiWorkerMirroredStrategy fit() needs tf_keras (see docs)"
+)
 def test_two_local_workers_match_one_device(single_device, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     workers = []
     for index in range(2):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         out = tmp_path / f"worker{index}.npz"
-        workers.append(run("multiworker", out, {"TF_CONFIG": config, "WORKER_INDEX": str(index)}, wait=False))
+        workers.append(
+            run("multiworker", out, {"TF_CONFIG": config, "WORKER_INDEX": str(index)}, wait=False)
+        )
     for worker in workers:
         output, _ = worker.communicate(timeout=300)
         assert worker.returncode == 0, output[-3000:]

@@ -43,11 +43,21 @@ def test_new_files_get_the_usual_mode_and_replacements_keep_theirs(tmp_path):
     assert os.stat(tmp_path / "new.json").st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("error_number, kind, reason", [
-    (errno.ENOSPC, OSError, "no space left on the device of {folder!r} (No space left on device)"),
-    (errno.EROFS, PermissionError,
-     "the folder {folder!r} is read-only or not writable (Read-only file system)"),
-])
+@pytest.mark.parametrize(
+    "error_number, kind, reason",
+    [
+        (
+            errno.ENOSPC,
+            OSError,
+            "no space left on the device of {folder!r} (No space left on device)",
+        ),
+        (
+            errno.EROFS,
+            PermissionError,
+            "the folder {folder!r} is read-only or not writable (Read-only file system)",
+        ),
+    ],
+)
 def test_write_failures_name_the_destination_not_the_temporary_file(
     tmp_path, error_number, kind, reason
 ):

@@ -27,7 +27,9 @@ def test_no_module_imports_keras_on_its_own():
             with open(os.path.join(root, name)) as source:
                 for line in source:
                     stripped = line.strip()
-                    if stripped.startswith(("import keras", "import tf_keras", "from keras ", "from tf_keras")):
+                    if stripped.startswith(
+                        ("import keras", "import tf_keras", "from keras ", "from tf_keras")
+                    ):
                         offenders.append(f"{name}: {stripped}")
     assert offenders == []
 
@@ -51,8 +53,10 @@ def test_every_private_keras_api_still_exists():
     model.fit(np.ones((2, 4, 8)), np.ones((2, 4, 8)), verbose=0)
     metric_names = [m.name for m in _keras.compiled_metric_objects(model)]
     assert metric_names, "the compiled metrics are not found"
-    assert set(_keras.PRIVATE_APIS) >= {"Layer._flatten_layers",
-                                         "MultiHeadAttention._compute_attention"}
+    assert set(_keras.PRIVATE_APIS) >= {
+        "Layer._flatten_layers",
+        "MultiHeadAttention._compute_attention",
+    }
 
 
 def test_private_flash_attention_flag_is_still_read():

@@ -91,7 +91,9 @@ def test_soft_target_cross_entropy_is_kl_plus_teacher_entropy(logits, temperatur
     log_p = np_log_softmax(teacher / temperature)
     entropy = -(np.exp(log_p) * log_p).sum(-1) * temperature**2
     got = losses.soft_target_cross_entropy(teacher, student, temperature).numpy()
-    np.testing.assert_allclose(got, np_kl(teacher, student, temperature) + entropy, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        got, np_kl(teacher, student, temperature) + entropy, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_logit_mse_matches_numpy(logits):

@@ -9,7 +9,10 @@ from keras_distill._outputs import static_output_shape
 
 def two_output_model():
     inputs = keras.Input((4,))
-    outputs = [keras.layers.Dense(3, name="classes")(inputs), keras.layers.Dense(1, name="aux")(inputs)]
+    outputs = [
+        keras.layers.Dense(3, name="classes")(inputs),
+        keras.layers.Dense(1, name="aux")(inputs),
+    ]
     return keras.Model(inputs, outputs)
 
 
@@ -30,8 +33,11 @@ def test_select_errors_name_the_argument():
         "The teacher has 2 outputs ['classes', 'aux']; name the one to distil with "
         "`teacher_output=`. Received: teacher_output=None"
     )
-    with pytest.raises(ValueError, match=r"Existing outputs are: \['classes', 'aux'\]. "
-                                         r"Received: student_output='nope'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Existing outputs are: \['classes', 'aux'\]. "
+        r"Received: student_output='nope'",
+    ):
         select_output(["a", "b"], "nope", model, "student")
 
 
@@ -43,6 +49,9 @@ def test_logits_from_probabilities_is_the_log():
     probabilities = np.array([[0.5, 0.25, 0.25, 0.0]], np.float32)
     np.testing.assert_allclose(
         logits_from(probabilities, from_logits=False).numpy(),
-        np.log(np.maximum(probabilities, 1e-12)), rtol=1e-6,
+        np.log(np.maximum(probabilities, 1e-12)),
+        rtol=1e-6,
     )
-    np.testing.assert_array_equal(logits_from(probabilities, from_logits=True).numpy(), probabilities)
+    np.testing.assert_array_equal(
+        logits_from(probabilities, from_logits=True).numpy(), probabilities
+    )

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from helpers import make_mlp
+
 from keras_distill import Distiller
 from keras_distill._keras import keras
 
@@ -45,7 +45,9 @@ def test_steps_per_execution_gives_the_same_training(trained_teacher, data):
         teacher.set_weights(trained_teacher.get_weights())
         student = make_mlp(8, "student", seed=2)
         distiller = Distiller(student=student, teacher=teacher)
-        distiller.compile(optimizer=keras.optimizers.SGD(0.1), steps_per_execution=steps, jit_compile=True)
+        distiller.compile(
+            optimizer=keras.optimizers.SGD(0.1), steps_per_execution=steps, jit_compile=True
+        )
         distiller.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
         weights.append(student.get_weights())
     for a, b in zip(*weights):

@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import make_data
 from helpers import make_mlp
-from keras_distill import saving
 from resume_run import train
+
+from keras_distill import saving
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "resume_run.py")
 
@@ -27,7 +27,9 @@ def test_fit_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, tra
     saving.save_model(make_mlp(8, "student", seed=2), os.path.join(folder, "student.keras"))
     x, y = make_data(128, seed=5)
     np.savez(os.path.join(folder, "train.npz"), x=x, y=y)
-    backup, log, marker = (os.path.join(folder, name) for name in ("backup", "epochs.log", "marker"))
+    backup, log, marker = (
+        os.path.join(folder, name) for name in ("backup", "epochs.log", "marker")
+    )
 
     killed = subprocess.Popen(
         [sys.executable, SCRIPT, folder, backup, log, os.path.join(folder, "never.npz"), marker]
@@ -47,7 +49,9 @@ def test_fit_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, tra
 
     os.remove(log)
     resumed_path = os.path.join(folder, "resumed.npz")
-    subprocess.run([sys.executable, SCRIPT, folder, backup, log, resumed_path], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, SCRIPT, folder, backup, log, resumed_path], check=True, timeout=300
+    )
     assert read_epochs(log) == [2, 3]  # Resumed at the interrupted epoch, not from scratch.
     with np.load(resumed_path) as archive:
         resumed = [archive[f"arr_{i}"] for i in range(len(archive.files))]

@@ -3,8 +3,8 @@ import os
 
 import numpy as np
 import pytest
-
 from helpers import make_mlp
+
 from keras_distill import _files
 from keras_distill import saving
 from keras_distill._keras import keras
@@ -62,7 +62,7 @@ def test_corrupted_member_is_found_by_crc(saved, tmp_path):
         content = bytearray(stream.read())
     # Flip bytes inside the stored weights (not in the zip directory at the end).
     position = content.find(b"HDF") + 200
-    content[position:position + 8] = bytes(255 - b for b in content[position:position + 8])
+    content[position : position + 8] = bytes(255 - b for b in content[position : position + 8])
     corrupted = str(tmp_path / "corrupted.keras")
     with open(corrupted, "wb") as stream:
         stream.write(bytes(content))
@@ -104,7 +104,10 @@ def test_lambda_layers_load_when_allowed(tmp_path):
 def test_save_rejects_other_suffix(tmp_path):
     with pytest.raises(ValueError) as info:
         saving.save_model(make_mlp(4, "m"), "model.h5")
-    assert str(info.value) == "`path` must be a file path ending in '.keras'. Received: path='model.h5'"
+    assert (
+        str(info.value)
+        == "`path` must be a file path ending in '.keras'. Received: path='model.h5'"
+    )
 
 
 def _failing_save(content, error_number):
@@ -135,7 +138,7 @@ def test_failed_save_leaves_nothing_and_keeps_existing_file(
     message = str(info.value)
     assert message.startswith(start)
     assert message.endswith(
-        "Nothing was written; an existing file is unchanged. " f"Received: path={path!r}"
+        f"Nothing was written; an existing file is unchanged. Received: path={path!r}"
     )
     assert info.value.errno == error_number
     assert os.listdir(os.path.dirname(path)) == ["model.keras"]
@@ -170,14 +173,21 @@ def test_load_arrays(tmp_path):
     assert x.shape == (5, 2) and list(y) == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"x": np.array([{"a": 1}, None], dtype=object), "y": np.arange(2)},
-     "`path` holds object arrays, which are not loaded (they would need unpickling). "
-     "Save plain numeric arrays."),
-    ({"x": np.float32(1.0), "y": np.int32(0)},
-     "`path` holds a single value (a 0-d array) as 'x'; it needs one row per example (save "
-     "e.g. `np.atleast_1d(...)`)."),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (
+            {"x": np.array([{"a": 1}, None], dtype=object), "y": np.arange(2)},
+            "`path` holds object arrays, which are not loaded (they would need unpickling). "
+            "Save plain numeric arrays.",
+        ),
+        (
+            {"x": np.float32(1.0), "y": np.int32(0)},
+            "`path` holds a single value (a 0-d array) as 'x'; it needs one row per example (save "
+            "e.g. `np.atleast_1d(...)`).",
+        ),
+    ],
+)
 def test_load_arrays_refuses_arrays_it_cannot_use(tmp_path, arrays, message):
     path = str(tmp_path / "arrays.npz")
     np.savez(path, **arrays)
@@ -228,7 +238,8 @@ def test_load_config_builds_no_python_objects(tmp_path):
     with pytest.raises(ValueError) as info:
         saving.load_config(str(path))
     assert str(info.value) == (
-        f"`path` is not valid YAML at line 1 (only plain data is read). Received: path={str(path)!r}"
+        "`path` is not valid YAML at line 1 (only plain data is read). Received: "
+        f"path={str(path)!r}"
     )
 
 
@@ -293,9 +304,7 @@ def test_config_that_inflates_beyond_the_limit_is_refused_unread(tmp_path):
 
 @pytest.mark.parametrize("depth", [100_000, saving.MAX_CONFIG_DEPTH + 1])
 def test_config_nested_too_deep_is_refused(tmp_path, depth):
-    path = _keras_file_with_config(
-        str(tmp_path / "deep.keras"), b"[" * depth + b"]" * depth
-    )
+    path = _keras_file_with_config(str(tmp_path / "deep.keras"), b"[" * depth + b"]" * depth)
     with pytest.raises(ValueError) as info:
         saving.load_model(path)
     assert str(info.value) == (
@@ -304,30 +313,37 @@ def test_config_nested_too_deep_is_refused(tmp_path, depth):
     )
 
 
-
 def test_a_file_of_the_other_keras_generation_is_named(tmp_path):
     import subprocess
     import sys
 
     other = str(tmp_path / "other.keras")
     legacy_here = keras.__version__.startswith("2.")
-    environment = dict(os.environ, TF_USE_LEGACY_KERAS="0" if legacy_here else "1",
-                       TF_CPP_MIN_LOG_LEVEL="3")
+    environment = dict(
+        os.environ, TF_USE_LEGACY_KERAS="0" if legacy_here else "1", TF_CPP_MIN_LOG_LEVEL="3"
+    )
     code = (
         "import sys; from keras_distill import saving; from keras_distill._keras import keras; "
         "inputs = keras.Input((4,)); "
         "saving.save_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)), sys.argv[1]); "
         "print(keras.__version__)"
     )
-    completed = subprocess.run([sys.executable, "-c", code, other], env=environment,
-                               capture_output=True, text=True, check=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", code, other],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     other_version = completed.stdout.split()[-1]
     with pytest.raises(ValueError) as info:
         saving.load_model(other)
     fix = (
         "Unset TF_USE_LEGACY_KERAS to load it with Keras 3, or save the model again with tf_keras."
-        if legacy_here else
-        "Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to load it with tf_keras, or "
+        if legacy_here
+        else "Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to load it with "
+        "tf_keras, or "
         "save the model again with Keras 3."
     )
     generation = "tf_keras" if legacy_here else "keras3"

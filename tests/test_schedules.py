@@ -54,8 +54,9 @@ def test_temperature_schedule_reaches_the_train_step(data, teacher, student):
 def test_alpha_schedule_reaches_the_train_step(data, teacher, student):
     x, y = data
     distiller = frozen_distiller(teacher, student)
-    scheduler = schedules.DistillationScheduler(alpha=schedules.linear(0.0, 1.0, epochs=3),
-                                                temperature=schedules.constant(2.0))
+    scheduler = schedules.DistillationScheduler(
+        alpha=schedules.linear(0.0, 1.0, epochs=3), temperature=schedules.constant(2.0)
+    )
     history = distiller.fit(x, y, epochs=3, batch_size=128, callbacks=[scheduler], verbose=0)
     values = history.history
     assert values["alpha"] == [0.0, 0.5, 1.0]

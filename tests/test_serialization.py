@@ -3,8 +3,8 @@ import zipfile
 
 import h5py
 import numpy as np
-
 from helpers import make_mlp
+
 from keras_distill import Distiller
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
@@ -16,7 +16,9 @@ def weight_arrays_in_keras_file(path):
         archive.extract("model.weights.h5", os.path.dirname(path))
     arrays = []
     with h5py.File(os.path.join(os.path.dirname(path), "model.weights.h5"), "r") as weights:
-        weights.visititems(lambda name, obj: arrays.append(obj.shape) if isinstance(obj, h5py.Dataset) else None)
+        weights.visititems(
+            lambda name, obj: arrays.append(obj.shape) if isinstance(obj, h5py.Dataset) else None
+        )
     return arrays
 
 
@@ -28,7 +30,9 @@ def test_student_saves_alone_and_reloads(teacher, student, data, tmp_path):
     path = str(tmp_path / "student.keras")
     distiller.student.save(path)
     reloaded = keras.models.load_model(path)
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-6
+    )
     assert [w.shape for w in reloaded.weights] == [w.shape for w in student.weights]
     stored = weight_arrays_in_keras_file(path)
     assert sorted(map(tuple, stored)) == sorted(tuple(w.shape) for w in student.weights)
@@ -38,8 +42,9 @@ def test_student_saves_alone_and_reloads(teacher, student, data, tmp_path):
 
 def test_config_round_trip(teacher, student, data):
     x, _ = data
-    distiller = Distiller(student=student, teacher=teacher, teacher_from_logits=True,
-                          label_mask_value=-7)
+    distiller = Distiller(
+        student=student, teacher=teacher, teacher_from_logits=True, label_mask_value=-7
+    )
     config = distiller.get_config()
     rebuilt = Distiller.from_config(config)
     assert rebuilt.label_mask_value == -7

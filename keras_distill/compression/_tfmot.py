@@ -30,5 +30,7 @@ def import_tfmot(feature):
     try:
         import tensorflow_model_optimization as tfmot
     except ImportError as error:
-        raise ImportError(f"`{feature}` needs tensorflow-model-optimization. {_INSTALL_HINT}") from error
+        raise ImportError(
+            f"`{feature}` needs tensorflow-model-optimization. {_INSTALL_HINT}"
+        ) from error
     return tfmot

@@ -29,22 +29,41 @@ def clone(model):
     return copy
 
 
-def fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
-        callbacks, validation_data, verbose):
+def fit(
+    model,
+    teacher,
+    x,
+    y,
+    epochs,
+    batch_size,
+    optimizer,
+    alpha,
+    temperature,
+    callbacks,
+    validation_data,
+    verbose,
+):
     """Trains `model` with the Distiller when `teacher` is given, else with cross-entropy."""
     optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
-    fit_kwargs = dict(epochs=epochs, callbacks=list(callbacks or []),
-                      validation_data=validation_data, verbose=verbose)
+    fit_kwargs = dict(
+        epochs=epochs,
+        callbacks=list(callbacks or []),
+        validation_data=validation_data,
+        verbose=verbose,
+    )
     if not isinstance(x, tf.data.Dataset):
         fit_kwargs["batch_size"] = batch_size
     if teacher is None:
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         return model.fit(x, y, **fit_kwargs)
     from keras_distill.distiller import Distiller
 
     distiller = Distiller(student=model, teacher=teacher)
-    distiller.compile(optimizer=optimizer, metrics=["accuracy"], alpha=alpha,
-                      temperature=temperature)
+    distiller.compile(
+        optimizer=optimizer, metrics=["accuracy"], alpha=alpha, temperature=temperature
+    )
     return distiller.fit(x, y, **fit_kwargs)

@@ -136,12 +136,14 @@ def compress(
         "latency": "LiteRT invoke(), batch 1, minimum of 9 after 2 warm-up calls",
     }
     os.makedirs(output_dir, exist_ok=True)
-    chain = _Chain(student, teacher, x_train, y_train, x_test, y_test, settings, output_dir,
-                   verbose)
+    chain = _Chain(
+        student, teacher, x_train, y_train, x_test, y_test, settings, output_dir, verbose
+    )
     for stage in stages:
         chain.run(stage)
-    report = ChainReport(chain.rows, settings, models=chain.models,
-                         export_report=chain.export_report)
+    report = ChainReport(
+        chain.rows, settings, models=chain.models, export_report=chain.export_report
+    )
     report.save_json(os.path.join(output_dir, "chain_report.json"))
     if plot:
         report.plot(os.path.join(output_dir, "chain_report.png"))
@@ -155,8 +157,9 @@ class _Chain:
     given) guides each training stage.
     """
 
-    def __init__(self, student, teacher, x_train, y_train, x_test, y_test, settings,
-                 output_dir, verbose):
+    def __init__(
+        self, student, teacher, x_train, y_train, x_test, y_test, settings, output_dir, verbose
+    ):
         self.teacher = teacher
         self.x_train, self.y_train = x_train, y_train
         self.settings = settings
@@ -172,16 +175,21 @@ class _Chain:
 
     def run(self, stage):
         """Runs one of `STAGES` on the current model and measures the result."""
-        {"distill": self.distill, "prune": self.prune, "qat": self.qat,
-         "tflite": self.tflite}[stage]()
+        {"distill": self.distill, "prune": self.prune, "qat": self.qat, "tflite": self.tflite}[
+            stage
+        ]()
 
     def _optimizer(self):
         return keras.optimizers.Adam(self.settings["learning_rate"])
 
     def _training_options(self):
-        return dict(teacher=self.teacher, batch_size=self.settings["batch_size"],
-                    alpha=self.settings["alpha"], temperature=self.settings["temperature"],
-                    verbose=self.verbose)
+        return dict(
+            teacher=self.teacher,
+            batch_size=self.settings["batch_size"],
+            alpha=self.settings["alpha"],
+            temperature=self.settings["temperature"],
+            verbose=self.verbose,
+        )
 
     def _keep(self, stage, model, export=True):
         self.model = model
@@ -191,22 +199,42 @@ class _Chain:
     def distill(self):
         model = _training.clone(self.model)
         options = self._training_options()
-        _training.fit(model, self.teacher, self.x_train, self.y_train,
-                      self.settings["distill_epochs"], options["batch_size"], self._optimizer(),
-                      options["alpha"], options["temperature"], None, None, self.verbose)
+        _training.fit(
+            model,
+            self.teacher,
+            self.x_train,
+            self.y_train,
+            self.settings["distill_epochs"],
+            options["batch_size"],
+            self._optimizer(),
+            options["alpha"],
+            options["temperature"],
+            None,
+            None,
+            self.verbose,
+        )
         self._keep("distill", model)
 
     def prune(self):
-        model = prune(self.model, self.x_train, self.y_train,
-                      target_sparsity=self.settings["target_sparsity"],
-                      epochs=self.settings["prune_epochs"], optimizer=self._optimizer(),
-                      **self._training_options())
+        model = prune(
+            self.model,
+            self.x_train,
+            self.y_train,
+            target_sparsity=self.settings["target_sparsity"],
+            epochs=self.settings["prune_epochs"],
+            optimizer=self._optimizer(),
+            **self._training_options(),
+        )
         self._keep("prune", model)
 
     def qat(self):
         model = quantization_aware_training(
-            self.model, self.x_train, self.y_train, epochs=self.settings["qat_epochs"],
-            optimizer=self._optimizer(), keep_float=self.settings["keep_float"],
+            self.model,
+            self.x_train,
+            self.y_train,
+            epochs=self.settings["qat_epochs"],
+            optimizer=self._optimizer(),
+            keep_float=self.settings["keep_float"],
             **self._training_options(),
         )
         self._keep("qat", model, export=False)
@@ -217,8 +245,12 @@ class _Chain:
         if "qat" not in self.models:
             representative = np.asarray(self.x_train)[: self.settings["representative_samples"]]
         self.export_report = export_tflite(
-            self.model, path, quantization="int8", representative_data=representative,
-            int8_io=self.settings["int8_io"], sample_inputs=self.measure.x,
+            self.model,
+            path,
+            quantization="int8",
+            representative_data=representative,
+            int8_io=self.settings["int8_io"],
+            sample_inputs=self.measure.x,
         )
         row = self.measure.file_row("tflite", path, self.model)
         row["parity_max_abs_diff"] = self.export_report.max_abs_diff
@@ -253,9 +285,17 @@ class _Measure:
 
     def keras_row(self, stage, model, export=True):
         accuracy, agreement = self._scores(_outputs(model, self.x))
-        row = {"stage": stage, "accuracy": accuracy, "parameters": parameter_count(model),
-               "sparsity": weight_sparsity(model)["total"], "teacher_agreement": agreement,
-               "tflite_bytes": None, "gzip_bytes": None, "latency_ms": None, "tflite_path": None}
+        row = {
+            "stage": stage,
+            "accuracy": accuracy,
+            "parameters": parameter_count(model),
+            "sparsity": weight_sparsity(model)["total"],
+            "teacher_agreement": agreement,
+            "tflite_bytes": None,
+            "gzip_bytes": None,
+            "latency_ms": None,
+            "tflite_path": None,
+        }
         if export:
             path = os.path.join(self.output_dir, f"{stage}.tflite")
             export_tflite(model, path, sample_inputs=self.x[:64])
@@ -264,8 +304,13 @@ class _Measure:
 
     def file_row(self, stage, path, model):
         accuracy, agreement = self._scores(run_tflite(path, self.x))
-        row = {"stage": stage, "accuracy": accuracy, "parameters": parameter_count(model),
-               "sparsity": weight_sparsity(model)["total"], "teacher_agreement": agreement}
+        row = {
+            "stage": stage,
+            "accuracy": accuracy,
+            "parameters": parameter_count(model),
+            "sparsity": weight_sparsity(model)["total"],
+            "teacher_agreement": agreement,
+        }
         row.update(self._file_columns(path))
         return row
 

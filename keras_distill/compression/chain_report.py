@@ -51,7 +51,9 @@ class ChainReport(JsonReport):
         for row in self.rows:
             if row["stage"] == stage:
                 return row
-        raise KeyError(f"No stage {stage!r}. Existing stages are: {[r['stage'] for r in self.rows]}")
+        raise KeyError(
+            f"No stage {stage!r}. Existing stages are: {[r['stage'] for r in self.rows]}"
+        )
 
     def to_dict(self):
         """Rows, settings and the final export's parity report, JSON-compatible."""
@@ -69,14 +71,14 @@ class ChainReport(JsonReport):
     to_table = to_markdown
 
     def _cells(self, row):
-        return [
-            "n/a" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in COLUMNS
-        ]
+        return ["n/a" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in COLUMNS]
 
     def __str__(self):
         table = [[label for _, label, _ in COLUMNS]] + [self._cells(row) for row in self.rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-        lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in table]
+        lines = [
+            "  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in table
+        ]
         return "\n".join(lines)
 
     def plot(self, path, title="Accuracy against .tflite size"):
@@ -99,8 +101,13 @@ class ChainReport(JsonReport):
             ys = [r["accuracy"] for r in points if r.get(key)]
             axes.plot(xs, ys, marker=marker, linestyle="-", label=key.replace("_bytes", ""))
         for row in points:
-            axes.annotate(row["stage"], (row["tflite_bytes"] / 1024, row["accuracy"]),
-                          textcoords="offset points", xytext=(4, 4), fontsize=8)
+            axes.annotate(
+                row["stage"],
+                (row["tflite_bytes"] / 1024, row["accuracy"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
         axes.set_xscale("log")
         axes.set_xlabel("size (KiB, log scale)")
         axes.set_ylabel("test accuracy")

@@ -145,12 +145,14 @@ def export_tflite(
     _check_sparse_encoding(sparse_encoding, quantization)
     calibration = None
     if representative_data is not None:
-        calibration = _rows(model, representative_data, num_calibration_samples,
-                            "representative_data")
+        calibration = _rows(
+            model, representative_data, num_calibration_samples, "representative_data"
+        )
         _check_inputs_fit("representative_data", calibration, model)
     if sample_inputs is None:
-        sample_inputs = _take(calibration, num_samples) if calibration else _noise(
-            model, num_samples, seed)
+        sample_inputs = (
+            _take(calibration, num_samples) if calibration else _noise(model, num_samples, seed)
+        )
     sample_inputs = _rows(model, sample_inputs, None, "sample_inputs")
     _check_inputs_fit("sample_inputs", sample_inputs, model)
     keras_outputs = _predict(model, sample_inputs)
@@ -299,7 +301,7 @@ def _predict(model, arrays):
     count = len(next(iter(arrays.values())))
     chunks = []
     for start in range(0, count, 256):
-        batch = {name: tf.constant(array[start:start + 256]) for name, array in arrays.items()}
+        batch = {name: tf.constant(array[start : start + 256]) for name, array in arrays.items()}
         chunks.append(serve(as_model_inputs(model, batch)))
     return {
         name: np.concatenate([np.asarray(chunk[name]) for chunk in chunks]).astype(np.float32)
@@ -334,7 +336,6 @@ def _check_sparse_encoding(sparse_encoding, quantization):
         )
 
 
-
 def _check_inputs_fit(argument, arrays, model):
     """Raises unless every input array is finite and shaped like the model's input."""
     specs = tf.nest.flatten(input_signature(model))
@@ -351,20 +352,21 @@ def _convert(model, quantization, calibration, int8_io, sparse_encoding=False):
     with tempfile.TemporaryDirectory() as saved_model_dir:
         if IS_LEGACY:
             function = tf.function(serve, input_signature=signature)
-            tf.saved_model.save(model, saved_model_dir,
-                                signatures={SIGNATURE_KEY: function.get_concrete_function()})
+            tf.saved_model.save(
+                model, saved_model_dir, signatures={SIGNATURE_KEY: function.get_concrete_function()}
+            )
         else:
             archive = keras.export.ExportArchive()
             archive.track(model)
             archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=signature)
             archive.write_out(saved_model_dir, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        return _configure_and_convert(converter, model, quantization, calibration, int8_io,
-                                      sparse_encoding)
+        return _configure_and_convert(
+            converter, model, quantization, calibration, int8_io, sparse_encoding
+        )
 
 
-def _configure_and_convert(converter, model, quantization, calibration, int8_io,
-                           sparse_encoding):
+def _configure_and_convert(converter, model, quantization, calibration, int8_io, sparse_encoding):
     if quantization is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if sparse_encoding:
@@ -373,10 +375,11 @@ def _configure_and_convert(converter, model, quantization, calibration, int8_io,
         converter.target_spec.supported_types = [tf.float16]
     if quantization == "int8":
         if calibration is not None:
+
             def representative_dataset():
                 count = len(next(iter(calibration.values())))
                 for row in range(count):
-                    yield {name: array[row:row + 1] for name, array in calibration.items()}
+                    yield {name: array[row : row + 1] for name, array in calibration.items()}
 
             converter.representative_dataset = representative_dataset
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

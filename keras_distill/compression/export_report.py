@@ -86,8 +86,11 @@ class ExportReport(JsonReport):
         }
         self.num_samples = int(next(iter(keras_by_name.values())).shape[0])
         self.max_abs_diff = max(stats["max_abs_diff"] for stats in self.per_output.values())
-        agreements = [stats["top1_agreement"] for stats in self.per_output.values()
-                      if stats["top1_agreement"] is not None]
+        agreements = [
+            stats["top1_agreement"]
+            for stats in self.per_output.values()
+            if stats["top1_agreement"] is not None
+        ]
         self.top1_agreement = min(agreements) if agreements else None
 
     @property
@@ -144,8 +147,13 @@ class ExportReport(JsonReport):
         if len(self.per_output) > 1:
             for name, stats in self.per_output.items():
                 agreement = stats["top1_agreement"]
-                lines.append((f"output {name}", f"max diff {stats['max_abs_diff']:.6g}, top-1 "
-                              + ("n/a" if agreement is None else f"{agreement:.4f}")))
+                lines.append(
+                    (
+                        f"output {name}",
+                        f"max diff {stats['max_abs_diff']:.6g}, top-1 "
+                        + ("n/a" if agreement is None else f"{agreement:.4f}"),
+                    )
+                )
         width = max(len(label) for label, _ in lines)
         body = "\n".join(f"{label:<{width}}  {value}" for label, value in lines)
         return f"TFLite export\n{body}"

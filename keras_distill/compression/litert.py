@@ -10,6 +10,7 @@ import statistics
 import time
 
 import numpy as np
+
 from keras_distill._checks import check_int
 
 _INSTALL_HINT = (
@@ -109,7 +110,7 @@ def run_tflite(model, x, batch_size=None, interpreter=None, signature_key=None):
     batch_size = len(x) if batch_size is None else int(batch_size)
     outputs = []
     for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
+        batch = x[start : start + batch_size]
         in_detail, out_detail = _prepare(interpreter, batch.shape)
         interpreter.set_tensor(in_detail["index"], _quantize_input(batch, in_detail))
         interpreter.invoke()
@@ -142,14 +143,14 @@ def _run_signature(interpreter, x, batch_size, signature_key):
     chunks = []
     for start in range(0, count, batch_size):
         batch = {
-            name: _quantize_input(array[start:start + batch_size], in_details[name])
+            name: _quantize_input(array[start : start + batch_size], in_details[name])
             for name, array in x.items()
         }
         outputs = runner(**batch)
         out_details = runner.get_output_details()
-        chunks.append({
-            name: _dequantize_output(value, out_details[name]) for name, value in outputs.items()
-        })
+        chunks.append(
+            {name: _dequantize_output(value, out_details[name]) for name, value in outputs.items()}
+        )
     return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 

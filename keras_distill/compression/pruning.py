@@ -5,13 +5,13 @@ import numbers
 import numpy as np
 
 from keras_distill._checks import check_choice
+from keras_distill._checks import check_int
 from keras_distill._checks import check_model
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import keras
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
-from keras_distill._checks import check_int
-from keras_distill._keras import keras
 
 SCOPES = ("layer", "global")
 BLOCK_SIZES = ((1, 1), (1, 4), (4, 1))
@@ -143,17 +143,32 @@ def prune(
         from keras_distill.compression.keras3.pruning import prune_keras3
 
         if pruning_schedule is None:
-            pruning_schedule = default_schedule(schedules, target_sparsity, total_steps,
-                                                end_fraction, frequency)
+            pruning_schedule = default_schedule(
+                schedules, target_sparsity, total_steps, end_fraction, frequency
+            )
         elif not callable(pruning_schedule):
             raise ValueError(
                 "`pruning_schedule` must be a `keras_distill.compression.keras3."
                 "PolynomialDecay` or `ConstantSparsity` on Keras 3. "
                 f"Received: pruning_schedule={pruning_schedule!r}"
             )
-        return prune_keras3(student, x, y, teacher, pruning_schedule, epochs, batch_size,
-                            optimizer, alpha, temperature, callbacks, validation_data, verbose,
-                            block_size=block_size, scope=scope)
+        return prune_keras3(
+            student,
+            x,
+            y,
+            teacher,
+            pruning_schedule,
+            epochs,
+            batch_size,
+            optimizer,
+            alpha,
+            temperature,
+            callbacks,
+            validation_data,
+            verbose,
+            block_size=block_size,
+            scope=scope,
+        )
     if scope != "layer":
         raise ValueError(
             "`scope='global'` is implemented for Keras 3 only (tfmot prunes each layer to "
@@ -162,14 +177,27 @@ def prune(
         )
     tfmot = import_tfmot("prune")
     if pruning_schedule is None:
-        pruning_schedule = default_schedule(tfmot.sparsity.keras, target_sparsity, total_steps,
-                                            end_fraction, frequency)
+        pruning_schedule = default_schedule(
+            tfmot.sparsity.keras, target_sparsity, total_steps, end_fraction, frequency
+        )
     model = tfmot.sparsity.keras.prune_low_magnitude(
         _training.clone(student), pruning_schedule=pruning_schedule, block_size=block_size
     )
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), *(callbacks or [])]
-    _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
-                  callbacks, validation_data, verbose)
+    _training.fit(
+        model,
+        teacher,
+        x,
+        y,
+        epochs,
+        batch_size,
+        optimizer,
+        alpha,
+        temperature,
+        callbacks,
+        validation_data,
+        verbose,
+    )
     return tfmot.sparsity.keras.strip_pruning(model)
 
 
@@ -190,8 +218,11 @@ def default_schedule(schedules, target_sparsity, total_steps, end_fraction=0.7, 
             f"or lower `frequency`. Received: {total_steps} steps, frequency={frequency}"
         )
     return schedules.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=float(target_sparsity), begin_step=0,
-        end_step=end_step, frequency=frequency,
+        initial_sparsity=0.0,
+        final_sparsity=float(target_sparsity),
+        begin_step=0,
+        end_step=end_step,
+        frequency=frequency,
     )
 
 
@@ -261,8 +292,10 @@ def _kernels(model):
             continue
         for weight in layer.weights:
             name = getattr(weight, "path", None) or weight.name
-            if name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel") and id(
-                    weight) not in seen:
+            if (
+                name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")
+                and id(weight) not in seen
+            ):
                 seen.add(id(weight))
                 yield layer, weight
 
@@ -271,5 +304,3 @@ def expected_sparsity(size, target_sparsity):
     """The exact zero fraction tfmot leaves in a kernel of `size` weights."""
     kept = max(int(np.round(np.float32(size) * (np.float32(1.0) - np.float32(target_sparsity)))), 1)
     return 1 - kept / size if size else 0.0
-
-

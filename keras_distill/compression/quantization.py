@@ -3,19 +3,20 @@ and Keras 3's `Model.quantize`."""
 
 import re
 
+from keras_distill._checks import check_choice
+from keras_distill._checks import check_int
 from keras_distill._checks import check_model
-from keras_distill.compression import _training
-from keras_distill.compression._tfmot import import_tfmot
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
-from keras_distill._checks import check_int
-from keras_distill._checks import check_choice
+from keras_distill.compression import _training
+from keras_distill.compression._tfmot import import_tfmot
 
 KERAS_QUANTIZATION_MODES = ("int8", "int4", "float8")
 # tfmot's quantize_apply: "Layer conv1d:<class '...Conv1D'> is not supported. ..."
 _REJECTED = re.compile(r"Layer (.+?):<class '(?:[\w.]+\.)?(\w+)'> is not supported")
-# Its prune-preserving registry: "`get_quantize_config()` called on an unsupported layer <class ...>"
+# Its prune-preserving registry:
+# "`get_quantize_config()` called on an unsupported layer <class ...>"
 _REJECTED_CLASS = re.compile(r"called on an unsupported layer <class '(?:[\w.]+\.)?(\w+)'>")
 
 
@@ -69,8 +70,11 @@ def _quantize(tfmot, model, scheme):
         skip = {name for name, _ in rejected}
         annotated = keras.models.clone_model(
             model,
-            clone_function=lambda layer: layer if layer.name in skip or isinstance(
-                layer, keras.layers.InputLayer) else quantize.quantize_annotate_layer(layer),
+            clone_function=lambda layer: (
+                layer
+                if layer.name in skip or isinstance(layer, keras.layers.InputLayer)
+                else quantize.quantize_annotate_layer(layer)
+            ),
         )
         annotated.set_weights(model.get_weights())
         try:
@@ -96,8 +100,11 @@ def _rejected_layers(message, model):
     match = _REJECTED_CLASS.search(message)
     if match is None:
         return []
-    return [(layer.name, match.group(1)) for layer in model.layers
-            if type(layer).__name__ == match.group(1)]
+    return [
+        (layer.name, match.group(1))
+        for layer in model.layers
+        if type(layer).__name__ == match.group(1)
+    ]
 
 
 def quantization_aware_training(
@@ -190,8 +197,21 @@ def quantization_aware_training(
             )
         from keras_distill.compression.keras3.qat import qat_keras3
 
-        return qat_keras3(student, x, y, teacher, epochs, batch_size, optimizer, alpha,
-                          temperature, preserve_sparsity, callbacks, validation_data, verbose)
+        return qat_keras3(
+            student,
+            x,
+            y,
+            teacher,
+            epochs,
+            batch_size,
+            optimizer,
+            alpha,
+            temperature,
+            preserve_sparsity,
+            callbacks,
+            validation_data,
+            verbose,
+        )
     tfmot = import_tfmot("quantization_aware_training")
     quantize = tfmot.quantization.keras
     if preserve_sparsity:
@@ -212,8 +232,20 @@ def quantization_aware_training(
             "(tfmot's default 8-bit scheme keeps them in float32) or remove them from the "
             "model. Received: preserve_sparsity=True"
         )
-    _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
-                  callbacks, validation_data, verbose)
+    _training.fit(
+        model,
+        teacher,
+        x,
+        y,
+        epochs,
+        batch_size,
+        optimizer,
+        alpha,
+        temperature,
+        callbacks,
+        validation_data,
+        verbose,
+    )
     return model
 
 

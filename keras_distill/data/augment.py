@@ -23,6 +23,7 @@ import numbers
 
 import numpy as np
 import tensorflow as tf
+
 from keras_distill._checks import check_number
 
 
@@ -165,14 +166,19 @@ def function_matching_dataset(
             f"or None. Received: augmentation={augmentation!r}"
         )
     if mixup_alpha is not None and (
-        isinstance(mixup_alpha, bool) or not isinstance(mixup_alpha, numbers.Real) or mixup_alpha <= 0
+        isinstance(mixup_alpha, bool)
+        or not isinstance(mixup_alpha, numbers.Real)
+        or mixup_alpha <= 0
     ):
-        raise ValueError(f"`mixup_alpha` must be a number > 0 or None. Received: mixup_alpha={mixup_alpha!r}")
+        raise ValueError(
+            f"`mixup_alpha` must be a number > 0 or None. Received: mixup_alpha={mixup_alpha!r}"
+        )
     x = np.asarray(x, np.float32)
     keep_labels = y is not None and mixup_alpha is None
     if y is not None and len(np.asarray(y)) != len(x):
         raise ValueError(
-            f"`y` must hold one label per example of `x` ({len(x)}). Received: y.shape={np.shape(y)}"
+            f"`y` must hold one label per example of `x` ({len(x)}). Received: "
+            f"y.shape={np.shape(y)}"
         )
     dataset = tf.data.Dataset.from_tensor_slices((x, np.asarray(y)) if keep_labels else x)
     if shuffle:
@@ -200,6 +206,7 @@ def _check_range(scale_range):
         low, high = 1.0, 0.0
     if not 0 < low <= high:
         raise ValueError(
-            f"`scale_range` must be (low, high) with 0 < low <= high. Received: scale_range={scale_range!r}"
+            "`scale_range` must be (low, high) with 0 < low <= high. Received: "
+            f"scale_range={scale_range!r}"
         )
     return low, high

@@ -9,5 +9,13 @@ from keras_distill.evaluation.report import Report
 from keras_distill.evaluation.report import compare
 from keras_distill.evaluation.sizes import gzip_size
 
-__all__ = ["Report", "compare", "gzip_size", "measure_latencies", "measure_latency", "metrics",
-           "model_outputs", "plots"]
+__all__ = [
+    "Report",
+    "compare",
+    "gzip_size",
+    "measure_latencies",
+    "measure_latency",
+    "metrics",
+    "model_outputs",
+    "plots",
+]

@@ -3,7 +3,6 @@
 Pure functions of arrays, usable on any model's predictions.
 """
 
-
 import numpy as np
 
 from keras_distill._checks import check_int
@@ -114,8 +113,7 @@ def _check_pair(outputs, labels, name="outputs"):
     labels = np.asarray(labels).reshape(-1)
     if outputs.ndim != 2:
         raise ValueError(
-            f"`{name}` must be a 2-D (n, num_classes) array. "
-            f"Received: {name}.shape={outputs.shape}"
+            f"`{name}` must be a 2-D (n, num_classes) array. Received: {name}.shape={outputs.shape}"
         )
     if len(labels) != len(outputs):
         raise ValueError(

@@ -32,7 +32,8 @@ def model_outputs(model, x, batch_size=256, dtype="float64"):
     num_examples = len(leaves[0])
     chunks = []
     for start in range(0, num_examples, batch_size):
-        inputs = tf.nest.map_structure(lambda a: np.asarray(a)[start:start + batch_size], x)
+        inputs = tf.nest.map_structure(lambda a: np.asarray(a)[start : start + batch_size], x)
         chunks.append(model(inputs, training=False))
     return tf.nest.map_structure(
-        lambda *parts: np.concatenate([np.asarray(part, dtype) for part in parts]), *chunks)
+        lambda *parts: np.concatenate([np.asarray(part, dtype) for part in parts]), *chunks
+    )

@@ -111,14 +111,22 @@ def plot_accuracy_vs_size(rows, path, size_key="file_size_bytes", title=None):
     check_choice("size_key", size_key, ("file_size_bytes", "parameters"))
     figure = new_figure(5.5, 4.0)
     axes = figure.add_subplot(1, 1, 1)
-    scale, unit = (1024.0, "file size (KiB)") if size_key == "file_size_bytes" else (1.0, "parameters")
+    scale, unit = (
+        (1024.0, "file size (KiB)") if size_key == "file_size_bytes" else (1.0, "parameters")
+    )
     markers = ("o", "s", "^", "D", "v", "P", "X", "*")
     for index, row in enumerate(rows):
         if row.get(size_key) is None or row.get("accuracy") is None:
             continue
         # A legend, not text beside the points: models of the same size share a position.
-        axes.scatter([row[size_key] / scale], [row["accuracy"]], s=60, alpha=0.8,
-                     marker=markers[index % len(markers)], label=row["name"])
+        axes.scatter(
+            [row[size_key] / scale],
+            [row["accuracy"]],
+            s=60,
+            alpha=0.8,
+            marker=markers[index % len(markers)],
+            label=row["name"],
+        )
     axes.set_xscale("log")
     plain = plain_number_formatter()
     axes.xaxis.set_major_formatter(plain)

@@ -1,4 +1,4 @@
-"""Compare a teacher and its students on a dataset: size, accuracy, agreement, calibration, speed."""
+"""Compare a teacher and its students: size, accuracy, agreement, calibration, speed."""
 
 import json
 import os
@@ -57,7 +57,9 @@ class Report(JsonReport):
         for row in self.rows:
             if row["name"] == name:
                 return row
-        raise KeyError(f"No model {name!r} in the report. Existing: {[r['name'] for r in self.rows]}")
+        raise KeyError(
+            f"No model {name!r} in the report. Existing: {[r['name'] for r in self.rows]}"
+        )
 
     def to_dict(self):
         return {"settings": self.settings, "models": self.rows, "history": self.history}
@@ -83,10 +85,13 @@ class Report(JsonReport):
                 if key == "file_size_bytes" and value is not None:
                     value = value / 1024.0
                 if key == "latency_ms":
-                    value = " / ".join(
-                        f"b{item['batch_size']}: {item['min_ms']:.2f}"
-                        for item in row.get("latency", {}).values()
-                    ) or "-"
+                    value = (
+                        " / ".join(
+                            f"b{item['batch_size']}: {item['min_ms']:.2f}"
+                            for item in row.get("latency", {}).values()
+                        )
+                        or "-"
+                    )
                 cells.append("-" if value is None else fmt.format(value))
             lines.append(cells)
         return markdown_table(header, lines)
@@ -108,8 +113,9 @@ class Report(JsonReport):
 
     def plot_accuracy_vs_size(self, path, size_key="file_size_bytes"):
         """PNG of accuracy against `.keras` file size (or `size_key="parameters"`)."""
-        return plots.plot_accuracy_vs_size(self.rows, path, size_key=size_key,
-                                           title="accuracy against size")
+        return plots.plot_accuracy_vs_size(
+            self.rows, path, size_key=size_key, title="accuracy against size"
+        )
 
     def plot_history(self, path, keys=None):
         """PNG of every loss component and metric of the attached `fit()` history."""
@@ -203,7 +209,8 @@ def compare(
     labels = np.asarray(y).reshape(-1)
     if len(labels) != len(x):
         raise ValueError(
-            f"`y` must hold one label per example of `x` ({len(x)}). Received: y.shape={np.shape(y)}"
+            f"`y` must hold one label per example of `x` ({len(x)}). Received: "
+            f"y.shape={np.shape(y)}"
         )
     outputs = {name: model_outputs(model, x, batch_size) for name, model in models.items()}
     latency = {name: {} for name in models}
@@ -214,16 +221,18 @@ def compare(
     rows = []
     for name, model in models.items():
         probabilities = metrics.softmax(outputs[name]) if from_logits else outputs[name]
-        rows.append({
-            "name": name,
-            "model": model.name,
-            "parameters": parameter_count(model),
-            "file_size_bytes": saved_size(model),
-            "accuracy": metrics.accuracy(outputs[name], labels),
-            "agreement": metrics.top1_agreement(outputs[name], outputs["teacher"]),
-            "ece": metrics.expected_calibration_error(probabilities, labels, num_bins),
-            "latency": latency[name],
-        })
+        rows.append(
+            {
+                "name": name,
+                "model": model.name,
+                "parameters": parameter_count(model),
+                "file_size_bytes": saved_size(model),
+                "accuracy": metrics.accuracy(outputs[name], labels),
+                "agreement": metrics.top1_agreement(outputs[name], outputs["teacher"]),
+                "ece": metrics.expected_calibration_error(probabilities, labels, num_bins),
+                "latency": latency[name],
+            }
+        )
     settings = {
         "num_examples": int(len(labels)),
         "num_bins": num_bins,

@@ -1,4 +1,4 @@
-"""What to match besides the logits: feature and attention matches, their losses, capture, adapters."""
+"""What to match besides the logits: feature and attention matches, losses, capture, adapters."""
 
 from keras_distill.matching import feature_losses
 from keras_distill.matching.adapters import FeatureAdapter

@@ -118,8 +118,15 @@ class LayerCapture:
         return call
 
     def _attention_recorder(self, key, original):
-        def record(query, key_tensor, value, attention_mask=None, training=None,
-                   return_attention_scores=False, **kwargs):
+        def record(
+            query,
+            key_tensor,
+            value,
+            attention_mask=None,
+            training=None,
+            return_attention_scores=False,
+            **kwargs,
+        ):
             output, scores = compute_attention(
                 original, query, key_tensor, value, attention_mask, training, **kwargs
             )

@@ -84,7 +84,9 @@ def _attention_map(features):
     """`Q = vec(mean_c |f_c|^2)`, L2-normalised per example (channels last)."""
     features = tf.cast(features, tf.float32)
     energy = tf.reduce_mean(tf.square(features), axis=-1)
-    return tf.math.l2_normalize(tf.reshape(energy, [tf.shape(energy)[0], -1]), axis=-1, epsilon=_EPS)
+    return tf.math.l2_normalize(
+        tf.reshape(energy, [tf.shape(energy)[0], -1]), axis=-1, epsilon=_EPS
+    )
 
 
 def attention_transfer(student, teacher):
@@ -109,9 +111,12 @@ def similarity_preserving(student, teacher):
     References:
         Tung & Mori, "Similarity-Preserving Knowledge Distillation", ICCV 2019.
     """
+
     def gram(features):
         features = _flat(features)
-        return tf.math.l2_normalize(tf.matmul(features, features, transpose_b=True), axis=-1, epsilon=_EPS)
+        return tf.math.l2_normalize(
+            tf.matmul(features, features, transpose_b=True), axis=-1, epsilon=_EPS
+        )
 
     batch = tf.cast(tf.shape(student)[0], tf.float32)
     return tf.reduce_sum(tf.square(gram(student) - gram(teacher))) / (batch * batch)

@@ -84,7 +84,9 @@ class FeatureMatch(Match):
 
     kind = "output"
 
-    def __init__(self, student_layer, teacher_layer, loss="mse", weight=None, adapter="auto", name=None):
+    def __init__(
+        self, student_layer, teacher_layer, loss="mse", weight=None, adapter="auto", name=None
+    ):
         _check_name("feature loss", loss, feature_losses.FEATURE_LOSSES)
         if isinstance(adapter, str) and adapter not in ADAPTER_CHOICES:
             raise ValueError(
@@ -157,7 +159,9 @@ class AttentionMatch(Match):
 
     kind = "attention"
 
-    def __init__(self, student_layer, teacher_layer, loss="kl", weight=1.0, average_heads=None, name=None):
+    def __init__(
+        self, student_layer, teacher_layer, loss="kl", weight=1.0, average_heads=None, name=None
+    ):
         _check_name("attention loss", loss, feature_losses.ATTENTION_LOSSES)
         super().__init__(
             student_layer,

@@ -56,8 +56,9 @@ def input_array(name, x):
         x = _read_dataset(name, x, labelled=False)
     x = np.asarray(x, np.float32)
     if x.ndim == 0 or len(x) == 0:
-        raise ValueError(f"`{name}` must hold at least one example. Received: {name} of shape "
-                         f"{x.shape}")
+        raise ValueError(
+            f"`{name}` must hold at least one example. Received: {name} of shape {x.shape}"
+        )
     _checks.check_finite(name, x)
     return x
 
@@ -138,12 +139,15 @@ def _read_dataset(name, dataset, labelled):
     inputs, labels = [], []
     for count, element in enumerate(dataset.as_numpy_iterator()):
         if count > 1_000_000:
-            raise ValueError(f"`{name}` must be a finite dataset. Received: a dataset with more "
-                             "than a million batches")
+            raise ValueError(
+                f"`{name}` must be a finite dataset. Received: a dataset with more "
+                "than a million batches"
+            )
         parts = element if isinstance(element, tuple) else (element,)
         if labelled and len(parts) < 2:
-            raise ValueError(f"`{name}` must yield (x, y) batches. Received: batches of "
-                             f"{len(parts)} element(s)")
+            raise ValueError(
+                f"`{name}` must yield (x, y) batches. Received: batches of {len(parts)} element(s)"
+            )
         inputs.append(np.asarray(parts[0]))
         if labelled:
             labels.append(np.asarray(parts[1]))

@@ -137,10 +137,18 @@ def distill(
     _checks.check_distinct(student, teacher)
     _checks.check_class_counts(student.output_shape, teacher.output_shape)
     settings = _check_settings(
-        epochs=epochs, search_epochs=search_epochs, patience=patience, candidates=candidates,
-        views=views, views_per_example=views_per_example, batch_size=batch_size,
-        transfer_batch_size=transfer_batch_size, learning_rate=learning_rate,
-        teacher_outputs=teacher_outputs, seed=seed, verbose=verbose,
+        epochs=epochs,
+        search_epochs=search_epochs,
+        patience=patience,
+        candidates=candidates,
+        views=views,
+        views_per_example=views_per_example,
+        batch_size=batch_size,
+        transfer_batch_size=transfer_batch_size,
+        learning_rate=learning_rate,
+        teacher_outputs=teacher_outputs,
+        seed=seed,
+        verbose=verbose,
     )
     if validation_data is not None and validation_split is not None:
         raise ValueError(
@@ -163,8 +171,11 @@ def distill(
         (("test_data", test[1]),) if test else ()
     ):
         _check_label_range(name, labels, num_classes)
-    for name, values in (("validation_data", x_val), ("test_data", test and test[0]),
-                         ("unlabeled", extra)):
+    for name, values in (
+        ("validation_data", x_val),
+        ("test_data", test and test[0]),
+        ("unlabeled", extra),
+    ):
         if values is not None and values.shape[1:] != x_fit.shape[1:]:
             raise ValueError(
                 f"`{name}` must have the example shape of `x` {x_fit.shape[1:]}. "
@@ -188,10 +199,14 @@ class _Recipe:
         s = self.settings
         x_fit, y_fit = self.fit_data
         x_val, y_val = self.validation
-        self.say(f"distill: {len(y_fit):,} labelled examples to train on, {len(y_val):,} to "
-                 f"validate, {len(s['candidates'])} (alpha, T) candidate(s), {GENERATION}")
-        teacher = {"validation_accuracy": accuracy(self.teacher, x_val, y_val),
-                   "test_accuracy": self.test_accuracy(self.teacher)}
+        self.say(
+            f"distill: {len(y_fit):,} labelled examples to train on, {len(y_val):,} to "
+            f"validate, {len(s['candidates'])} (alpha, T) candidate(s), {GENERATION}"
+        )
+        teacher = {
+            "validation_accuracy": accuracy(self.teacher, x_val, y_val),
+            "test_accuracy": self.test_accuracy(self.teacher),
+        }
         self.phase(1, f"teacher: validation accuracy {_pct(teacher['validation_accuracy'])}")
 
         baseline = self.train_baseline()
@@ -201,8 +216,10 @@ class _Recipe:
         cache = TeacherCache.build(self.teacher, x_all, teacher_outputs=s["teacher_outputs"])
         self.phase(3, f"the teacher labelled {len(x_all):,} inputs once ({description})")
 
-        searched = [self.distil(alpha, temperature, cache, x_all, y_all)
-                    for alpha, temperature in s["candidates"]]
+        searched = [
+            self.distil(alpha, temperature, cache, x_all, y_all)
+            for alpha, temperature in s["candidates"]
+        ]
         scores = ", ".join(f"a={a:g} T={t:g}: {_pct(st.best)}" for (a, t), _, st, _ in searched)
         self.phase(4, f"search ({s['search_epochs']} epochs each): {scores}")
         distilled = self.finish_search(searched)
@@ -220,12 +237,20 @@ class _Recipe:
         """The student alone: cross-entropy on the labels, early-stopped on validation."""
         s = self.settings
         baseline = self.new_student()
-        baseline.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]),
-                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        baseline.compile(
+            optimizer=keras.optimizers.Adam(s["learning_rate"]),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         stopper = self.stopper(baseline)
         keras.utils.set_random_seed(s["seed"])
-        baseline.fit(*self.fit_data, batch_size=s["batch_size"], epochs=s["epochs"],
-                     shuffle=True, callbacks=[stopper], verbose=self.fit_verbose)
+        baseline.fit(
+            *self.fit_data,
+            batch_size=s["batch_size"],
+            epochs=s["epochs"],
+            shuffle=True,
+            callbacks=[stopper],
+            verbose=self.fit_verbose,
+        )
         self.record(BASELINE, None, None, baseline, stopper, "baseline")
         self.runs[-1]["train_accuracy"] = accuracy(baseline, *self.fit_data)
         return baseline
@@ -233,17 +258,29 @@ class _Recipe:
     def finish_search(self, searched):
         """Continues the best candidate (the first on a tie) up to `epochs`; returns its student."""
         (alpha, temperature), distiller, stopper, dataset = max(
-            searched, key=lambda item: item[2].best)
+            searched, key=lambda item: item[2].best
+        )
         remaining = self.settings["epochs"] - stopper.epochs
         if remaining > 0 and not stopper.exhausted:
             keras.utils.set_random_seed(self.settings["seed"] + 1)
-            distiller.fit(dataset, epochs=remaining, callbacks=[stopper], shuffle=False,
-                          verbose=self.fit_verbose)
+            distiller.fit(
+                dataset,
+                epochs=remaining,
+                callbacks=[stopper],
+                shuffle=False,
+                verbose=self.fit_verbose,
+            )
         for (a, t), other, other_stopper, _ in searched:
             if other is not distiller:
                 self.record(_candidate_name(a, t), a, t, other.student, other_stopper, "search")
-        self.record(_candidate_name(alpha, temperature), alpha, temperature, distiller.student,
-                    stopper, "final")
+        self.record(
+            _candidate_name(alpha, temperature),
+            alpha,
+            temperature,
+            distiller.student,
+            stopper,
+            "final",
+        )
         return distiller.student
 
     def transfer_set(self):
@@ -254,8 +291,10 @@ class _Recipe:
         else:
             kind = inputs.view_kind(s["views"], x_fit)
             extra = inputs.generated_views(x_fit, kind, s["views_per_example"], s["seed"])
-            description = (f"transfer set: {len(extra):,} generated {kind} views "
-                           f"({s['views_per_example']} per labelled input)")
+            description = (
+                f"transfer set: {len(extra):,} generated {kind} views "
+                f"({s['views_per_example']} per labelled input)"
+            )
         x_all, y_all = transfer.transfer_set(x_fit, y_fit, extra)
         return x_all, y_all, description + " labelled by the teacher, plus the labelled inputs"
 
@@ -263,29 +302,39 @@ class _Recipe:
         s = self.settings
         student = self.new_student()
         distiller = Distiller(student=student, teacher=cache)
-        distiller.compile(optimizer=keras.optimizers.Adam(s["learning_rate"]), alpha=alpha,
-                          temperature=temperature)
+        distiller.compile(
+            optimizer=keras.optimizers.Adam(s["learning_rate"]),
+            alpha=alpha,
+            temperature=temperature,
+        )
         stopper = self.stopper(student)
         dataset = cache.dataset(x_all, y_all, batch_size=s["transfer_batch_size"], seed=s["seed"])
         keras.utils.set_random_seed(s["seed"])
         # The cache's dataset shuffles itself; `shuffle=False` only silences Keras' notice.
-        distiller.fit(dataset, epochs=s["search_epochs"], callbacks=[stopper], shuffle=False,
-                      verbose=self.fit_verbose)
+        distiller.fit(
+            dataset,
+            epochs=s["search_epochs"],
+            callbacks=[stopper],
+            shuffle=False,
+            verbose=self.fit_verbose,
+        )
         return (alpha, temperature), distiller, stopper, dataset
 
     def record(self, name, alpha, temperature, model, stopper, stage):
         x_val, y_val = self.validation
-        self.runs.append({
-            "name": name,
-            "alpha": alpha,
-            "temperature": temperature,
-            "stage": stage,
-            "epochs": stopper.epochs,
-            "best_epoch": stopper.best_epoch,
-            "validation_accuracy": accuracy(model, x_val, y_val),
-            "test_accuracy": self.test_accuracy(model),
-            "curve": [float(v) for v in stopper.curve],
-        })
+        self.runs.append(
+            {
+                "name": name,
+                "alpha": alpha,
+                "temperature": temperature,
+                "stage": stage,
+                "epochs": stopper.epochs,
+                "best_epoch": stopper.best_epoch,
+                "validation_accuracy": accuracy(model, x_val, y_val),
+                "test_accuracy": self.test_accuracy(model),
+                "curve": [float(v) for v in stopper.curve],
+            }
+        )
 
     def new_student(self):
         model = _clone(self.student)
@@ -315,16 +364,28 @@ class _Recipe:
             "num_test": None if self.test is None else int(len(self.test[1])),
             "num_transfer": int(num_transfer),
             "transfer_description": description,
-            **{key: s[key] for key in ("epochs", "search_epochs", "patience", "batch_size",
-                                       "transfer_batch_size", "learning_rate", "seed")},
+            **{
+                key: s[key]
+                for key in (
+                    "epochs",
+                    "search_epochs",
+                    "patience",
+                    "batch_size",
+                    "transfer_batch_size",
+                    "learning_rate",
+                    "seed",
+                )
+            },
             "candidates": [list(pair) for pair in s["candidates"]],
             "seconds": round(time.perf_counter() - self.started, 1),
             "generation": GENERATION,
         }
 
     def summary(self, run):
-        return (f"{run['epochs']} epochs, best validation accuracy "
-                f"{_pct(run['validation_accuracy'])} at epoch {run['best_epoch']}")
+        return (
+            f"{run['epochs']} epochs, best validation accuracy "
+            f"{_pct(run['validation_accuracy'])} at epoch {run['best_epoch']}"
+        )
 
     def phase(self, number, text):
         self.say(f"[{number}/{self.num_phases}] {text} ({self.elapsed()})")
@@ -373,11 +434,13 @@ def _check_settings(**settings):
     for name in ("epochs", "patience", "views_per_example", "batch_size", "transfer_batch_size"):
         settings[name] = _checks.check_int(name, settings[name])
     settings["seed"] = _checks.check_int("seed", settings["seed"], minimum=0)
-    settings["learning_rate"] = _checks.check_positive_number("learning_rate",
-                                                              settings["learning_rate"])
+    settings["learning_rate"] = _checks.check_positive_number(
+        "learning_rate", settings["learning_rate"]
+    )
     _checks.check_choice("views", settings["views"], inputs.VIEW_KINDS)
-    _checks.check_choice("teacher_outputs", settings["teacher_outputs"],
-                         _checks.TEACHER_OUTPUT_KINDS)
+    _checks.check_choice(
+        "teacher_outputs", settings["teacher_outputs"], _checks.TEACHER_OUTPUT_KINDS
+    )
     _checks.check_choice("verbose", settings["verbose"], (0, 1, 2))
     settings["candidates"] = _check_candidates(settings["candidates"])
     search = settings["search_epochs"]

@@ -123,10 +123,19 @@ class RecipeReport(JsonReport):
         for run in self.runs:
             curve = [100.0 * value for value in run["curve"]]
             kept = run["name"] == self.kept
-            axes.plot(range(1, len(curve) + 1), curve, linewidth=2.5 if kept else 1.2,
-                      label=run["name"] + (" (kept)" if kept else ""))
-        axes.axhline(100.0 * self.teacher["validation_accuracy"], color="grey", linestyle="--",
-                     linewidth=1, label="teacher")
+            axes.plot(
+                range(1, len(curve) + 1),
+                curve,
+                linewidth=2.5 if kept else 1.2,
+                label=run["name"] + (" (kept)" if kept else ""),
+            )
+        axes.axhline(
+            100.0 * self.teacher["validation_accuracy"],
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            label="teacher",
+        )
         axes.set_xlabel("epoch")
         axes.set_ylabel("validation accuracy (%)")
         axes.xaxis.get_major_locator().set_params(integer=True)

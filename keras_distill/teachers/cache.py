@@ -78,8 +78,17 @@ class TeacherCache:
         self.indices = indices
 
     @classmethod
-    def build(cls, teacher, x, batch_size=256, dtype="float32", top_k=None,
-              teacher_from_logits=True, teacher_output=None, teacher_outputs=None):
+    def build(
+        cls,
+        teacher,
+        x,
+        batch_size=256,
+        dtype="float32",
+        top_k=None,
+        teacher_from_logits=True,
+        teacher_output=None,
+        teacher_outputs=None,
+    ):
         """Runs `teacher` once over the input arrays `x` and stores its logits.
 
         Args:
@@ -193,7 +202,5 @@ class TeacherCache:
                 f"`path` is not a readable `.npz` file ({_checks.first_line(error)}). "
                 f"Received: path={path!r}"
             ) from None
-        logits, indices, num_examples, num_classes, digest = cache_checks.check_loaded(
-            arrays, path
-        )
+        logits, indices, num_examples, num_classes, digest = cache_checks.check_loaded(arrays, path)
         return cls(logits, num_examples, digest, num_classes, indices)

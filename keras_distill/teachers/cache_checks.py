@@ -35,6 +35,7 @@ def check_loaded(arrays, path):
         arrays: `{name: array}` read from the file.
         path: The file, for the messages.
     """
+
     def refuse(reason):
         return ValueError(
             f"`path` is not a valid teacher cache: {reason}. Rebuild it with "

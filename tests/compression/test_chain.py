@@ -42,9 +42,18 @@ def _check_common(report, out, x_test, y_test, teacher):
 def test_distill_then_int8_tflite(tmp_path, trained_teacher, splits):
     (x, y), (x_test, y_test) = splits
     student = make_mlp(8, "student", seed=2)
-    report = compress(student, x, y, x_test, y_test, teacher=trained_teacher,
-                      stages=["distill", "tflite"], output_dir=tmp_path, distill_epochs=3,
-                      learning_rate=0.01)
+    report = compress(
+        student,
+        x,
+        y,
+        x_test,
+        y_test,
+        teacher=trained_teacher,
+        stages=["distill", "tflite"],
+        output_dir=tmp_path,
+        distill_epochs=3,
+        learning_rate=0.01,
+    )
     assert [row["stage"] for row in report.rows] == ["input", "distill", "tflite"]
     _check_common(report, tmp_path, x_test, y_test, trained_teacher)
     assert report["distill"]["accuracy"] > report["input"]["accuracy"]
@@ -57,14 +66,26 @@ def test_distill_then_int8_tflite(tmp_path, trained_teacher, splits):
 
 def test_full_chain(tmp_path, trained_teacher, splits):
     (x, y), (x_test, y_test) = splits
-    report = compress(make_mlp(16, "student", seed=2), x, y, x_test, y_test,
-                      teacher=trained_teacher, output_dir=tmp_path, distill_epochs=2,
-                      prune_epochs=3, qat_epochs=1, target_sparsity=0.75, learning_rate=0.01,
-                      batch_size=16)
+    report = compress(
+        make_mlp(16, "student", seed=2),
+        x,
+        y,
+        x_test,
+        y_test,
+        teacher=trained_teacher,
+        output_dir=tmp_path,
+        distill_epochs=2,
+        prune_epochs=3,
+        qat_epochs=1,
+        target_sparsity=0.75,
+        learning_rate=0.01,
+        batch_size=16,
+    )
     assert [row["stage"] for row in report.rows] == ["input", "distill", "prune", "qat", "tflite"]
     _check_common(report, tmp_path, x_test, y_test, trained_teacher)
-    kernels = [layer.kernel.numpy() for layer in report.models["prune"].layers
-               if hasattr(layer, "kernel")]
+    kernels = [
+        layer.kernel.numpy() for layer in report.models["prune"].layers if hasattr(layer, "kernel")
+    ]
     zeros = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
     assert report["prune"]["sparsity"] == pytest.approx(zeros)
     assert zeros == pytest.approx(0.75, abs=0.01)
@@ -92,9 +113,21 @@ def test_chain_errors(tmp_path, splits):
 
 
 def test_report_markdown_and_lookup():
-    report = ChainReport([{"stage": "input", "accuracy": 0.5, "parameters": 10, "sparsity": 0.0,
-                           "tflite_bytes": None, "gzip_bytes": None, "latency_ms": None,
-                           "teacher_agreement": None}], {"generation": "x"})
+    report = ChainReport(
+        [
+            {
+                "stage": "input",
+                "accuracy": 0.5,
+                "parameters": 10,
+                "sparsity": 0.0,
+                "tflite_bytes": None,
+                "gzip_bytes": None,
+                "latency_ms": None,
+                "teacher_agreement": None,
+            }
+        ],
+        {"generation": "x"},
+    )
     assert report.to_markdown().splitlines()[2] == (
         "| input | 0.5000 | 10 | 0.000 | n/a | n/a | n/a | n/a |"
     )

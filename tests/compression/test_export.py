@@ -8,9 +8,9 @@ from helpers import make_data
 from helpers import make_mlp
 
 import keras_distill
-from keras_distill.compression import export as export_lib
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
+from keras_distill.compression import export as export_lib
 from keras_distill.compression.export import ParityError
 from keras_distill.compression.export import export_tflite
 
@@ -54,8 +54,11 @@ def _direct_run(path, x):
 def test_export_parity_every_mode(tmp_path, model, x, quantization, max_diff):
     path = tmp_path / "student.tflite"
     report = export_tflite(
-        model, path, quantization=quantization,
-        representative_data=x if quantization == "int8" else None, sample_inputs=x,
+        model,
+        path,
+        quantization=quantization,
+        representative_data=x if quantization == "int8" else None,
+        sample_inputs=x,
     )
     assert path.exists()
     assert report.file_size_bytes == os.path.getsize(path)
@@ -65,7 +68,9 @@ def test_export_parity_every_mode(tmp_path, model, x, quantization, max_diff):
     tflite_outputs, _ = _direct_run(path, x)
     np.testing.assert_allclose(report.keras_outputs, keras_outputs, atol=1e-6)
     np.testing.assert_allclose(report.tflite_outputs, tflite_outputs, atol=1e-6)
-    assert report.max_abs_diff == pytest.approx(np.abs(keras_outputs - tflite_outputs).max(), abs=1e-6)
+    assert report.max_abs_diff == pytest.approx(
+        np.abs(keras_outputs - tflite_outputs).max(), abs=1e-6
+    )
     agreement = np.mean(keras_outputs.argmax(1) == tflite_outputs.argmax(1))
     assert report.top1_agreement == pytest.approx(agreement)
     assert report.max_abs_diff <= max_diff
@@ -80,8 +85,11 @@ def test_int8_weights_and_int8_io(tmp_path, model, x):
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
     assert report.input_dtype == "int8" and report.output_dtype == "int8"
-    kernels = [t for t in interpreter.get_tensor_details() if len(t["shape"]) == 2
-               and t["dtype"] == np.int8 and 0 not in t["shape"]]
+    kernels = [
+        t
+        for t in interpreter.get_tensor_details()
+        if len(t["shape"]) == 2 and t["dtype"] == np.int8 and 0 not in t["shape"]
+    ]
     assert kernels, "full-integer export must hold int8 weight matrices"
     float_report = export_tflite(model, tmp_path / "float.tflite")
     assert report.file_size_bytes != float_report.file_size_bytes
@@ -94,15 +102,21 @@ def test_dynamic_range_quantizes_large_kernels(tmp_path, x):
     assert report.file_size_bytes < float_report.file_size_bytes
     assert report.top1_agreement >= 0.9
     _, interpreter = _direct_run(tmp_path / "d.tflite", x)
-    int8_sizes = [int(np.prod(t["shape"])) for t in interpreter.get_tensor_details()
-                  if t["dtype"] == np.int8]
+    int8_sizes = [
+        int(np.prod(t["shape"])) for t in interpreter.get_tensor_details() if t["dtype"] == np.int8
+    ]
     assert 8 * 256 in int8_sizes
 
 
 def test_representative_dataset(tmp_path, model, x):
     dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(len(x)))).batch(16)
-    report = export_tflite(model, tmp_path / "m.tflite", quantization="int8",
-                           representative_data=dataset, num_samples=32)
+    report = export_tflite(
+        model,
+        tmp_path / "m.tflite",
+        quantization="int8",
+        representative_data=dataset,
+        num_samples=32,
+    )
     assert report.num_samples == 32
     np.testing.assert_allclose(report.keras_outputs, np.asarray(model(x[:32])), atol=1e-6)
 
@@ -127,8 +141,11 @@ def test_only_the_student_is_exported(tmp_path, teacher, x):
     np.testing.assert_allclose(report.keras_outputs, np.asarray(student(x)), atol=1e-6)
     assert report.max_abs_diff < 1e-5
     _, interpreter = _direct_run(tmp_path / "s.tflite", x)
-    sizes = sorted(int(np.prod(t["shape"])) for t in interpreter.get_tensor_details()
-                   if len(t["shape"]) == 2 and t["shape"][0] != len(x))
+    sizes = sorted(
+        int(np.prod(t["shape"]))
+        for t in interpreter.get_tensor_details()
+        if len(t["shape"]) == 2 and t["shape"][0] != len(x)
+    )
     assert 32 * 8 not in sizes  # the teacher's 8x32 kernel is absent
     student_weights = sum(int(np.prod(w.shape)) for w in student.weights)
     teacher_weights = sum(int(np.prod(w.shape)) for w in teacher.weights)
@@ -138,9 +155,12 @@ def test_only_the_student_is_exported(tmp_path, teacher, x):
 def test_parity_threshold_raises_and_writes_nothing(tmp_path, model, x):
     path = tmp_path / "m.tflite"
     path.write_bytes(b"old")
-    with pytest.raises(ParityError, match=r"max_abs_diff=.* > max_abs_diff_threshold=1e-09") as info:
-        export_tflite(model, path, quantization="int8", representative_data=x,
-                      max_abs_diff_threshold=1e-9)
+    with pytest.raises(
+        ParityError, match=r"max_abs_diff=.* > max_abs_diff_threshold=1e-09"
+    ) as info:
+        export_tflite(
+            model, path, quantization="int8", representative_data=x, max_abs_diff_threshold=1e-9
+        )
     assert info.value.report.max_abs_diff > 1e-9
     assert isinstance(info.value, ValueError)
     assert path.read_bytes() == b"old"
@@ -202,7 +222,9 @@ def test_error_unknown_quantization(tmp_path, model):
 def test_error_path_and_int8_io(tmp_path, model):
     with pytest.raises(ValueError) as info:
         export_tflite(model, tmp_path / "m.bin")
-    assert str(info.value).startswith("`path` must be a file path ending in '.tflite'. Received: path=")
+    assert str(info.value).startswith(
+        "`path` must be a file path ending in '.tflite'. Received: path="
+    )
     with pytest.raises(ValueError) as info:
         export_tflite(model, tmp_path / "m.tflite", quantization="dynamic", int8_io=True)
     assert str(info.value) == (
@@ -212,7 +234,9 @@ def test_error_path_and_int8_io(tmp_path, model):
 
 
 def test_error_not_a_model(tmp_path):
-    with pytest.raises(ValueError, match=r"`model` must be a keras.Model .* Received: model=builtins.str"):
+    with pytest.raises(
+        ValueError, match=r"`model` must be a keras.Model .* Received: model=builtins.str"
+    ):
         export_tflite("model", tmp_path / "m.tflite")
 
 
@@ -251,7 +275,10 @@ def test_corrupted_truncated_and_missing_tflite_files(tmp_path, model):
         assert message.endswith(f"Export it again. Received: model={broken!r}")
     with pytest.raises(ValueError) as info:
         load_interpreter(str(tmp_path / "missing.tflite"))
-    assert str(info.value) == f"No .tflite file at this path. Received: model={str(tmp_path / 'missing.tflite')!r}"
+    assert (
+        str(info.value)
+        == f"No .tflite file at this path. Received: model={str(tmp_path / 'missing.tflite')!r}"
+    )
 
 
 def export_error(model, folder, **kwargs):
@@ -321,14 +348,24 @@ def test_sparse_encoding_shrinks_a_pruned_float_file(tmp_path, x):
         kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.8)] = 0.0
     sparse.set_weights(weights)
     dense = export_tflite(sparse, tmp_path / "dense.tflite", sample_inputs=x)
-    encoded = export_tflite(sparse, tmp_path / "sparse.tflite", sample_inputs=x,
-                            sparse_encoding=True)
+    encoded = export_tflite(
+        sparse, tmp_path / "sparse.tflite", sample_inputs=x, sparse_encoding=True
+    )
     assert encoded.file_size_bytes < 0.6 * dense.file_size_bytes
-    np.testing.assert_allclose(_direct_run(tmp_path / "sparse.tflite", x)[0],
-                               _direct_run(tmp_path / "dense.tflite", x)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _direct_run(tmp_path / "sparse.tflite", x)[0],
+        _direct_run(tmp_path / "dense.tflite", x)[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
     with pytest.raises(ValueError) as info:
-        export_tflite(sparse, tmp_path / "q.tflite", quantization="int8",
-                      representative_data=x, sparse_encoding=True)
+        export_tflite(
+            sparse,
+            tmp_path / "q.tflite",
+            quantization="int8",
+            representative_data=x,
+            sparse_encoding=True,
+        )
     assert str(info.value) == (
         "`sparse_encoding=True` works with float32 files only: LiteRT's XNNPACK delegate "
         "cannot prepare sparse quantized kernels. Use quantization=None, or leave the "

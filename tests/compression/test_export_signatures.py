@@ -20,19 +20,23 @@ def two_input_model(as_dict):
     tokens = keras.Input((None,), dtype="int32", name="token_ids")
     embedded = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 3)(tokens))
     hidden = keras.layers.Dense(8, activation="relu")(
-        keras.layers.Concatenate()([features, embedded]))
+        keras.layers.Concatenate()([features, embedded])
+    )
     logits = keras.layers.Dense(CLASSES, name="logits")(hidden)
     score = keras.layers.Dense(1, name="score")(hidden)
     if as_dict:
-        return keras.Model({"features": features, "token_ids": tokens},
-                           {"logits": logits, "score": score})
+        return keras.Model(
+            {"features": features, "token_ids": tokens}, {"logits": logits, "score": score}
+        )
     return keras.Model([features, tokens], [logits, score])
 
 
 def inputs(n=48, length=5, seed=0):
     rng = np.random.default_rng(seed)
-    return {"features": rng.normal(size=(n, 4)).astype("float32"),
-            "token_ids": rng.integers(1, 10, size=(n, length)).astype("int32")}
+    return {
+        "features": rng.normal(size=(n, 4)).astype("float32"),
+        "token_ids": rng.integers(1, 10, size=(n, length)).astype("int32"),
+    }
 
 
 def keras_outputs(model, x):
@@ -49,11 +53,17 @@ def test_signature_keeps_the_keras_names(tmp_path, as_dict, quantization, max_di
     x = inputs()
     data = x if as_dict else [x["features"], x["token_ids"]]
     path = tmp_path / "model.tflite"
-    report = export_tflite(model, path, quantization=quantization,
-                           representative_data=data if quantization else None, sample_inputs=data)
+    report = export_tflite(
+        model,
+        path,
+        quantization=quantization,
+        representative_data=data if quantization else None,
+        sample_inputs=data,
+    )
     interpreter = load_interpreter(path)
     assert interpreter.get_signature_list() == {
-        "serving_default": {"inputs": ["features", "token_ids"], "outputs": ["logits", "score"]}}
+        "serving_default": {"inputs": ["features", "token_ids"], "outputs": ["logits", "score"]}
+    }
     # Independent run of the file by its signature, as Android's runSignature does.
     runner = interpreter.get_signature_runner("serving_default")
     direct = runner(features=x["features"], token_ids=x["token_ids"])
@@ -79,8 +89,9 @@ def test_int8_calibration_reads_a_dataset_of_dicts(tmp_path):
     model = two_input_model(True)
     x = inputs()
     dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(48, "int32"))).batch(16)
-    report = export_tflite(model, tmp_path / "m.tflite", quantization="int8",
-                           representative_data=dataset)
+    report = export_tflite(
+        model, tmp_path / "m.tflite", quantization="int8", representative_data=dataset
+    )
     assert report.num_samples == 48
     assert report.top1_agreement >= 0.8
 
@@ -97,7 +108,8 @@ def test_run_tflite_by_signature_and_its_errors(tmp_path):
         run_tflite(path, x["features"])
     assert str(error.value) == (
         "This file runs by its signature 'serving_default': `x` must be a dict of arrays keyed "
-        "by its input names ['features', 'token_ids']. Received: x=ndarray")
+        "by its input names ['features', 'token_ids']. Received: x=ndarray"
+    )
     with pytest.raises(ValueError, match=r"Received: signature_key='serve'$"):
         run_tflite(path, x, signature_key="serve")
 
@@ -108,7 +120,8 @@ def test_missing_input_and_noise_errors(tmp_path):
         export_tflite(model, tmp_path / "m.tflite", sample_inputs={"features": np.ones((2, 4))})
     assert str(error.value) == (
         "`sample_inputs` lacks the model's inputs ['token_ids']. Expected the keys "
-        "['features', 'token_ids']. Received: sample_inputs with keys ['features']")
+        "['features', 'token_ids']. Received: sample_inputs with keys ['features']"
+    )
     with pytest.raises(ValueError, match=r"Received: input 'token_ids' of shape \(None, None\)"):
         export_tflite(model, tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
@@ -131,5 +144,6 @@ def test_subclassed_model_exports_through_a_view_shaped_like_the_samples(tmp_pat
         export_tflite(model, tmp_path / "m.tflite")
     report = export_tflite(model, tmp_path / "m.tflite", sample_inputs=x)
     np.testing.assert_allclose(report.tflite_outputs, np.asarray(model(x)), atol=1e-5)
-    assert load_interpreter(tmp_path / "m.tflite").get_signature_list()[
-        "serving_default"]["inputs"] == ["input"]
+    assert load_interpreter(tmp_path / "m.tflite").get_signature_list()["serving_default"][
+        "inputs"
+    ] == ["input"]

@@ -27,25 +27,33 @@ def _image_model():
     EinsumDense."""
     keras.utils.set_random_seed(3)
     inputs = keras.Input((8, 8, 2))
-    block = keras.Sequential([
-        keras.Input((8, 8, 2)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2d"),
-        keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise"),
-        keras.layers.SeparableConv2D(8, 3, padding="same", name="separable"),
-    ], name="block")
+    block = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2d"),
+            keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise"),
+            keras.layers.SeparableConv2D(8, 3, padding="same", name="separable"),
+        ],
+        name="block",
+    )
     hidden = block(inputs)
     hidden = keras.layers.Reshape((64, 8))(hidden)
     hidden = keras.layers.Conv1D(6, 3, name="conv1d")(hidden)
     hidden = keras.layers.GlobalAveragePooling1D()(hidden)
-    hidden = keras.layers.EinsumDense("ab,bc->ac", output_shape=12, bias_axes="c",
-                                      name="einsum")(hidden)
+    hidden = keras.layers.EinsumDense("ab,bc->ac", output_shape=12, bias_axes="c", name="einsum")(
+        hidden
+    )
     outputs = keras.layers.Dense(3, name="logits")(hidden)
     return keras.Model(inputs, outputs, name="image_model")
 
 
 PRUNED = {  # layer name -> attribute of the pruned kernel
-    "conv2d": "kernel", "depthwise": "kernel", "separable": "pointwise_kernel",
-    "conv1d": "kernel", "einsum": "kernel", "logits": "kernel",
+    "conv2d": "kernel",
+    "depthwise": "kernel",
+    "separable": "pointwise_kernel",
+    "conv1d": "kernel",
+    "einsum": "kernel",
+    "logits": "kernel",
 }
 
 
@@ -75,21 +83,25 @@ def test_every_kernel_kind_is_pruned_exactly_in_nested_models():
 
 def test_sequential_student_comes_back_plain_with_its_constraints():
     keras.utils.set_random_seed(1)
-    student = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(16, activation="relu", kernel_constraint=keras.constraints.MaxNorm(2),
-                           name="hidden"),
-        keras.layers.Dense(3, name="logits"),
-    ])
+    student = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(
+                16, activation="relu", kernel_constraint=keras.constraints.MaxNorm(2), name="hidden"
+            ),
+            keras.layers.Dense(3, name="logits"),
+        ]
+    )
     x, y = make_data(128, seed=2)
     sparse = prune(student, x, y, target_sparsity=0.5, epochs=2, batch_size=16)
     assert [type(layer).__name__ for layer in sparse.layers] == ["Dense", "Dense"]
     assert isinstance(sparse.get_layer("hidden").kernel_constraint, keras.constraints.MaxNorm)
-    assert sparse.get_layer("hidden").kernel.constraint is sparse.get_layer(
-        "hidden").kernel_constraint
+    assert (
+        sparse.get_layer("hidden").kernel.constraint is sparse.get_layer("hidden").kernel_constraint
+    )
     kernel = np.asarray(sparse.get_layer("hidden").kernel)
     assert int(np.sum(kernel == 0)) == 64
-    assert np.all(np.sqrt(np.sum(kernel ** 2, axis=0)) <= 2 + 1e-5)  # MaxNorm still applied
+    assert np.all(np.sqrt(np.sum(kernel**2, axis=0)) <= 2 + 1e-5)  # MaxNorm still applied
 
 
 class KernelLog(keras.callbacks.Callback):
@@ -98,8 +110,11 @@ class KernelLog(keras.callbacks.Callback):
         self.layer_name, self.kernels = layer_name, []
 
     def on_train_batch_end(self, batch, logs=None):
-        layer = self.model.student.get_layer(self.layer_name) if hasattr(
-            self.model, "student") else self.model.get_layer(self.layer_name)
+        layer = (
+            self.model.student.get_layer(self.layer_name)
+            if hasattr(self.model, "student")
+            else self.model.get_layer(self.layer_name)
+        )
         self.kernels.append(np.array(layer.kernel))
 
 
@@ -107,8 +122,17 @@ def test_pruned_weights_stay_zero_through_adam(teacher):
     x, y = make_data(256, seed=4)
     log = KernelLog("student_hidden")
     schedule = ConstantSparsity(0.6, begin_step=0, frequency=1000)  # one mask, at step 0
-    prune(make_mlp(16, "student", seed=2), x, y, teacher=teacher, epochs=2, batch_size=16,
-          optimizer=keras.optimizers.Adam(0.05), pruning_schedule=schedule, callbacks=[log])
+    prune(
+        make_mlp(16, "student", seed=2),
+        x,
+        y,
+        teacher=teacher,
+        epochs=2,
+        batch_size=16,
+        optimizer=keras.optimizers.Adam(0.05),
+        pruning_schedule=schedule,
+        callbacks=[log],
+    )
     assert len(log.kernels) == 32
     zeros = log.kernels[0] == 0
     assert int(zeros.sum()) == _zeros_expected(zeros.size, 0.6)
@@ -130,15 +154,23 @@ def test_polynomial_schedule_matches_the_formula():
 
 def test_block_sparsity_zeroes_whole_blocks(teacher):
     x, y = make_data(256, seed=5)
-    sparse = prune(make_mlp(16, "student", seed=2), x, y, teacher=teacher, epochs=3,
-                   target_sparsity=0.5, block_size=(1, 4))
+    sparse = prune(
+        make_mlp(16, "student", seed=2),
+        x,
+        y,
+        teacher=teacher,
+        epochs=3,
+        target_sparsity=0.5,
+        block_size=(1, 4),
+    )
     kernel = np.asarray(sparse.get_layer("student_hidden").kernel)  # (8, 16)
     blocks = kernel.reshape(8, 4, 4)
     block_zero = np.all(blocks == 0, axis=-1)
     assert int(block_zero.sum()) == 16  # half of the 32 blocks of 1x4
     assert np.all(np.any(blocks[~block_zero] != 0, axis=-1))
-    sparse = prune(make_mlp(16, "student", seed=2), x, y, epochs=3, target_sparsity=0.5,
-                   block_size=(4, 1))
+    sparse = prune(
+        make_mlp(16, "student", seed=2), x, y, epochs=3, target_sparsity=0.5, block_size=(4, 1)
+    )
     blocks = np.asarray(sparse.get_layer("student_hidden").kernel).reshape(2, 4, 16)
     assert int(np.all(blocks == 0, axis=1).sum()) == 16
 
@@ -149,8 +181,15 @@ def test_global_scope_keeps_the_largest_weights_of_the_whole_model():
     weights = student.get_weights()
     weights[2] *= 4.0  # the output kernel's weights are larger: most of them are kept
     student.set_weights(weights)
-    sparse = prune(student, x, y, epochs=3, target_sparsity=0.6, scope="global",
-                   optimizer=keras.optimizers.SGD(0.0))  # frozen weights: a NumPy reference
+    sparse = prune(
+        student,
+        x,
+        y,
+        epochs=3,
+        target_sparsity=0.6,
+        scope="global",
+        optimizer=keras.optimizers.SGD(0.0),
+    )  # frozen weights: a NumPy reference
     magnitudes = np.concatenate([np.abs(weights[0]).ravel(), np.abs(weights[2]).ravel()])
     kept = magnitudes.size - _zeros_expected(magnitudes.size, 0.6)
     threshold = np.sort(magnitudes)[::-1][kept - 1]

@@ -25,7 +25,7 @@ if not IS_LEGACY:
 def np_fake_quant(x, low, high, narrow_range=False, num_bits=8):
     """Quantize-dequantize with TensorFlow's nudged range (zero exactly representable)."""
     x, low, high = (np.asarray(v, np.float64) for v in (x, low, high))
-    quant_min, quant_max = (1 if narrow_range else 0), 2 ** num_bits - 1
+    quant_min, quant_max = (1 if narrow_range else 0), 2**num_bits - 1
     scale = (high - low) / (quant_max - quant_min)
     zero_point = np.clip(np.round(quant_min - low / scale), quant_min, quant_max)
     nudged_min, nudged_max = (quant_min - zero_point) * scale, (quant_max - zero_point) * scale
@@ -54,8 +54,12 @@ def test_weight_fake_quant_matches_numpy():
     assert len(np.unique(actual[..., 0])) <= 255
     whole = np.abs(kernel).max()
     expected = np_fake_quant(kernel, -whole, whole, narrow_range=True)
-    np.testing.assert_allclose(np.asarray(quantize_weights(kernel, per_channel=False)), expected,
-                               rtol=1e-5, atol=1e-6 * whole)
+    np.testing.assert_allclose(
+        np.asarray(quantize_weights(kernel, per_channel=False)),
+        expected,
+        rtol=1e-5,
+        atol=1e-6 * whole,
+    )
 
 
 def test_activation_fake_quant_learns_a_range_and_matches_numpy():
@@ -73,8 +77,9 @@ def test_activation_fake_quant_learns_a_range_and_matches_numpy():
     assert float(layer.range_min) == pytest.approx(low, rel=1e-5)
     assert float(layer.range_max) == pytest.approx(high, rel=1e-5)
     x = 4.0 * rng.normal(size=(32, 6)).astype("float32")
-    np.testing.assert_allclose(np.asarray(layer(x, training=False)), np_fake_quant(x, low, high),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(layer(x, training=False)), np_fake_quant(x, low, high), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_quantized_dense_forward_matches_numpy():
@@ -85,7 +90,8 @@ def test_quantized_dense_forward_matches_numpy():
     quantizers = [layer for layer in qat.layers if isinstance(layer, FakeQuant)]
     assert len(quantizers) == 3  # the input, the hidden and the output activations
     (low_in, high_in), (low_h, high_h), (low_out, high_out) = [
-        (float(q.range_min), float(q.range_max)) for q in quantizers]
+        (float(q.range_min), float(q.range_max)) for q in quantizers
+    ]
     w1, b1, w2, b2 = model.get_weights()
     q1 = np_fake_quant(w1, -np.abs(w1).max(), np.abs(w1).max(), narrow_range=True)
     q2 = np_fake_quant(w2, -np.abs(w2).max(), np.abs(w2).max(), narrow_range=True)
@@ -113,8 +119,14 @@ def _conv_bn_model():
     for name in ("bn", "bn2"):  # statistics far from the identity
         layer = model.get_layer(name)
         size = layer.gamma.shape[0]
-        layer.set_weights([rng.uniform(0.5, 2, size), rng.normal(size=size),
-                           rng.normal(size=size), rng.uniform(0.5, 3, size)])
+        layer.set_weights(
+            [
+                rng.uniform(0.5, 2, size),
+                rng.normal(size=size),
+                rng.normal(size=size),
+                rng.uniform(0.5, 3, size),
+            ]
+        )
     return model
 
 
@@ -134,14 +146,18 @@ def test_batch_norm_folds_into_the_convolution_before_it():
     float_depthwise = keras.layers.DepthwiseConv2D(3)
     float_depthwise.build((None, 10, 10, 6))
     float_depthwise.set_weights([kernel, bias])
-    np.testing.assert_allclose(np.asarray(float_depthwise(features)),
-                               np.asarray(bn2(depthwise(features), training=False)),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(float_depthwise(features)),
+        np.asarray(bn2(depthwise(features), training=False)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     qat = quantize_model(model)
     classes = {layer.name: type(layer).__name__ for layer in qat.layers}
     assert classes["bn"] == classes["bn2"] == "Identity"
     assert classes["conv"] == "QuantizedConv2D" and classes["depthwise"] == (
-        "QuantizedDepthwiseConv2D")
+        "QuantizedDepthwiseConv2D"
+    )
     assert qat.get_layer("conv").use_bias
     assert len([c for c in classes.values() if c == "FakeQuant"]) == 5  # in, relu, act, pool, out
 
@@ -152,8 +168,15 @@ def test_qat_with_teacher_keeps_zeros_and_exports_true_int8(tmp_path, teacher):
     weights = student.get_weights()
     seen = []
     logger = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.extend(logs))
-    qat = quantization_aware_training(student, x, y, teacher=teacher, epochs=5,
-                                      optimizer=keras.optimizers.Adam(0.02), callbacks=[logger])
+    qat = quantization_aware_training(
+        student,
+        x,
+        y,
+        teacher=teacher,
+        epochs=5,
+        optimizer=keras.optimizers.Adam(0.02),
+        callbacks=[logger],
+    )
     assert "distillation_loss" in seen
     kernel = np.asarray(qat.get_layer("student_hidden").kernel)
     np.testing.assert_array_equal(kernel == 0, weights[0] == 0)  # the zeros, and only them
@@ -161,8 +184,9 @@ def test_qat_with_teacher_keeps_zeros_and_exports_true_int8(tmp_path, teacher):
     report = export_tflite(qat, tmp_path / "qat.tflite", quantization="int8", sample_inputs=x)
     interpreter, ops = _tflite_ops(tmp_path / "qat.tflite")
     assert ops == ["QUANTIZE", "FULLY_CONNECTED", "FULLY_CONNECTED", "DEQUANTIZE"]
-    int8_shapes = [tuple(t["shape"]) for t in interpreter.get_tensor_details()
-                   if t["dtype"] == np.int8]
+    int8_shapes = [
+        tuple(t["shape"]) for t in interpreter.get_tensor_details() if t["dtype"] == np.int8
+    ]
     assert (16, 8) in int8_shapes and (3, 16) in int8_shapes
     output_quant = qat.layers[-1]
     step = (float(output_quant.range_max) - float(output_quant.range_min)) / 255
@@ -178,10 +202,10 @@ def test_conv_model_with_batch_norm_becomes_int8(tmp_path):
     rng = np.random.default_rng(6)
     x = rng.normal(size=(96, 12, 12, 3)).astype("float32")
     y = rng.integers(0, 3, size=96)
-    qat = quantization_aware_training(model, x, y, epochs=1, batch_size=16,
-                                      preserve_sparsity=False)
-    report = export_tflite(qat, tmp_path / "conv.tflite", quantization="int8", sample_inputs=x,
-                           int8_io=True)
+    qat = quantization_aware_training(model, x, y, epochs=1, batch_size=16, preserve_sparsity=False)
+    report = export_tflite(
+        qat, tmp_path / "conv.tflite", quantization="int8", sample_inputs=x, int8_io=True
+    )
     interpreter, ops = _tflite_ops(tmp_path / "conv.tflite")
     assert ops == ["CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED"]
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
@@ -212,15 +236,20 @@ def test_mobilenetv2_prune_qat_int8_on_keras3(tmp_path):
     from keras_distill.compression.pruning import prune
 
     keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None,
-                                           classes=4, classifier_activation=None)
+    model = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=4, classifier_activation=None
+    )
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(96, 32, 32, 3)).astype("float32")
     y = (x[:, :16, :, 0].mean(axis=(1, 2)) > 0).astype("int32") + 2 * (
-        x[:, :, :16, 1].mean(axis=(1, 2)) > 0).astype("int32")
+        x[:, :, :16, 1].mean(axis=(1, 2)) > 0
+    ).astype("int32")
     sparse = prune(model, x, y, target_sparsity=0.5, epochs=2, batch_size=32, frequency=1)
-    pruned = {w.path: np.asarray(w) for w in sparse.weights
-              if w.path.endswith("kernel") and "depthwise" not in w.path}
+    pruned = {
+        w.path: np.asarray(w)
+        for w in sparse.weights
+        if w.path.endswith("kernel") and "depthwise" not in w.path
+    }
     assert len(pruned) == 36  # 35 convolutions and the classifier
     for path, kernel in pruned.items():
         kept = int(np.round(np.float32(kernel.size) * np.float32(0.5)))
@@ -232,11 +261,17 @@ def test_mobilenetv2_prune_qat_int8_on_keras3(tmp_path):
         if type(layer).__name__ == "QuantizedConv2D":
             original = np.asarray(sparse.get_layer(layer.name).kernel)
             np.testing.assert_array_equal(np.asarray(layer.kernel) == 0, original == 0)
-    report = export_tflite(qat, tmp_path / "mobilenet.tflite", quantization="int8",
-                           sample_inputs=x)
+    report = export_tflite(qat, tmp_path / "mobilenet.tflite", quantization="int8", sample_inputs=x)
     _, ops = _tflite_ops(tmp_path / "mobilenet.tflite")
-    assert set(ops) == {"QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN",
-                        "FULLY_CONNECTED", "DEQUANTIZE"}
+    assert set(ops) == {
+        "QUANTIZE",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "ADD",
+        "MEAN",
+        "FULLY_CONNECTED",
+        "DEQUANTIZE",
+    }
     assert ops.count("QUANTIZE") == ops.count("DEQUANTIZE") == 1  # int8 from edge to edge
     assert np.std(report.keras_outputs, axis=0).max() > 0  # outputs depend on the input
     assert report.top1_agreement >= 0.99
@@ -244,20 +279,41 @@ def test_mobilenetv2_prune_qat_int8_on_keras3(tmp_path):
 
 def test_nested_sequential_models_are_quantized_inside(tmp_path):
     keras.utils.set_random_seed(2)
-    block = keras.Sequential([
-        keras.Input((10, 10, 2)),
-        keras.layers.SeparableConv2D(4, 3, name="separable"),
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.ReLU(name="relu"),
-    ], name="block")
-    model = keras.Sequential([keras.Input((10, 10, 2)), block, keras.layers.Flatten(),
-                              keras.layers.Dense(3, name="logits")], name="outer")
+    block = keras.Sequential(
+        [
+            keras.Input((10, 10, 2)),
+            keras.layers.SeparableConv2D(4, 3, name="separable"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(name="relu"),
+        ],
+        name="block",
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 2)),
+            block,
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="logits"),
+        ],
+        name="outer",
+    )
     qat = quantize_model(model)
     inner = qat.get_layer("block")
     assert [type(layer).__name__ for layer in inner.layers] == [
-        "InputLayer", "QuantizedSeparableConv2D", "Identity", "ReLU", "FakeQuant"]
+        "InputLayer",
+        "QuantizedSeparableConv2D",
+        "Identity",
+        "ReLU",
+        "FakeQuant",
+    ]
     assert [type(layer).__name__ for layer in qat.layers] == [
-        "InputLayer", "FakeQuant", "Functional", "Flatten", "QuantizedDense", "FakeQuant"]
+        "InputLayer",
+        "FakeQuant",
+        "Functional",
+        "Flatten",
+        "QuantizedDense",
+        "FakeQuant",
+    ]
     x = np.random.default_rng(3).normal(size=(64, 10, 10, 2)).astype("float32")
     qat(x, training=True)
     report = export_tflite(qat, tmp_path / "nested.tflite", quantization="int8", sample_inputs=x)
@@ -275,7 +331,8 @@ def test_quantization_aware_model_saves_and_loads(tmp_path):
     qat.save(tmp_path / "qat.keras")
     loaded = keras.models.load_model(tmp_path / "qat.keras")
     assert [type(layer).__name__ for layer in loaded.layers] == [
-        type(layer).__name__ for layer in qat.layers]
+        type(layer).__name__ for layer in qat.layers
+    ]
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(qat(x)), rtol=1e-6, atol=1e-6)
 
 
@@ -294,6 +351,7 @@ def test_prune_and_qat_under_mixed_precision():
         keras.mixed_precision.set_global_policy("float32")
     kernel = np.asarray(sparse.get_layer("student_hidden").kernel)
     assert int(np.sum(kernel == 0)) == 64
-    np.testing.assert_array_equal(np.asarray(qat.get_layer("student_hidden").kernel) == 0,
-                                  kernel == 0)
+    np.testing.assert_array_equal(
+        np.asarray(qat.get_layer("student_hidden").kernel) == 0, kernel == 0
+    )
     assert outputs.dtype == np.float32 and np.all(np.isfinite(outputs))

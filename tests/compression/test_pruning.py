@@ -33,8 +33,16 @@ def test_distillation_aware_pruning_reaches_target_exactly(teacher, data, target
     student = make_mlp(16, "student", seed=2)
     before = [w.copy() for w in student.get_weights()]
     seen = KeysSeen()
-    sparse = prune(student, x, y, teacher=teacher, target_sparsity=target, epochs=3,
-                   optimizer=keras.optimizers.Adam(0.02), callbacks=[seen])
+    sparse = prune(
+        student,
+        x,
+        y,
+        teacher=teacher,
+        target_sparsity=target,
+        epochs=3,
+        optimizer=keras.optimizers.Adam(0.02),
+        callbacks=[seen],
+    )
     assert "distillation_loss" in seen.keys  # trained by the Distiller
     assert not any("Prune" in type(layer).__name__ for layer in sparse.layers)
     kernels = [layer.kernel.numpy() for layer in sparse.layers if hasattr(layer, "kernel")]
@@ -52,8 +60,15 @@ def test_distillation_aware_pruning_reaches_target_exactly(teacher, data, target
 def test_pruning_without_teacher_uses_labels(data):
     x, y = make_data(128, seed=6)
     seen = KeysSeen()
-    sparse = prune(make_mlp(8, "student", seed=2), x, y, target_sparsity=0.6, epochs=2,
-                   batch_size=16, callbacks=[seen])
+    sparse = prune(
+        make_mlp(8, "student", seed=2),
+        x,
+        y,
+        target_sparsity=0.6,
+        epochs=2,
+        batch_size=16,
+        callbacks=[seen],
+    )
     assert "distillation_loss" not in seen.keys and "loss" in seen.keys
     kernel = sparse.get_layer("student_hidden").kernel.numpy()
     assert int(np.sum(kernel == 0)) == _zeros_expected(kernel.size, 0.6)
@@ -70,7 +85,10 @@ def test_pruning_errors(data):
     )
     with pytest.raises(ValueError) as info:
         prune(student, x, y, target_sparsity=1.0)
-    assert str(info.value) == "`target_sparsity` must be a number in [0, 1). Received: target_sparsity=1.0"
+    assert (
+        str(info.value)
+        == "`target_sparsity` must be a number in [0, 1). Received: target_sparsity=1.0"
+    )
     with pytest.raises(ValueError) as info:
         prune(student, x[:8], y[:8], epochs=1, batch_size=8)
     assert str(info.value) == (

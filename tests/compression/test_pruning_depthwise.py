@@ -49,6 +49,7 @@ def test_prune_reaches_the_target_on_every_kernel_it_prunes():
     assert result["weights"][depthwise] == 0.0
     for name, fraction in result["weights"].items():
         if name != depthwise:
-            size = np.prod([w for w in sparse.weights if (getattr(w, "path", None) or w.name)
-                            == name][0].shape)
+            size = np.prod(
+                [w for w in sparse.weights if (getattr(w, "path", None) or w.name) == name][0].shape
+            )
             assert fraction == pytest.approx(expected_sparsity(size, 0.5))

@@ -32,17 +32,22 @@ def test_qat_with_teacher_converts_to_int8_and_runs(tmp_path, teacher):
     qat = quantization_aware_training(student, x, y, teacher=teacher, epochs=2, callbacks=[logger])
     assert "distillation_loss" in seen
     assert any(type(layer).__name__.startswith("Quantize") for layer in qat.layers)
-    kernel = [w.numpy() for w in qat.get_layer("quant_student_hidden").weights
-              if w.name.endswith("/kernel:0")][0]
+    kernel = [
+        w.numpy()
+        for w in qat.get_layer("quant_student_hidden").weights
+        if w.name.endswith("/kernel:0")
+    ][0]
     assert int(np.sum(kernel == 0)) == 8 * 8  # sparsity preserved through QAT
-    report = export_tflite(qat, tmp_path / "qat.tflite", quantization="int8", sample_inputs=x,
-                           int8_io=True)
+    report = export_tflite(
+        qat, tmp_path / "qat.tflite", quantization="int8", sample_inputs=x, int8_io=True
+    )
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(tmp_path / "qat.tflite"))
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
-    int8_sizes = [int(np.prod(t["shape"])) for t in interpreter.get_tensor_details()
-                  if t["dtype"] == np.int8]
+    int8_sizes = [
+        int(np.prod(t["shape"])) for t in interpreter.get_tensor_details() if t["dtype"] == np.int8
+    ]
     assert 8 * 16 in int8_sizes and 16 * 3 in int8_sizes
     agreement = np.mean(report.keras_outputs.argmax(1) == report.tflite_outputs.argmax(1))
     assert report.top1_agreement == pytest.approx(agreement)
@@ -116,4 +121,6 @@ def test_keras_quantize_returns_an_int8_copy(trained_teacher, data):
     assert np.mean(outputs.argmax(1) == reference.argmax(1)) >= 0.95
     with pytest.raises(ValueError) as info:
         keras_quantize(trained_teacher, mode="int2")
-    assert str(info.value) == "`mode` must be one of ['int8', 'int4', 'float8']. Received: mode='int2'"
+    assert (
+        str(info.value) == "`mode` must be one of ['int8', 'int4', 'float8']. Received: mode='int2'"
+    )

@@ -3,9 +3,9 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import Distiller
+from keras_distill._keras import keras
 from keras_distill.data import augment
 from keras_distill.data import transfer
-from keras_distill._keras import keras
 
 
 def test_signal_shift_is_a_circular_roll():
@@ -25,7 +25,7 @@ def test_image_translation_matches_numpy():
     out = augment.image_augmentation(max_translation=1)(images).numpy()
     padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)])
     for image, result in zip(padded, out):
-        shifts = [image[r:r + 5, c:c + 5] for r in range(3) for c in range(3)]
+        shifts = [image[r : r + 5, c : c + 5] for r in range(3) for c in range(3)]
         assert any(np.array_equal(result, s) for s in shifts)
 
 
@@ -41,7 +41,9 @@ def test_mixup_is_a_convex_combination_of_two_examples():
 def test_function_matching_dataset_structure():
     x = np.random.default_rng(0).normal(size=(10, 8)).astype("float32")
     y = np.arange(10) % 3
-    with_labels = augment.function_matching_dataset(x, y, augment.signal_augmentation(), batch_size=4)
+    with_labels = augment.function_matching_dataset(
+        x, y, augment.signal_augmentation(), batch_size=4
+    )
     batch_x, batch_y = next(iter(with_labels))
     assert batch_x.shape == (4, 8) and batch_y.shape == (4,)
     mixed = augment.function_matching_dataset(x, y, mixup_alpha=0.5, batch_size=4, shuffle=False)
@@ -72,14 +74,22 @@ def test_transfer_set_trains_unlabelled_rows_on_distillation(data, teacher, stud
         (lambda: augment.signal_augmentation(max_shift=-1), "Received: max_shift=-1"),
         (lambda: augment.signal_augmentation(scale_range=(2, 1)), "Received: scale_range=(2, 1)"),
         (lambda: augment.image_augmentation(noise_std=-0.1), "Received: noise_std=-0.1"),
-        (lambda: augment.function_matching_dataset(np.ones((2, 3)), mixup_alpha=0),
-         "Received: mixup_alpha=0"),
-        (lambda: augment.function_matching_dataset(np.ones((2, 3)), augmentation="flip"),
-         "Received: augmentation='flip'"),
-        (lambda: transfer.transfer_set(np.ones((2, 3)), [0, 1], np.ones((2, 4))),
-         "Received: x_unlabeled.shape=(2, 4)"),
-        (lambda: transfer.transfer_set(np.ones((2, 3)), [0, -1], np.ones((2, 3))),
-         "Received: y with 1 such labels"),
+        (
+            lambda: augment.function_matching_dataset(np.ones((2, 3)), mixup_alpha=0),
+            "Received: mixup_alpha=0",
+        ),
+        (
+            lambda: augment.function_matching_dataset(np.ones((2, 3)), augmentation="flip"),
+            "Received: augmentation='flip'",
+        ),
+        (
+            lambda: transfer.transfer_set(np.ones((2, 3)), [0, 1], np.ones((2, 4))),
+            "Received: x_unlabeled.shape=(2, 4)",
+        ),
+        (
+            lambda: transfer.transfer_set(np.ones((2, 3)), [0, -1], np.ones((2, 3))),
+            "Received: y with 1 such labels",
+        ),
     ],
 )
 def test_errors(call, message):

@@ -4,13 +4,12 @@ import logging
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import make_mlp
 
 from keras_distill import Distiller
+from keras_distill._keras import keras
 from keras_distill.evaluation import metrics
 from keras_distill.evaluation import report as report_lib
-from keras_distill._keras import keras
 from keras_distill.evaluation.latency import measure_latencies
 from keras_distill.evaluation.latency import measure_latency
 
@@ -84,8 +83,12 @@ def test_compare_numbers_against_numpy(data, teacher, student):
     assert row["agreement"] == pytest.approx(agreement)
     assert report["teacher"]["agreement"] == 1.0
     assert row["accuracy"] == pytest.approx(np.mean(np.argmax(student_logits, 1) == y))
-    assert report["teacher"]["accuracy"] == pytest.approx(np.mean(np.argmax(teacher_logits, 1) == y))
-    assert row["ece"] == pytest.approx(reference_ece(reference_softmax(student_logits), y), abs=1e-6)
+    assert report["teacher"]["accuracy"] == pytest.approx(
+        np.mean(np.argmax(teacher_logits, 1) == y)
+    )
+    assert row["ece"] == pytest.approx(
+        reference_ece(reference_softmax(student_logits), y), abs=1e-6
+    )
     assert report["teacher"]["ece"] == pytest.approx(
         reference_ece(reference_softmax(teacher_logits), y), abs=1e-6
     )
@@ -101,9 +104,14 @@ def test_compare_from_probabilities_and_others(data, teacher, student):
     x, y = data
     probs_teacher = keras.Sequential([teacher, keras.layers.Softmax()])
     report = report_lib.compare(
-        probs_teacher, keras.Sequential([student, keras.layers.Softmax()]), x, y,
+        probs_teacher,
+        keras.Sequential([student, keras.layers.Softmax()]),
+        x,
+        y,
         others={"alone": keras.Sequential([student, keras.layers.Softmax()])},
-        latency_repeats=0, from_logits=False, num_bins=10,
+        latency_repeats=0,
+        from_logits=False,
+        num_bins=10,
     )
     expected = reference_ece(reference_softmax(np.asarray(student(x), np.float64)), y, 10)
     assert report["alone"]["ece"] == pytest.approx(expected, abs=1e-6)
@@ -113,8 +121,9 @@ def test_compare_from_probabilities_and_others(data, teacher, student):
 
 def test_json_round_trip(tmp_path, data, teacher, student):
     x, y = data
-    report = report_lib.compare(teacher, student, x, y, latency_repeats=0,
-                                history={"loss": [2.0, 1.0]})
+    report = report_lib.compare(
+        teacher, student, x, y, latency_repeats=0, history={"loss": [2.0, 1.0]}
+    )
     path = report.save_json(tmp_path / "out" / "report.json")
     loaded = json.loads(open(path, encoding="utf-8").read())
     assert loaded["settings"]["num_bins"] == 15
@@ -160,10 +169,16 @@ def test_latency_fields(data, student, teacher):
     "kwargs, message",
     [
         ({"num_bins": 0}, "`num_bins` must be an integer >= 1. Received: num_bins=0"),
-        ({"latency_repeats": -1}, "`latency_repeats` must be an integer >= 0. Received: latency_repeats=-1"),
+        (
+            {"latency_repeats": -1},
+            "`latency_repeats` must be an integer >= 0. Received: latency_repeats=-1",
+        ),
         ({"others": {"teacher": None}}, "Received: others with key 'teacher'"),
         ({"others": {"x": "model"}}, "Received: x=builtins.str"),
-        ({"y": np.zeros(3)}, "`y` must hold one label per example of `x` (128). Received: y.shape=(3,)"),
+        (
+            {"y": np.zeros(3)},
+            "`y` must hold one label per example of `x` (128). Received: y.shape=(3,)",
+        ),
     ],
 )
 def test_compare_errors(data, teacher, student, kwargs, message):
@@ -177,11 +192,15 @@ def test_compare_errors(data, teacher, student, kwargs, message):
 def test_other_errors(tmp_path, data, teacher, student):
     x, y = data
     report = report_lib.compare(teacher, student, x, y, latency_repeats=0)
-    with pytest.raises(ValueError, match="pass `history=` to `compare\\(\\)`. Received: history=None"):
+    with pytest.raises(
+        ValueError, match="pass `history=` to `compare\\(\\)`. Received: history=None"
+    ):
         report.plot_history(tmp_path / "h.png")
     with pytest.raises(ValueError, match="Received: size_key='bytes'"):
         report.plot_accuracy_vs_size(tmp_path / "s.png", size_key="bytes")
-    with pytest.raises(ValueError, match=r"`batch_size` must be an integer >= 1. Received: batch_size=0"):
+    with pytest.raises(
+        ValueError, match=r"`batch_size` must be an integer >= 1. Received: batch_size=0"
+    ):
         measure_latency(student, x, batch_size=0)
     with pytest.raises(ValueError, match=r"Received: probabilities.shape=\(4,\)"):
         metrics.expected_calibration_error(np.ones(4), np.ones(4))
@@ -192,8 +211,15 @@ def test_other_errors(tmp_path, data, teacher, student):
 def test_public_names():
     import keras_distill
 
-    for name in ("compare", "Report", "DistillationScheduler", "report", "schedules",
-                 "augment", "transfer"):
+    for name in (
+        "compare",
+        "Report",
+        "DistillationScheduler",
+        "report",
+        "schedules",
+        "augment",
+        "transfer",
+    ):
         assert name in keras_distill.__all__, name
     assert keras_distill.compare is report_lib.compare
     assert keras_distill.schedules.DistillationScheduler is keras_distill.DistillationScheduler
@@ -201,7 +227,9 @@ def test_public_names():
 
 def test_saved_size_ignores_optimizer_state(tmp_path, data, student):
     x, y = data
-    student.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     student.fit(x, y, epochs=1, verbose=0)
     student.save(tmp_path / "with_optimizer.keras")
     with_optimizer = (tmp_path / "with_optimizer.keras").stat().st_size
@@ -225,16 +253,25 @@ def test_compare_names_the_student_and_traces_no_function_twice(data, teacher, s
     others = {f"copy {index}": _copy(student, index) for index in range(4)}
     with caplog.at_level(logging.WARNING, logger="tensorflow"):
         # 100 rows in batches of 64: `predict` would trace two batch shapes per model.
-        report = report_lib.compare(teacher, student, x[:100], y[:100], others=others,
-                                    batch_size=64, latency_repeats=2, student_name="kept")
+        report = report_lib.compare(
+            teacher,
+            student,
+            x[:100],
+            y[:100],
+            others=others,
+            batch_size=64,
+            latency_repeats=2,
+            student_name="kept",
+        )
     assert not [r for r in caplog.records if "retracing" in r.getMessage()]
     assert [row["name"] for row in report.rows] == ["teacher", "kept"] + list(others)
     for row in report.rows:
         assert set(row["latency"]) == {"batch_1", "batch_64"}
         assert row["accuracy"] == report["kept"]["accuracy"] or row["name"] == "teacher"
     with pytest.raises(ValueError, match="Received: others with key 'kept'"):
-        report_lib.compare(teacher, student, x, y, others={"kept": student}, student_name="kept",
-                           latency_repeats=0)
+        report_lib.compare(
+            teacher, student, x, y, others={"kept": student}, student_name="kept", latency_repeats=0
+        )
 
 
 def test_the_retracing_check_can_fail(caplog):

@@ -7,7 +7,9 @@ from keras_distill.matching import feature_losses as fl
 @pytest.fixture
 def features():
     rng = np.random.default_rng(1)
-    return rng.normal(size=(6, 5, 5, 4)).astype("float32"), rng.normal(size=(6, 5, 5, 4)).astype("float32")
+    return rng.normal(size=(6, 5, 5, 4)).astype("float32"), rng.normal(size=(6, 5, 5, 4)).astype(
+        "float32"
+    )
 
 
 def flat(a):
@@ -21,7 +23,11 @@ def huber(d):
 def test_mse_and_cosine(features):
     s, t = features
     np.testing.assert_allclose(fl.feature_mse(s, t), ((flat(s) - flat(t)) ** 2).mean(-1), rtol=1e-5)
-    cos = (flat(s) * flat(t)).sum(-1) / np.linalg.norm(flat(s), axis=-1) / np.linalg.norm(flat(t), axis=-1)
+    cos = (
+        (flat(s) * flat(t)).sum(-1)
+        / np.linalg.norm(flat(s), axis=-1)
+        / np.linalg.norm(flat(t), axis=-1)
+    )
     np.testing.assert_allclose(fl.feature_cosine(s, t), 1 - cos, rtol=1e-5, atol=1e-6)
 
 
@@ -61,7 +67,9 @@ def test_attention_transfer(features):
         m = (f.astype(np.float64) ** 2).mean(-1).reshape(len(f), -1)
         return m / np.linalg.norm(m, axis=-1, keepdims=True)
 
-    np.testing.assert_allclose(fl.attention_transfer(s, t), ((q(s) - q(t)) ** 2).mean(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        fl.attention_transfer(s, t), ((q(s) - q(t)) ** 2).mean(-1), rtol=1e-5
+    )
     np.testing.assert_allclose(fl.attention_transfer(s[..., :1], t).shape, (6,))
 
 
@@ -98,8 +106,13 @@ def test_attention_kl_respects_padding(attention):
     expected = []
     for b in range(3):
         rows = [
-            (t[b, h, q] * (np.log(np.maximum(t[b, h, q], 1e-12)) - np.log(np.maximum(s[b, h, q], 1e-12))))[mask[b, q]].sum()
-            for h in range(2) for q in range(5) if mask[b, q].any()
+            (
+                t[b, h, q]
+                * (np.log(np.maximum(t[b, h, q], 1e-12)) - np.log(np.maximum(s[b, h, q], 1e-12)))
+            )[mask[b, q]].sum()
+            for h in range(2)
+            for q in range(5)
+            if mask[b, q].any()
         ]
         expected.append(np.mean(rows))
     np.testing.assert_allclose(fl.attention_kl(s, t, mask), expected, rtol=1e-4, atol=1e-6)

@@ -24,8 +24,11 @@ def test_a_layer_named_with_a_slash_is_found_and_matched():
     student = model_with_a_slash_in_a_layer_name("s", 4)
     teacher = model_with_a_slash_in_a_layer_name("t", 6)
     assert find_layer(student, "s_block/Add", "student") is student.get_layer("s_block/Add")
-    distiller = Distiller(student=student, teacher=teacher,
-                          feature_matches=[FeatureMatch("s_block/Add", "t_block/Add")])
+    distiller = Distiller(
+        student=student,
+        teacher=teacher,
+        feature_matches=[FeatureMatch("s_block/Add", "t_block/Add")],
+    )
     distiller.compile(optimizer="adam")
     x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype("float32")
     history = distiller.fit(x, np.zeros(16, "int32"), epochs=1, verbose=0).history

@@ -17,7 +17,7 @@ VOCABULARY = 10
 def token_data(n=32, length=6, seed=0):
     rng = np.random.default_rng(seed)
     tokens = rng.integers(1, VOCABULARY, size=(n, length)).astype("int32")
-    tokens[::2, length - 2:] = 0  # padding
+    tokens[::2, length - 2 :] = 0  # padding
     return tokens, (tokens[:, 0] % CLASSES).astype("int32")
 
 
@@ -29,8 +29,9 @@ def encoder(prefix, width, heads, seed):
     x = x + keras.layers.MultiHeadAttention(heads, 4, name=f"{prefix}_mha")(x, x)
     x = keras.layers.Dense(width, name=f"{prefix}_hidden")(x)
     pooled = keras.layers.GlobalAveragePooling1D()(x)
-    return keras.Model(tokens, keras.layers.Dense(CLASSES, name=f"{prefix}_logits")(pooled),
-                       name=prefix)
+    return keras.Model(
+        tokens, keras.layers.Dense(CLASSES, name=f"{prefix}_logits")(pooled), name=prefix
+    )
 
 
 class SubclassedEncoder(keras.Model):
@@ -71,8 +72,11 @@ def test_adapter_resizes_only_to_a_known_length():
 def test_feature_match_on_sequences_of_unknown_length():
     tokens, y = token_data()
     student, teacher = encoder("s", 8, 2, 1), encoder("t", 12, 4, 2)
-    distiller = compiled(Distiller(student=student, teacher=teacher, feature_matches=[
-        FeatureMatch("s_hidden", "t_hidden")]))
+    distiller = compiled(
+        Distiller(
+            student=student, teacher=teacher, feature_matches=[FeatureMatch("s_hidden", "t_hidden")]
+        )
+    )
     history = distiller.fit(tokens, y, epochs=2, batch_size=16, verbose=0).history
     assert np.all(np.isfinite(history["mse_s_hidden"]))
     assert distiller.adapters["mse_s_hidden"].get_weights()[0].shape == (8, 12)
@@ -85,10 +89,14 @@ def test_attention_and_feature_matches_on_a_subclassed_student():
     teacher = encoder("t", 12, 4, 2)
     student = SubclassedEncoder(8, 2, name="sub")
     student(tokens[:1])
-    distiller = compiled(Distiller(
-        student=student, teacher=teacher,
-        attention_matches=[AttentionMatch("sub_mha", "t_mha", loss="kl")],
-        feature_matches=[FeatureMatch("sub_hidden", "t_hidden")]))
+    distiller = compiled(
+        Distiller(
+            student=student,
+            teacher=teacher,
+            attention_matches=[AttentionMatch("sub_mha", "t_mha", loss="kl")],
+            feature_matches=[FeatureMatch("sub_hidden", "t_hidden")],
+        )
+    )
     history = distiller.fit(tokens, y, epochs=2, batch_size=16, verbose=0).history
     assert np.all(np.isfinite(history["attention_kl_sub_mha"]))
     assert np.all(np.isfinite(history["mse_sub_hidden"]))
@@ -106,8 +114,9 @@ def test_flash_attention_is_refused_with_the_layer_and_the_way_out():
     pooled = keras.layers.GlobalAveragePooling1D()(x)
     student = keras.Model(tokens, keras.layers.Dense(CLASSES)(pooled))
     with pytest.raises(ValueError) as error:
-        Distiller(student=student, teacher=teacher,
-                  attention_matches=[AttentionMatch("s_mha", "t_mha")])
+        Distiller(
+            student=student, teacher=teacher, attention_matches=[AttentionMatch("s_mha", "t_mha")]
+        )
     assert str(error.value) == (
         "An attention match cannot capture the attention probabilities of the student layer "
         "'s_mha' (MultiHeadAttention): it uses flash attention, which never forms them. Build "

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import NUM_CLASSES
 from helpers import make_data
 from helpers import make_mlp
+
 import keras_distill
 from keras_distill import RecipeReport
 from keras_distill import distill
@@ -16,8 +16,14 @@ from keras_distill._keras import keras
 from keras_distill.recipe import inputs
 from keras_distill.recipe import pipeline
 
-FAST = {"epochs": 6, "patience": 3, "batch_size": 32, "transfer_batch_size": 64,
-        "learning_rate": 0.01, "verbose": 0}
+FAST = {
+    "epochs": 6,
+    "patience": 3,
+    "batch_size": 32,
+    "transfer_batch_size": 64,
+    "learning_rate": 0.01,
+    "verbose": 0,
+}
 
 
 def numpy_accuracy(model, x, y):
@@ -37,9 +43,18 @@ def recipe_run(trained_teacher, splits):
     student = make_mlp(8, "student", seed=2)
     initial = [w.copy() for w in student.get_weights()]
     unlabeled = make_data(256, seed=3)[0]
-    best, report = distill(trained_teacher, student, x, y, validation_data=validation,
-                           unlabeled=unlabeled, test_data=test,
-                           candidates=((0.5, 1.0), (0.9, 2.0)), search_epochs=2, **FAST)
+    best, report = distill(
+        trained_teacher,
+        student,
+        x,
+        y,
+        validation_data=validation,
+        unlabeled=unlabeled,
+        test_data=test,
+        candidates=((0.5, 1.0), (0.9, 2.0)),
+        search_epochs=2,
+        **FAST,
+    )
     return student, initial, best, report
 
 
@@ -71,7 +86,8 @@ def test_never_worse_than_the_baseline_on_validation(recipe_run, splits):
     assert numpy_accuracy(best, x_test, y_test) == pytest.approx(kept["test_accuracy"])
     assert kept["validation_accuracy"] >= alone["validation_accuracy"]
     assert numpy_accuracy(report.baseline_model, x_val, y_val) == pytest.approx(
-        alone["validation_accuracy"])
+        alone["validation_accuracy"]
+    )
     distilled = report.runs[-1]
     assert report.distilled == (distilled["validation_accuracy"] > alone["validation_accuracy"])
 
@@ -81,7 +97,10 @@ def test_report_contents(recipe_run, trained_teacher, splits):
     _, (x_val, y_val), (x_test, y_test) = splits
     assert [run["stage"] for run in report.runs] == ["baseline", "search", "final"]
     assert {run["name"] for run in report.runs} == {
-        "student alone", "distilled a=0.5 T=1", "distilled a=0.9 T=2"}
+        "student alone",
+        "distilled a=0.5 T=1",
+        "distilled a=0.9 T=2",
+    }
     for run in report.runs:
         assert 1 <= run["best_epoch"] <= run["epochs"] <= FAST["epochs"]
         assert len(run["curve"]) == run["epochs"]
@@ -90,9 +109,11 @@ def test_report_contents(recipe_run, trained_teacher, splits):
         assert run["curve"][run["best_epoch"] - 1] == max(run["curve"])
     assert report.runs[1]["epochs"] <= 2  # The candidate that lost the search stopped there.
     assert report.teacher["validation_accuracy"] == pytest.approx(
-        numpy_accuracy(trained_teacher, x_val, y_val))
+        numpy_accuracy(trained_teacher, x_val, y_val)
+    )
     assert report.teacher["test_accuracy"] == pytest.approx(
-        numpy_accuracy(trained_teacher, x_test, y_test))
+        numpy_accuracy(trained_teacher, x_test, y_test)
+    )
     settings = report.settings
     assert (settings["num_fit"], settings["num_validation"], settings["num_test"]) == (128, 64, 64)
     assert settings["num_transfer"] == 128 + 256
@@ -100,7 +121,8 @@ def test_report_contents(recipe_run, trained_teacher, splits):
     assert settings["candidates"] == [[0.5, 1.0], [0.9, 2.0]]
     text = str(report)
     assert text.splitlines()[0] == (
-        "| run | alpha | T | epochs (best) | validation accuracy | test accuracy |")
+        "| run | alpha | T | epochs (best) | validation accuracy | test accuracy |"
+    )
     assert f"Kept: {report.kept}. {report.reason}" in text
     assert f"**{report.kept} (kept)**" in text
     data = json.loads(report.to_json())
@@ -120,9 +142,16 @@ def test_files_are_written(recipe_run, tmp_path):
 
 def test_a_useless_teacher_returns_the_student_alone(splits, capsys):
     (x, y), validation, _ = splits
-    best, report = distill(useless_teacher(), make_mlp(8, "student", seed=2), x, y,
-                           validation_data=validation, candidates=((0.5, 1.0), (0.9, 2.0)),
-                           search_epochs=3, **FAST)
+    best, report = distill(
+        useless_teacher(),
+        make_mlp(8, "student", seed=2),
+        x,
+        y,
+        validation_data=validation,
+        candidates=((0.5, 1.0), (0.9, 2.0)),
+        search_epochs=3,
+        **FAST,
+    )
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""  # verbose=0 is silent.
     assert report.kept == "student alone" and not report.distilled
@@ -144,14 +173,24 @@ def test_datasets_give_the_same_run_as_arrays(trained_teacher, splits):
     (x, y), (x_val, y_val), _ = splits
     unlabeled = make_data(64, seed=3)[0]
     settings = dict(FAST, epochs=2, candidates=((0.5, 1.0),))
-    best_arrays, from_arrays = distill(trained_teacher, make_mlp(8, "student", seed=2), x, y,
-                                       validation_data=(x_val, y_val), unlabeled=unlabeled,
-                                       **settings)
+    best_arrays, from_arrays = distill(
+        trained_teacher,
+        make_mlp(8, "student", seed=2),
+        x,
+        y,
+        validation_data=(x_val, y_val),
+        unlabeled=unlabeled,
+        **settings,
+    )
     batches = tf.data.Dataset.from_tensor_slices
     best_data, from_data = distill(
-        trained_teacher, make_mlp(8, "student", seed=2), batches((x, y)).batch(32),
+        trained_teacher,
+        make_mlp(8, "student", seed=2),
+        batches((x, y)).batch(32),
         validation_data=batches((x_val, y_val)).batch(16),
-        unlabeled=batches(unlabeled).batch(10), **settings)
+        unlabeled=batches(unlabeled).batch(10),
+        **settings,
+    )
     assert from_data.settings["num_transfer"] == 128 + 64
     for a, b in zip(from_arrays.runs, from_data.runs):
         assert a["curve"] == pytest.approx(b["curve"])
@@ -162,9 +201,13 @@ def test_datasets_give_the_same_run_as_arrays(trained_teacher, splits):
 def test_validation_split_generated_views_and_progress(trained_teacher, capsys):
     x, y = make_data(100, seed=4)
     one_hot = np.eye(NUM_CLASSES, dtype="float32")[y]
-    _, report = distill(trained_teacher, make_mlp(8, "student", seed=2), x, one_hot,
-                        **dict(FAST, epochs=2, verbose=1, views_per_example=2,
-                               candidates=((0.5, 1.0),)))
+    _, report = distill(
+        trained_teacher,
+        make_mlp(8, "student", seed=2),
+        x,
+        one_hot,
+        **dict(FAST, epochs=2, verbose=1, views_per_example=2, candidates=((0.5, 1.0),)),
+    )
     assert (report.settings["num_fit"], report.settings["num_validation"]) == (80, 20)
     assert report.settings["num_transfer"] == 80 * 3
     assert "160 generated mixup views (2 per labelled input)" in str(report)
@@ -194,25 +237,35 @@ def test_generated_views():
     [
         ({"epochs": 0}, "`epochs` must be an integer >= 1. Received: epochs=0"),
         ({"patience": 1.5}, "`patience` must be an integer >= 1. Received: patience=1.5"),
-        ({"search_epochs": 9, "epochs": 4},
-         "`search_epochs` must not exceed `epochs` (4). Received: search_epochs=9"),
-        ({"validation_split": 1.5},
-         "`validation_split` must be a number in (0, 1). Received: validation_split=1.5"),
-        ({"validation_split": 0.2, "validation_data": "given"},
-         "Received: validation_split=0.2 with validation_data"),
+        (
+            {"search_epochs": 9, "epochs": 4},
+            "`search_epochs` must not exceed `epochs` (4). Received: search_epochs=9",
+        ),
+        (
+            {"validation_split": 1.5},
+            "`validation_split` must be a number in (0, 1). Received: validation_split=1.5",
+        ),
+        (
+            {"validation_split": 0.2, "validation_data": "given"},
+            "Received: validation_split=0.2 with validation_data",
+        ),
         ({"candidates": [(2.0, 1.0)]}, "Received: candidates=[(2.0, 1.0)]"),
         ({"candidates": []}, "Received: candidates=[]"),
-        ({"views": "bogus"},
-         "`views` must be one of ['auto', 'mixup', 'signal', 'image']. Received: views='bogus'"),
+        (
+            {"views": "bogus"},
+            "`views` must be one of ['auto', 'mixup', 'signal', 'image']. Received: views='bogus'",
+        ),
         ({"verbose": 3}, "`verbose` must be one of [0, 1, 2]. Received: verbose=3"),
         ({"learning_rate": -1}, "Received: learning_rate=-1"),
         ({"seed": -1}, "`seed` must be an integer >= 0. Received: seed=-1"),
         ({"y": np.zeros(5)}, "Received: 128 inputs and 5 labels"),
         ({"y": np.full(128, 7)}, "`y` must be class indices in [0, 2]. Received: labels up to 7"),
         ({"y": None}, "`x` needs labels"),
-        ({"unlabeled": np.zeros((4, 3))},
-         "`unlabeled` must have the example shape of `x` (8,). Received: unlabeled inputs of "
-         "shape (4, 3)"),
+        (
+            {"unlabeled": np.zeros((4, 3))},
+            "`unlabeled` must have the example shape of `x` (8,). Received: unlabeled inputs of "
+            "shape (4, 3)",
+        ),
         ({"validation_data": (np.zeros((4, 8)),)}, "`validation_data` must be a tuple (x, y)"),
         ({"test_data": (np.full((4, 8), np.nan), np.zeros(4))}, "`test_data` contains NaN"),
         ({"teacher": "teacher.keras"}, "Received: teacher=builtins.str"),
@@ -220,8 +273,13 @@ def test_generated_views():
 )
 def test_errors_name_the_argument(trained_teacher, kwargs, message):
     x, y = make_data(128)
-    arguments = {"teacher": trained_teacher, "student": make_mlp(8, "student", seed=2),
-                 "x": x, "y": y, **kwargs}
+    arguments = {
+        "teacher": trained_teacher,
+        "student": make_mlp(8, "student", seed=2),
+        "x": x,
+        "y": y,
+        **kwargs,
+    }
     with pytest.raises(ValueError) as info:
         distill(**arguments)
     assert message in str(info.value)
@@ -242,8 +300,11 @@ def test_the_same_model_as_teacher_and_student_is_refused(trained_teacher):
     ],
 )
 def test_choice_of_the_student(alone, distilled, kept, says):
-    baseline = {"name": "student alone", "train_accuracy": alone[0],
-                "validation_accuracy": alone[1]}
+    baseline = {
+        "name": "student alone",
+        "train_accuracy": alone[0],
+        "validation_accuracy": alone[1],
+    }
     candidate = {"name": "distilled a=0.5 T=1", "validation_accuracy": distilled}
     name, reason = pipeline.choose_student(baseline, candidate)
     assert name == kept and says in reason

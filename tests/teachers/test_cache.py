@@ -2,8 +2,8 @@ import os
 
 import numpy as np
 import pytest
-
 from helpers import make_mlp
+
 from keras_distill import Distiller
 from keras_distill import TeacherCache
 from keras_distill._keras import keras
@@ -22,15 +22,19 @@ def test_cache_gives_the_live_teachers_loss_and_training(teacher, data):
     cache = TeacherCache.build(teacher, x)
     np.testing.assert_allclose(cache.full_logits(), teacher.predict(x, verbose=0), rtol=1e-6)
     live_weights, live, live_distiller = fit_weights(
-        teacher, lambda: __import__("tensorflow").data.Dataset.from_tensor_slices((x, y)).batch(32))
+        teacher, lambda: __import__("tensorflow").data.Dataset.from_tensor_slices((x, y)).batch(32)
+    )
     cached_weights, cached, cached_distiller = fit_weights(
-        cache, lambda: cache.dataset(x, y, batch_size=32, shuffle=False))
+        cache, lambda: cache.dataset(x, y, batch_size=32, shuffle=False)
+    )
     for name in ("loss", "student_loss", "distillation_loss"):
         np.testing.assert_allclose(cached[name], live[name], rtol=1e-5)
     for a, b in zip(live_weights, cached_weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Evaluated and predicted as the student, with or without the cache.
-    np.testing.assert_allclose(cached_distiller.predict(x, verbose=0), cached_distiller.student(x), rtol=1e-6)
+    np.testing.assert_allclose(
+        cached_distiller.predict(x, verbose=0), cached_distiller.student(x), rtol=1e-6
+    )
 
 
 def test_float16_and_top_k_storage(teacher, data, tmp_path):
@@ -42,13 +46,19 @@ def test_float16_and_top_k_storage(teacher, data, tmp_path):
     top = TeacherCache.build(teacher, x, top_k=2)
     rebuilt = top.full_logits()
     best_two = np.argsort(-full, axis=-1)[:, :2]
-    np.testing.assert_allclose(np.take_along_axis(rebuilt, best_two, -1), np.take_along_axis(full, best_two, -1), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.take_along_axis(rebuilt, best_two, -1), np.take_along_axis(full, best_two, -1), rtol=1e-6
+    )
     assert np.all(np.sort(rebuilt, -1)[:, 0] == -1e4)
     path = str(tmp_path / "cache.npz")
     top.save(path)
     loaded = TeacherCache.load(path)
     np.testing.assert_array_equal(loaded.full_logits(), rebuilt)
-    assert (loaded.num_examples, loaded.digest, loaded.num_classes) == (top.num_examples, top.digest, 3)
+    assert (loaded.num_examples, loaded.digest, loaded.num_classes) == (
+        top.num_examples,
+        top.digest,
+        3,
+    )
     _, history, _ = fit_weights(loaded, lambda: loaded.dataset(x, y, batch_size=32))
     assert np.all(np.isfinite(history["loss"]))
 
@@ -66,7 +76,8 @@ def test_mismatched_inputs_are_refused(teacher, data):
     with pytest.raises(ValueError) as error:
         cache.dataset(x[:-1], y[:-1])
     assert str(error.value).startswith(
-        f"These inputs are not the ones the teacher cache was built on (128 examples, fingerprint {cache.digest[:12]})."
+        "These inputs are not the ones the teacher cache was built on (128 examples, "
+        f"fingerprint {cache.digest[:12]})."
     )
     assert "Received: 127 examples" in str(error.value)
     changed = x.copy()
@@ -77,7 +88,9 @@ def test_mismatched_inputs_are_refused(teacher, data):
 
 def test_live_batches_are_refused_by_a_cache_distiller(teacher, data):
     x, y = data
-    distiller = Distiller(student=make_mlp(8, "student", seed=2), teacher=TeacherCache.build(teacher, x))
+    distiller = Distiller(
+        student=make_mlp(8, "student", seed=2), teacher=TeacherCache.build(teacher, x)
+    )
     distiller.compile(optimizer="adam")
     with pytest.raises(ValueError, match=r"train it on `cache.dataset\(x, y\)`"):
         distiller.fit(x, y, epochs=1, verbose=0)
@@ -143,21 +156,36 @@ def refusal(path, reason):
     )
 
 
-@pytest.mark.parametrize("edit, reason", [
-    (lambda a: a["indices"].__setitem__((5, 1), -1),
-     "'indices' holds class -1 (row 5), outside [0, 2]"),
-    (lambda a: a["indices"].__setitem__((7, 0), 3),
-     "'indices' holds class 3 (row 7), outside [0, 2]"),
-    (lambda a: a["logits"].__setitem__((9, 0), np.nan), "'logits' holds NaN or Inf (row 9)"),
-    (lambda a: a.pop("meta"),
-     "the array 'meta' is missing (it holds ['digest', 'indices', 'logits'])"),
-    (lambda a: a.update(logits=a["logits"][:10], indices=a["indices"][:10]),
-     "'logits' has 10 rows for 128 examples"),
-    (lambda a: a.update(logits=np.array(1.0)),
-     "'logits' must be a 2-D float array, not float64 of shape ()"),
-    (lambda a: a.update(meta=np.array(5)),
-     "'meta' must be 2 positive integers, not int64 of shape ()"),
-])
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (
+            lambda a: a["indices"].__setitem__((5, 1), -1),
+            "'indices' holds class -1 (row 5), outside [0, 2]",
+        ),
+        (
+            lambda a: a["indices"].__setitem__((7, 0), 3),
+            "'indices' holds class 3 (row 7), outside [0, 2]",
+        ),
+        (lambda a: a["logits"].__setitem__((9, 0), np.nan), "'logits' holds NaN or Inf (row 9)"),
+        (
+            lambda a: a.pop("meta"),
+            "the array 'meta' is missing (it holds ['digest', 'indices', 'logits'])",
+        ),
+        (
+            lambda a: a.update(logits=a["logits"][:10], indices=a["indices"][:10]),
+            "'logits' has 10 rows for 128 examples",
+        ),
+        (
+            lambda a: a.update(logits=np.array(1.0)),
+            "'logits' must be a 2-D float array, not float64 of shape ()",
+        ),
+        (
+            lambda a: a.update(meta=np.array(5)),
+            "'meta' must be 2 positive integers, not int64 of shape ()",
+        ),
+    ],
+)
 def test_damaged_cache_files_are_refused_at_load(teacher, data, tmp_path, edit, reason):
     x, _ = data
     arrays = saved_arrays(teacher, x, tmp_path)

@@ -17,18 +17,37 @@ import subprocess
 import sys
 
 GENERATIONS = ("keras3", "tf_keras")
-COLUMNS = ("teacher", "KD", "features", "attention", "XLA", "reload", "float32 .tflite",
-           "int8 .tflite", "prune", "QAT", "compress()")
+COLUMNS = (
+    "teacher",
+    "KD",
+    "features",
+    "attention",
+    "XLA",
+    "reload",
+    "float32 .tflite",
+    "int8 .tflite",
+    "prune",
+    "QAT",
+    "compress()",
+)
 START, END = "<!-- zoo table: start -->", "<!-- zoo table: end -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run(results):
     for generation in GENERATIONS:
-        env = dict(os.environ, ZOO_RESULTS=results, PYTHONPATH=ROOT,
-                   TF_USE_LEGACY_KERAS="1" if generation == "tf_keras" else "0")
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "zoo", "tests/zoo"],
-                       cwd=ROOT, env=env, check=False)
+        env = dict(
+            os.environ,
+            ZOO_RESULTS=results,
+            PYTHONPATH=ROOT,
+            TF_USE_LEGACY_KERAS="1" if generation == "tf_keras" else "0",
+        )
+        subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-m", "zoo", "tests/zoo"],
+            cwd=ROOT,
+            env=env,
+            check=False,
+        )
 
 
 def load(results):
@@ -48,8 +67,7 @@ def cell(found, architecture, feature):
 
 def table(found):
     architectures = sorted({name for results in found.values() for name in results})
-    lines = ["| architecture | " + " | ".join(COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 1) + "|"]
+    lines = ["| architecture | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name in architectures:
         lines.append(f"| {name} | " + " | ".join(cell(found, name, c) for c in COLUMNS) + " |")
     return "\n".join(lines)

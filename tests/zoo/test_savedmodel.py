@@ -34,8 +34,12 @@ def savedmodel_teacher(folder):
     """MobileNetV3Small written as a SavedModel and read back as a Keras teacher."""
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV3Small(
-        input_shape=SHAPE, weights=None, classes=CLASSES, classifier_activation=None,
-        minimalistic=True)
+        input_shape=SHAPE,
+        weights=None,
+        classes=CLASSES,
+        classifier_activation=None,
+        minimalistic=True,
+    )
     if IS_LEGACY:
         model.save(folder, save_format="tf")
         return keras.models.load_model(folder)

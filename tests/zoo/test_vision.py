@@ -15,8 +15,9 @@ SHAPE = (32, 32, 3)
 def application(name, **kwargs):
     keras.utils.set_random_seed(0)
     build = getattr(keras.applications, name)
-    return build(input_shape=SHAPE, weights=None, classes=CLASSES, classifier_activation=None,
-                 **kwargs)
+    return build(
+        input_shape=SHAPE, weights=None, classes=CLASSES, classifier_activation=None, **kwargs
+    )
 
 
 # tf_keras names MobileNetV3's residual adds "expanded_conv_2/Add", Keras 3 "expanded_conv_2_add".
@@ -24,14 +25,24 @@ V3_ADD = "expanded_conv_2/Add" if IS_LEGACY else "expanded_conv_2_add"
 
 # (teacher, student, student kwargs, feature matches: (student layer, teacher layer, loss)).
 PAIRS = {
-    "EfficientNetB0->MobileNetV2": ("EfficientNetB0", "MobileNetV2", {"alpha": 0.35}, [
-        ("Conv1_relu", "block2b_expand_activation", "mse"),  # 16x16x16 -> 8x8x144
-        ("block_5_expand_relu", "block4a_expand_activation", "at"),  # 4x4: 96 vs 240
-    ]),
-    "ResNet50->MobileNetV3Small": ("ResNet50", "MobileNetV3Small", {"minimalistic": True}, [
-        (V3_ADD, "conv3_block4_out", "mse"),  # 4x4x24 -> 4x4x512
-        (V3_ADD, "conv2_block3_out", "at"),  # 4x4 vs 8x8
-    ]),
+    "EfficientNetB0->MobileNetV2": (
+        "EfficientNetB0",
+        "MobileNetV2",
+        {"alpha": 0.35},
+        [
+            ("Conv1_relu", "block2b_expand_activation", "mse"),  # 16x16x16 -> 8x8x144
+            ("block_5_expand_relu", "block4a_expand_activation", "at"),  # 4x4: 96 vs 240
+        ],
+    ),
+    "ResNet50->MobileNetV3Small": (
+        "ResNet50",
+        "MobileNetV3Small",
+        {"minimalistic": True},
+        [
+            (V3_ADD, "conv3_block4_out", "mse"),  # 4x4x24 -> 4x4x512
+            (V3_ADD, "conv2_block3_out", "at"),  # 4x4 vs 8x8
+        ],
+    ),
 }
 
 
@@ -40,8 +51,10 @@ SLOW = {"EfficientNetB0->MobileNetV2"}
 
 
 def params(slow_pairs, all_slow=False):
-    return [pytest.param(pair, marks=[pytest.mark.slow] if all_slow or pair in slow_pairs else [])
-            for pair in PAIRS]
+    return [
+        pytest.param(pair, marks=[pytest.mark.slow] if all_slow or pair in slow_pairs else [])
+        for pair in PAIRS
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +76,9 @@ def test_logits_features_attention_reload_and_export(pair, images, tmp_path, rec
     teacher_name, student_name, kwargs, pairs = PAIRS[pair]
     x, y = images
     teacher, student = application(teacher_name), application(student_name, **kwargs)
-    distiller, history = zoo_checks.fit(student, teacher, x, y, jit_compile=False,
-                                        feature_matches=matches(pairs))
+    distiller, history = zoo_checks.fit(
+        student, teacher, x, y, jit_compile=False, feature_matches=matches(pairs)
+    )
     record(teacher_name, "teacher")
     record(student_name, "KD")
     for s, t, loss in pairs:
@@ -72,8 +86,10 @@ def test_logits_features_attention_reload_and_export(pair, images, tmp_path, rec
     record(student_name, "features")
     record(student_name, "attention")
     adapter = distiller.adapters[match_name(*pairs[0])]
-    assert adapter.projection.get_weights()[0].shape[-1] == teacher.get_layer(
-        pairs[0][1]).output.shape[-1]
+    assert (
+        adapter.projection.get_weights()[0].shape[-1]
+        == teacher.get_layer(pairs[0][1]).output.shape[-1]
+    )
     zoo_checks.reloads(student, x, tmp_path)
     record(student_name, "reload")
     reports = zoo_checks.exports(student, x, tmp_path)
@@ -87,14 +103,16 @@ def test_fit_with_xla(pair, images, record):
     teacher_name, student_name, kwargs, pairs = PAIRS[pair]
     x, y = images
     teacher, student = application(teacher_name), application(student_name, **kwargs)
-    _, history = zoo_checks.fit(student, teacher, x, y, jit_compile=True,
-                                feature_matches=matches(pairs))
+    _, history = zoo_checks.fit(
+        student, teacher, x, y, jit_compile=True, feature_matches=matches(pairs)
+    )
     assert len(history["loss"]) == 1
     record(student_name, "XLA")
 
 
-legacy_only = pytest.mark.skipif(not IS_LEGACY,
-                                 reason="tfmot pruning and QAT need TF_USE_LEGACY_KERAS=1")
+legacy_only = pytest.mark.skipif(
+    not IS_LEGACY, reason="tfmot pruning and QAT need TF_USE_LEGACY_KERAS=1"
+)
 
 
 @legacy_only
@@ -131,8 +149,9 @@ def test_qat_names_the_layer_tfmot_rejects_in_mobilenet_v3(images, record):
         quantization_aware_training(model, x, y, epochs=1, batch_size=8)
     with pytest.raises(ValueError, match=rf"before a quantized layer: {listed} `preserve_sparsity"):
         quantization_aware_training(model, x, y, epochs=1, batch_size=8, keep_float=True)
-    qat = quantization_aware_training(model, x, y, epochs=1, batch_size=8, keep_float=True,
-                                      preserve_sparsity=False)
+    qat = quantization_aware_training(
+        model, x, y, epochs=1, batch_size=8, keep_float=True, preserve_sparsity=False
+    )
     classes = {layer.name: type(layer).__name__ for layer in qat.layers}
     assert classes[name] == "Rescaling"
     assert "QuantizeWrapperV2" in classes.values()
@@ -146,9 +165,21 @@ def test_compress_mobilenet_v2_with_a_resnet50_teacher(images, tmp_path, record)
 
     x, y = images
     teacher, student = application("ResNet50"), application("MobileNetV2", alpha=0.35)
-    report = compress(student, x, y, x, y, teacher=teacher, output_dir=str(tmp_path / "chain"),
-                      distill_epochs=1, prune_epochs=2, qat_epochs=1, target_sparsity=0.5,
-                      batch_size=8, plot=False)
+    report = compress(
+        student,
+        x,
+        y,
+        x,
+        y,
+        teacher=teacher,
+        output_dir=str(tmp_path / "chain"),
+        distill_epochs=1,
+        prune_epochs=2,
+        qat_epochs=1,
+        target_sparsity=0.5,
+        batch_size=8,
+        plot=False,
+    )
     assert [row["stage"] for row in report.rows] == ["input", "distill", "prune", "qat", "tflite"]
     assert report["prune"]["sparsity"] > 0.3
     assert report.export_report.quantization == "int8"

@@ -13,8 +13,9 @@ FLOAT32_MAX_DIFF = 1e-3
 def fit(student, teacher, x, y, jit_compile, **matches):
     """Distils for one epoch; every logged loss must be finite. Returns the history."""
     distiller = Distiller(student=student, teacher=teacher, **matches)
-    distiller.compile(optimizer=keras.optimizers.Adam(1e-3), alpha=0.5, temperature=2.0,
-                      jit_compile=jit_compile)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(1e-3), alpha=0.5, temperature=2.0, jit_compile=jit_compile
+    )
     history = distiller.fit(x, y, epochs=1, batch_size=8, verbose=0).history
     for name, values in history.items():
         assert np.all(np.isfinite(values)), (name, values)
@@ -43,16 +44,26 @@ def exports(model, x, tmp_path, int8=True):
     outputs' spread (random weights give flat logits, so top-1 is not asked).
     Returns the reports by mode.
     """
-    reports = {"float32": export_tflite(model, tmp_path / "f32.tflite", sample_inputs=x,
-                                        max_abs_diff_threshold=FLOAT32_MAX_DIFF)}
+    reports = {
+        "float32": export_tflite(
+            model, tmp_path / "f32.tflite", sample_inputs=x, max_abs_diff_threshold=FLOAT32_MAX_DIFF
+        )
+    }
     if int8:
-        reports["int8"] = export_tflite(model, tmp_path / "int8.tflite", quantization="int8",
-                                        representative_data=x, sample_inputs=x)
+        reports["int8"] = export_tflite(
+            model,
+            tmp_path / "int8.tflite",
+            quantization="int8",
+            representative_data=x,
+            sample_inputs=x,
+        )
         keras_outputs = reports["int8"].keras_outputs
         arrays = keras_outputs.values() if isinstance(keras_outputs, dict) else [keras_outputs]
         spread = max(float(np.ptp(array)) for array in arrays)
         assert reports["int8"].max_abs_diff <= 0.2 * spread + 1e-3, (
-            reports["int8"].max_abs_diff, spread)
+            reports["int8"].max_abs_diff,
+            spread,
+        )
     for report in reports.values():
         assert report.num_samples == len(next(iter(x.values())) if isinstance(x, dict) else x)
     return reports

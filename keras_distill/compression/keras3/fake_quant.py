@@ -46,10 +46,12 @@ def quantize_weights(kernel, per_channel=True):
     bound = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(values), axis=axes), _EPSILON))
     if per_channel:
         quantized = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-            values, -bound, bound, num_bits=NUM_BITS, narrow_range=True)
+            values, -bound, bound, num_bits=NUM_BITS, narrow_range=True
+        )
     else:
         quantized = tf.quantization.fake_quant_with_min_max_vars(
-            values, -bound, bound, num_bits=NUM_BITS, narrow_range=True)
+            values, -bound, bound, num_bits=NUM_BITS, narrow_range=True
+        )
     return tf.cast(quantized, kernel.dtype)
 
 
@@ -80,12 +82,15 @@ class FakeQuant(keras.layers.Layer):
         self.ema_decay = float(ema_decay)
 
     def build(self, input_shape):
-        self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros",
-                                         trainable=False)
-        self.range_max = self.add_weight(name="range_max", shape=(), initializer="zeros",
-                                         trainable=False)
-        self.calibrated = self.add_weight(name="calibrated", shape=(), initializer="zeros",
-                                          trainable=False)
+        self.range_min = self.add_weight(
+            name="range_min", shape=(), initializer="zeros", trainable=False
+        )
+        self.range_max = self.add_weight(
+            name="range_max", shape=(), initializer="zeros", trainable=False
+        )
+        self.calibrated = self.add_weight(
+            name="calibrated", shape=(), initializer="zeros", trainable=False
+        )
 
     def call(self, inputs, training=None):
         values = tf.cast(inputs, tf.float32)
@@ -101,8 +106,7 @@ class FakeQuant(keras.layers.Layer):
             self.range_max.assign(high)
             self.calibrated.assign(1.0)
         high = tf.maximum(high, low + _EPSILON)
-        outputs = tf.quantization.fake_quant_with_min_max_vars(values, low, high,
-                                                               num_bits=NUM_BITS)
+        outputs = tf.quantization.fake_quant_with_min_max_vars(values, low, high, num_bits=NUM_BITS)
         return tf.cast(outputs, inputs.dtype)
 
     def compute_output_shape(self, input_shape):

@@ -46,8 +46,9 @@ def all_layers(model):
 def prunable_kernels(model):
     """The kernel variables magnitude pruning acts on, in layer order."""
     kernels = []
-    classes = [(getattr(keras.layers, name), attributes)
-               for name, attributes in PRUNABLE_KERNELS.items()]
+    classes = [
+        (getattr(keras.layers, name), attributes) for name, attributes in PRUNABLE_KERNELS.items()
+    ]
     for layer in all_layers(model):
         found = [attributes for cls, attributes in classes if isinstance(layer, cls)]
         for attribute in found[0] if found else ():
@@ -94,7 +95,7 @@ def expand_blocks(block_mask, shape, block_size):
     rows, cols = block_size
     full = np.kron(block_mask, np.ones((rows, cols), np.float32))
     matrix_shape = (int(np.prod(shape[:-1])), shape[-1]) if len(shape) != 2 else tuple(shape)
-    return full[:matrix_shape[0], :matrix_shape[1]].reshape(shape)
+    return full[: matrix_shape[0], : matrix_shape[1]].reshape(shape)
 
 
 def magnitude_mask(values, sparsity, block_size=(1, 1)):
@@ -128,7 +129,7 @@ def global_masks(kernels, sparsity):
     masks, start = [], 0
     for kernel in kernels:
         size = int(np.prod(np.shape(kernel)))
-        masks.append(mask[start:start + size].reshape(np.shape(kernel)))
+        masks.append(mask[start : start + size].reshape(np.shape(kernel)))
         start += size
     return masks
 

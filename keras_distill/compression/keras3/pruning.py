@@ -42,9 +42,23 @@ class UpdateMasks(keras.callbacks.Callback):
         self.masks.remove()
 
 
-def prune_keras3(student, x, y, teacher, schedule, epochs, batch_size, optimizer, alpha,
-                 temperature, callbacks, validation_data, verbose, block_size=(1, 1),
-                 scope="layer"):
+def prune_keras3(
+    student,
+    x,
+    y,
+    teacher,
+    schedule,
+    epochs,
+    batch_size,
+    optimizer,
+    alpha,
+    temperature,
+    callbacks,
+    validation_data,
+    verbose,
+    block_size=(1, 1),
+    scope="layer",
+):
     """Trains a copy of `student` under magnitude masks; returns a plain, sparse copy.
 
     See `keras_distill.compression.prune` for the arguments.
@@ -58,6 +72,18 @@ def prune_keras3(student, x, y, teacher, schedule, epochs, batch_size, optimizer
             f"Received: student={student.name!r}"
         )
     update = UpdateMasks(Masks(kernels), schedule, block_size, scope)
-    _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
-                  [update, *(callbacks or [])], validation_data, verbose)
+    _training.fit(
+        model,
+        teacher,
+        x,
+        y,
+        epochs,
+        batch_size,
+        optimizer,
+        alpha,
+        temperature,
+        [update, *(callbacks or [])],
+        validation_data,
+        verbose,
+    )
     return _training.clone(model)

@@ -30,10 +30,23 @@ from keras_distill.compression.keras3.masks import prunable_kernels
 from keras_distill.compression.keras3.pruning import UpdateMasks
 from keras_distill.compression.keras3.quantized_layers import QUANTIZED_CLASSES
 
-_PASS_THROUGH = ("Reshape", "Flatten", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-                 "ZeroPadding1D", "ZeroPadding2D", "MaxPooling1D", "MaxPooling2D",
-                 "Cropping1D", "Cropping2D", "Permute", "GlobalMaxPooling1D",
-                 "GlobalMaxPooling2D", "InputLayer")
+_PASS_THROUGH = (
+    "Reshape",
+    "Flatten",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "Cropping1D",
+    "Cropping2D",
+    "Permute",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "InputLayer",
+)
 _RELU_ACTIVATIONS = ("relu", "relu6", "linear")
 _FOLDABLE = ("Dense", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 _FLOAT_OK = ("BatchNormalization",)
@@ -51,8 +64,10 @@ def unquantizable_layers_keras3(model):
     folded or quantized by the converter, so it is not listed.
     """
     return [
-        (layer.name, type(layer).__name__) for layer in all_layers(model)
-        if layer.weights and not isinstance(layer, keras.Model)
+        (layer.name, type(layer).__name__)
+        for layer in all_layers(model)
+        if layer.weights
+        and not isinstance(layer, keras.Model)
         and not _is_keras_class(layer, tuple(QUANTIZED_CLASSES) + _FLOAT_OK)
     ]
 
@@ -108,10 +123,13 @@ def _fold_pairs(model):
                 continue
             before = layers[sources[0]]
             activation = getattr(before.activation, "__name__", "linear")
-            if (_is_keras_class(before, _FOLDABLE) and activation == "linear"
-                    and consumers.get(before.name) == [layer.name]
-                    and getattr(before, "data_format", "channels_last") == "channels_last"
-                    and layer.axis in (-1, len(before.output.shape) - 1)):
+            if (
+                _is_keras_class(before, _FOLDABLE)
+                and activation == "linear"
+                and consumers.get(before.name) == [layer.name]
+                and getattr(before, "data_format", "channels_last") == "channels_last"
+                and layer.axis in (-1, len(before.output.shape) - 1)
+            ):
                 pairs[id(before)] = layer
     return pairs
 
@@ -156,11 +174,13 @@ class _Rewriter:
         if isinstance(model, keras.Sequential):
             model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
         inputs = keras.tree.map_structure(
-            lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input)
+            lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name), model.input
+        )
         if nested:  # the outer model quantizes what it passes in
             self._mark_ready(inputs)
-        clone = keras.models.clone_model(model, input_tensors=inputs,
-                                         clone_function=self.layer, call_function=self.call)
+        clone = keras.models.clone_model(
+            model, input_tensors=inputs, clone_function=self.layer, call_function=self.call
+        )
         outputs = keras.tree.map_structure(self.quantize, clone.output)
         return keras.Model(inputs, outputs, name=model.name)
 
@@ -214,7 +234,7 @@ class _Rewriter:
         for clone, weights in self.copies:
             # The float layer's weights come first; any others (the range of a
             # QuantizedSeparableConv2D's intermediate_quant) keep their values.
-            extra = [np.asarray(w) for w in clone.weights[len(weights):]]
+            extra = [np.asarray(w) for w in clone.weights[len(weights) :]]
             clone.set_weights(list(weights) + extra)
 
 
@@ -240,8 +260,21 @@ def _never(step):
     return False, 0.0
 
 
-def qat_keras3(student, x, y, teacher, epochs, batch_size, optimizer, alpha, temperature,
-               preserve_sparsity, callbacks, validation_data, verbose):
+def qat_keras3(
+    student,
+    x,
+    y,
+    teacher,
+    epochs,
+    batch_size,
+    optimizer,
+    alpha,
+    temperature,
+    preserve_sparsity,
+    callbacks,
+    validation_data,
+    verbose,
+):
     """Builds the quantization-aware copy of `student` and trains it; see
     `keras_distill.compression.quantization_aware_training` (which checked the layers)."""
     model = quantize_model(student)
@@ -250,6 +283,18 @@ def qat_keras3(student, x, y, teacher, epochs, batch_size, optimizer, alpha, tem
         kernels = prunable_kernels(model)
         masks = [(np.asarray(kernel) != 0).astype(np.float32) for kernel in kernels]
         callbacks.insert(0, UpdateMasks(Masks(kernels, masks), _never))
-    _training.fit(model, teacher, x, y, epochs, batch_size, optimizer, alpha, temperature,
-                  callbacks, validation_data, verbose)
+    _training.fit(
+        model,
+        teacher,
+        x,
+        y,
+        epochs,
+        batch_size,
+        optimizer,
+        alpha,
+        temperature,
+        callbacks,
+        validation_data,
+        verbose,
+    )
     return model

@@ -65,8 +65,14 @@ class _QuantizedConv:
                 pads = [[0, 0], [0, 0], [left, 0]]
             inputs, padding = ops.pad(inputs, pads), "valid"
         kernel = quantize_weights(self.kernel, self.per_channel)
-        outputs = ops.conv(inputs, kernel, strides=list(self.strides), padding=padding,
-                           dilation_rate=self.dilation_rate, data_format=self.data_format)
+        outputs = ops.conv(
+            inputs,
+            kernel,
+            strides=list(self.strides),
+            padding=padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
         return _bias_and_activation(self, outputs, self.bias, self.filters)
 
 
@@ -87,12 +93,20 @@ class QuantizedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """`DepthwiseConv2D` with a per-tensor 8-bit fake-quantized kernel."""
 
     def call(self, inputs):
-        outputs = ops.depthwise_conv(inputs, quantize_weights(self.kernel, False),
-                                     strides=self.strides, padding=self.padding,
-                                     dilation_rate=self.dilation_rate,
-                                     data_format=self.data_format)
-        return _bias_and_activation(self, outputs, self.bias, outputs.shape[
-            1 if self.data_format == "channels_first" else -1])
+        outputs = ops.depthwise_conv(
+            inputs,
+            quantize_weights(self.kernel, False),
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
+        return _bias_and_activation(
+            self,
+            outputs,
+            self.bias,
+            outputs.shape[1 if self.data_format == "channels_first" else -1],
+        )
 
 
 @register_serializable
@@ -109,13 +123,22 @@ class QuantizedSeparableConv2D(keras.layers.SeparableConv2D):
         self.intermediate_quant = FakeQuant(name="intermediate_quant")
 
     def call(self, inputs, training=None):
-        hidden = ops.depthwise_conv(inputs, quantize_weights(self.depthwise_kernel, False),
-                                    strides=self.strides, padding=self.padding,
-                                    dilation_rate=self.dilation_rate,
-                                    data_format=self.data_format)
+        hidden = ops.depthwise_conv(
+            inputs,
+            quantize_weights(self.depthwise_kernel, False),
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
         hidden = self.intermediate_quant(hidden, training=training)
-        outputs = ops.conv(hidden, quantize_weights(self.pointwise_kernel), strides=1,
-                           padding="valid", data_format=self.data_format)
+        outputs = ops.conv(
+            hidden,
+            quantize_weights(self.pointwise_kernel),
+            strides=1,
+            padding="valid",
+            data_format=self.data_format,
+        )
         return _bias_and_activation(self, outputs, self.bias, self.filters)
 
 

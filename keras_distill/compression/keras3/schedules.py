@@ -17,12 +17,19 @@ def _check_fraction(name, value):
 
 
 def _check_steps(begin_step, end_step):
-    if (isinstance(begin_step, bool) or not isinstance(begin_step, numbers.Integral)
-            or begin_step < 0):
+    if (
+        isinstance(begin_step, bool)
+        or not isinstance(begin_step, numbers.Integral)
+        or begin_step < 0
+    ):
         raise ValueError(
-            f"`begin_step` must be an integer >= 0. Received: begin_step={begin_step!r}")
-    if (isinstance(end_step, bool) or not isinstance(end_step, numbers.Integral)
-            or (end_step != -1 and end_step < begin_step)):
+            f"`begin_step` must be an integer >= 0. Received: begin_step={begin_step!r}"
+        )
+    if (
+        isinstance(end_step, bool)
+        or not isinstance(end_step, numbers.Integral)
+        or (end_step != -1 and end_step < begin_step)
+    ):
         raise ValueError(
             "`end_step` must be an integer >= `begin_step`, or -1 (no end). "
             f"Received: end_step={end_step!r}, begin_step={begin_step!r}"
@@ -58,8 +65,9 @@ class PolynomialDecay:
         pruning for model compression", 2017. https://arxiv.org/abs/1710.01878
     """
 
-    def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step, power=3,
-                 frequency=100):
+    def __init__(
+        self, initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100
+    ):
         self.initial_sparsity = _check_fraction("initial_sparsity", initial_sparsity)
         self.final_sparsity = _check_fraction("final_sparsity", final_sparsity)
         self.begin_step, self.end_step = _check_steps(begin_step, end_step)
@@ -76,14 +84,21 @@ class PolynomialDecay:
     def __call__(self, step):
         """`(update, sparsity)`: whether the masks change at `step`, and the target then."""
         progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
-        sparsity = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (
-            1.0 - progress) ** self.power
+        sparsity = (
+            self.final_sparsity
+            + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** self.power
+        )
         return _is_update_step(step, self.begin_step, self.end_step, self.frequency), sparsity
 
     def get_config(self):
-        return {"initial_sparsity": self.initial_sparsity, "final_sparsity": self.final_sparsity,
-                "begin_step": self.begin_step, "end_step": self.end_step, "power": self.power,
-                "frequency": self.frequency}
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
 
 
 class ConstantSparsity:
@@ -120,8 +135,12 @@ class ConstantSparsity:
         return update, self.target_sparsity
 
     def get_config(self):
-        return {"target_sparsity": self.target_sparsity, "begin_step": self.begin_step,
-                "end_step": self.end_step, "frequency": self.frequency}
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
 
 
 def _is_update_step(step, begin_step, end_step, frequency):
