@@ -233,7 +233,12 @@ LEFT_DENSE = {
         "per-channel kernels hold few weights and are sensitive to pruning), so prune() "
         "leaves it dense"
     ),
+    "SeparableConv2D": (
+        "tfmot's pruning registry prunes only the pointwise kernel of SeparableConv2D; its "
+        "depthwise kernel stays dense, as in DepthwiseConv2D"
+    ),
 }
+_KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
 def weight_sparsity(model):
@@ -264,7 +269,7 @@ def weight_sparsity(model):
         values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
         per_weight[name] = float(np.mean(values == 0)) if values.size else 0.0
         groups = ["all"]
-        if type(layer).__name__ in LEFT_DENSE:
+        if _left_dense(layer, name):
             left_dense[name] = LEFT_DENSE[type(layer).__name__]
         else:
             groups.append("pruned")
@@ -281,6 +286,22 @@ def weight_sparsity(model):
     }
 
 
+def _short_name(path):
+    return path.split("/")[-1].split(":")[0]
+
+
+def _left_dense(layer, path):
+    """Whether `prune` leaves this kernel dense (see `LEFT_DENSE`).
+
+    On Keras 3 this package prunes DepthwiseConv2D kernels too; separable
+    layers keep their depthwise part dense on both generations.
+    """
+    kind = type(layer).__name__
+    if kind == "SeparableConv2D":
+        return _short_name(path) == "depthwise_kernel"
+    return IS_LEGACY and kind in LEFT_DENSE
+
+
 def _kernels(model):
     """`(layer, weight)` for each kernel of `model`, nested models included, once each."""
     seen = set()
@@ -292,10 +313,7 @@ def _kernels(model):
             continue
         for weight in layer.weights:
             name = getattr(weight, "path", None) or weight.name
-            if (
-                name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")
-                and id(weight) not in seen
-            ):
+            if _short_name(name) in _KERNEL_NAMES and id(weight) not in seen:
                 seen.add(id(weight))
                 yield layer, weight
 
