@@ -5,69 +5,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import make_mlp
+from helpers import reference_ece
+from helpers import reference_softmax
 
 from keras_distill import Distiller
 from keras_distill._keras import keras
 from keras_distill.evaluation import metrics
 from keras_distill.evaluation import report as report_lib
-from keras_distill.evaluation.latency import measure_latencies
 from keras_distill.evaluation.latency import measure_latency
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def reference_ece(probabilities, labels, num_bins=15):
-    """ECE written independently: explicit bin edges, (lo, hi] membership."""
-    n = len(labels)
-    confidence = np.max(probabilities, axis=1)
-    prediction = np.argmax(probabilities, axis=1)
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (confidence > lo) & (confidence <= hi)
-        if lo == 0.0:
-            inside |= confidence == 0.0
-        if inside.any():
-            accuracy = np.mean(prediction[inside] == labels[inside])
-            total += inside.sum() / n * abs(accuracy - confidence[inside].mean())
-    return total
-
-
-def reference_softmax(logits):
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def test_ece_against_numpy_reference():
-    rng = np.random.default_rng(3)
-    logits = rng.normal(scale=3.0, size=(500, 5))
-    labels = rng.integers(0, 5, size=500)
-    probabilities = reference_softmax(logits)
-    for num_bins in (1, 10, 15):
-        np.testing.assert_allclose(
-            metrics.expected_calibration_error(probabilities, labels, num_bins),
-            reference_ece(probabilities, labels, num_bins),
-            rtol=1e-12,
-        )
-
-
-def test_ece_hand_computed():
-    # Confidences 0.9 (right), 0.9 (wrong), 0.6 (right): bins (0.8667, 0.9333] and (0.5333, 0.6].
-    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6]])
-    labels = np.array([0, 1, 1])
-    expected = 2 / 3 * abs(0.5 - 0.9) + 1 / 3 * abs(1.0 - 0.6)
-    assert metrics.expected_calibration_error(probabilities, labels) == pytest.approx(expected)
-    # A perfectly calibrated one-hot predictor has ECE 0.
-    assert metrics.expected_calibration_error(np.eye(3), np.arange(3)) == 0.0
-
-
-def test_agreement_against_numpy_reference():
-    rng = np.random.default_rng(4)
-    a = rng.normal(size=(300, 4))
-    b = a + rng.normal(scale=0.7, size=a.shape)
-    expected = sum(int(np.argmax(a[i]) == np.argmax(b[i])) for i in range(300)) / 300
-    assert metrics.top1_agreement(a, b) == pytest.approx(expected)
-    assert 0.3 < expected < 1.0  # The check can fail: not all rows agree.
 
 
 def test_compare_numbers_against_numpy(data, teacher, student):
@@ -149,20 +96,6 @@ def test_plots_are_written(tmp_path, data, teacher, student):
     _assert_png(report.plot_history(tmp_path / "plots" / "history.png"))
     _assert_png(report.plot_accuracy_vs_size(tmp_path / "size.png"))
     _assert_png(report.plot_accuracy_vs_size(tmp_path / "params.png", size_key="parameters"))
-
-
-def test_latency_fields(data, student, teacher):
-    x, _ = data
-    result = measure_latency(student, x[:3], batch_size=5, repeats=3)
-    assert result["batch_size"] == 5 and result["repeats"] == 3
-    assert 0 < result["min_ms"] <= result["median_ms"]
-    both = measure_latencies({"s": student, "t": teacher}, x, batch_size=2, repeats=4, warmup=0)
-    assert list(both) == ["s", "t"]
-    for timing in both.values():
-        assert (timing["batch_size"], timing["repeats"]) == (2, 4)
-        assert 0 < timing["min_ms"] <= timing["median_ms"]
-    with pytest.raises(ValueError, match=r"`warmup` must be an integer >= 0. Received: warmup=-1"):
-        measure_latencies({"s": student}, x, warmup=-1)
 
 
 @pytest.mark.parametrize(
