@@ -38,7 +38,7 @@ def distill(
     batch_size=128,
     transfer_batch_size=256,
     learning_rate=2e-3,
-    teacher_outputs="logits",
+    teacher_from_logits=True,
     seed=0,
     verbose=1,
 ):
@@ -75,7 +75,7 @@ def distill(
 
     Args:
         teacher: Trained `keras.Model` (outputs logits, or probabilities with
-            `teacher_outputs="probabilities"`).
+            `teacher_from_logits=False`).
         student: Built `keras.Model` with the teacher's number of classes.
         x: Labelled inputs (NumPy array) or a finite, batched
             `tf.data.Dataset` of `(x, y)`.
@@ -107,8 +107,8 @@ def distill(
             `256`.
         learning_rate: Adam's learning rate for every student. Defaults to
             `2e-3`.
-        teacher_outputs: `"logits"` or `"probabilities"`. Defaults to
-            `"logits"`.
+        teacher_from_logits: Whether the teacher returns logits (`False`:
+            probabilities, as in the `Distiller`). Defaults to `True`.
         seed: Seed of the split, the generated views, the initial order of
             batches and of every training run. Defaults to `0`.
         verbose: `0` silent, `1` one line per phase, `2` also Keras' one
@@ -146,7 +146,7 @@ def distill(
         batch_size=batch_size,
         transfer_batch_size=transfer_batch_size,
         learning_rate=learning_rate,
-        teacher_outputs=teacher_outputs,
+        teacher_from_logits=teacher_from_logits,
         seed=seed,
         verbose=verbose,
     )
@@ -213,7 +213,9 @@ class _Recipe:
         self.phase(2, f"student alone: {self.summary(self.runs[-1])}")
 
         x_all, y_all, description = self.transfer_set()
-        cache = TeacherCache.build(self.teacher, x_all, teacher_outputs=s["teacher_outputs"])
+        cache = TeacherCache.build(
+            self.teacher, x_all, teacher_from_logits=s["teacher_from_logits"]
+        )
         self.phase(3, f"the teacher labelled {len(x_all):,} inputs once ({description})")
 
         searched = [
@@ -438,9 +440,7 @@ def _check_settings(**settings):
         "learning_rate", settings["learning_rate"]
     )
     _checks.check_choice("views", settings["views"], inputs.VIEW_KINDS)
-    _checks.check_choice(
-        "teacher_outputs", settings["teacher_outputs"], _checks.TEACHER_OUTPUT_KINDS
-    )
+    _checks.check_teacher_from_logits(settings["teacher_from_logits"], None)
     _checks.check_choice("verbose", settings["verbose"], (0, 1, 2))
     settings["candidates"] = _check_candidates(settings["candidates"])
     search = settings["search_epochs"]

@@ -258,6 +258,11 @@ def test_generated_views():
         ({"verbose": 3}, "`verbose` must be one of [0, 1, 2]. Received: verbose=3"),
         ({"learning_rate": -1}, "Received: learning_rate=-1"),
         ({"seed": -1}, "`seed` must be an integer >= 0. Received: seed=-1"),
+        (
+            {"teacher_from_logits": "softmax"},
+            "`teacher_from_logits` must be True (the teacher returns logits) or False "
+            "(probabilities). Received: teacher_from_logits='softmax'",
+        ),
         ({"y": np.zeros(5)}, "Received: 128 inputs and 5 labels"),
         ({"y": np.full(128, 7)}, "`y` must be class indices in [0, 2]. Received: labels up to 7"),
         ({"y": None}, "`x` needs labels"),
