@@ -39,6 +39,8 @@ RECIPE_DEFAULTS = dict(
 NOT_WITH_RECIPE = ("optimizer", "distillation_loss", "tensorboard", "backup_dir", "history")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+# As `keras_distill_cli.EXIT_INTERRUPTED`, which reports an interrupt before this module loads.
+EXIT_INTERRUPTED = 130
 
 _DATA_HELP = "a .npz file with arrays `x` (inputs) and `y` (integer labels)"
 
@@ -265,7 +267,7 @@ def main(argv=None):
     except (ValueError, OSError, ImportError) as error:
         return _fail(_one_line(error), EXIT_FAILURE)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted", EXIT_INTERRUPTED)
     except Exception as error:  # noqa: BLE001 - the command line never shows a traceback.
         return _fail(f"{type(error).__name__}: {_one_line(error)}", EXIT_FAILURE)
 

@@ -364,7 +364,45 @@ def test_help_describes_every_option(capsys):
 
 def test_console_entry_point_is_declared():
     (entry,) = metadata.entry_points(group="console_scripts", name="keras-distill")
-    assert entry.value == "keras_distill.cli:main"
+    assert entry.value == "keras_distill_cli:main"
+
+
+# Sends Ctrl-C (SIGINT) to itself the moment TensorFlow starts to load, then runs the launcher.
+_INTERRUPT_DURING_IMPORT = """
+import os, signal, sys
+
+class InterruptTensorFlowImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptTensorFlowImport())
+import keras_distill_cli
+sys.exit(keras_distill_cli.main(["report", "--help"]))
+"""
+
+
+def test_ctrl_c_while_tensorflow_loads_prints_one_line(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_DURING_IMPORT],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert completed.returncode == cli.EXIT_INTERRUPTED
+    assert completed.stderr.splitlines() == ["keras-distill: error: interrupted"]
+    assert completed.stdout == ""
+
+
+def test_launcher_runs_the_command_line(capsys):
+    import keras_distill_cli
+
+    assert keras_distill_cli.EXIT_INTERRUPTED == cli.EXIT_INTERRUPTED
+    code = keras_distill_cli.main(["report", "--data", "missing.npz"])
+    assert code == cli.EXIT_USAGE
+    assert "keras-distill: error:" in capsys.readouterr().err
 
 
 def test_distill_stops_on_non_finite_loss_and_saves_nothing(files, capsys, monkeypatch, tmp_path):
