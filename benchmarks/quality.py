@@ -587,12 +587,14 @@ def distill_setup(name, args):
             "batch_size": 32,
             "max_epochs": args.max_epochs or 150,
             "patience": 20,
+            "views": (args.views, args.views_per_example),
         }
     setup = load(name, args)
     setup.update(
         teacher_epochs=setup["epochs"],
         max_epochs=args.max_epochs or (60 if name == "mnist1d" else 150),
         patience=10 if name == "mnist1d" else 20,
+        views=(args.views, args.views_per_example),
     )
     return setup
 
@@ -619,6 +621,8 @@ def run_distill_seed(setup, seed):
         epochs=setup["max_epochs"],
         patience=setup["patience"],
         batch_size=batch,
+        views=setup["views"][0],
+        views_per_example=setup["views"][1],
         seed=seed,
         verbose=0,
     )
@@ -787,6 +791,18 @@ def main(argv=None):
         default=None,
         help="with --recipe: which epoch wins a tie in validation accuracy "
         "(earlier on MNIST-1D, later on digits)",
+    )
+    parser.add_argument(
+        "--views",
+        default="auto",
+        choices=["auto", "munge", "mixup", "signal", "image"],
+        help="with --distill: distill()'s generated views where there is no unlabelled set",
+    )
+    parser.add_argument(
+        "--views-per-example",
+        type=int,
+        default=16,
+        help="with --distill: generated views per labelled input (distill()'s default: 16)",
     )
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)

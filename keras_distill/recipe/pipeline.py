@@ -34,7 +34,7 @@ def distill(
     patience=10,
     candidates=DEFAULT_CANDIDATES,
     views="auto",
-    views_per_example=4,
+    views_per_example=16,
     batch_size=128,
     transfer_batch_size=256,
     learning_rate=2e-3,
@@ -55,8 +55,8 @@ def distill(
     3. Transfer set: the labelled inputs plus `unlabeled` inputs (label
        `-1`: distillation term only). Without `unlabeled`, `views_per_example`
        generated views of every labelled input take their place
-       (`views`: mixup for vectors and images, shift/scale/noise for
-       `(n, length, channels)` signals). The teacher labels the transfer set
+       (`views`: MUNGE by default, see `data.transfer.munge`; or mixup,
+       signal or image augmentation). The teacher labels the transfer set
        once (`TeacherCache`); no teacher runs while the students train.
     4. Search: a copy of `student` per `(alpha, temperature)` candidate
        trains with `L = (1 - alpha) * H(y, s) + alpha * T^2 * KL(t/T || s/T)`
@@ -98,10 +98,13 @@ def distill(
             student stops. Defaults to `10`.
         candidates: `(alpha, temperature)` pairs to try. Defaults to
             `((0.5, 1.0), (0.5, 2.0), (0.9, 2.0))`.
-        views: Generated views when `unlabeled` is `None`: `"auto"`,
-            `"mixup"`, `"signal"` or `"image"`. Defaults to `"auto"`.
+        views: Generated views when `unlabeled` is `None`: `"auto"` (=
+            `"munge"`: features drawn near each input's nearest
+            neighbour), `"mixup"`, `"signal"` (shift, scale, noise) or
+            `"image"` (translation). Defaults to `"auto"`.
         views_per_example: Generated views per labelled input. Defaults to
-            `4`.
+            `16` (4 gave no gain on scikit-learn digits, 16 did; see
+            `docs/quality.md`).
         batch_size: Batch size of the student alone. Defaults to `128`.
         transfer_batch_size: Batch size on the transfer set. Defaults to
             `256`.
@@ -131,6 +134,8 @@ def distill(
     References:
         Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
         Network", 2015 (transfer set). https://arxiv.org/abs/1503.02531
+        Bucilua, Caruana & Niculescu-Mizil, "Model Compression", KDD 2006
+        (generated transfer sets, MUNGE). https://doi.org/10.1145/1150402.1150464
     """
     _checks.check_model("teacher", teacher)
     _checks.check_model("student", student)

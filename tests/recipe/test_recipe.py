@@ -210,7 +210,7 @@ def test_validation_split_generated_views_and_progress(trained_teacher, capsys):
     )
     assert (report.settings["num_fit"], report.settings["num_validation"]) == (80, 20)
     assert report.settings["num_transfer"] == 80 * 3
-    assert "160 generated mixup views (2 per labelled input)" in str(report)
+    assert "160 generated munge views (2 per labelled input)" in str(report)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("distill: 80 labelled examples to train on, 20 to validate")
     assert [line[:5] for line in out[1:6]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
@@ -225,8 +225,10 @@ def test_generated_views():
     assert np.all(views >= x.min(0) - 1e-6) and np.all(views <= x.max(0) + 1e-6)
     np.testing.assert_array_equal(views, inputs.generated_views(x, "mixup", 3, seed=0))
     signals = np.random.default_rng(0).normal(size=(6, 20, 1)).astype("float32")
-    assert inputs.view_kind("auto", signals) == "signal"
-    assert inputs.view_kind("auto", x) == "mixup"
+    assert inputs.view_kind("auto", signals) == inputs.view_kind("auto", x) == "munge"
+    assert inputs.view_kind("mixup", x) == "mixup"
+    munge = inputs.generated_views(signals, "munge", 3, seed=1)
+    assert munge.shape == (18, 20, 1) and munge.dtype == np.float32
     assert inputs.generated_views(signals, "signal", 2, seed=0).shape == (12, 20, 1)
     images = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
     assert inputs.generated_views(images, "image", 2, seed=0).shape == (8, 8, 8, 1)
@@ -253,7 +255,8 @@ def test_generated_views():
         ({"candidates": []}, "Received: candidates=[]"),
         (
             {"views": "bogus"},
-            "`views` must be one of ['auto', 'mixup', 'signal', 'image']. Received: views='bogus'",
+            "`views` must be one of ['auto', 'munge', 'mixup', 'signal', 'image']. "
+            "Received: views='bogus'",
         ),
         ({"verbose": 3}, "`verbose` must be one of [0, 1, 2]. Received: verbose=3"),
         ({"learning_rate": -1}, "Received: learning_rate=-1"),
