@@ -55,8 +55,8 @@ def distill(
     3. Transfer set: the labelled inputs plus `unlabeled` inputs (label
        `-1`: distillation term only). Without `unlabeled`, `views_per_example`
        generated views of every labelled input take their place
-       (`views`: MUNGE by default, see `data.transfer.munge`; or mixup,
-       signal or image augmentation). The teacher labels the transfer set
+       (`views`: MUNGE, see `data.transfer.munge`, or signal views for
+       rank-3 inputs by default). The teacher labels the transfer set
        once (`TeacherCache`); no teacher runs while the students train.
     4. Search: a copy of `student` per `(alpha, temperature)` candidate
        trains with `L = (1 - alpha) * H(y, s) + alpha * T^2 * KL(t/T || s/T)`
@@ -98,10 +98,11 @@ def distill(
             student stops. Defaults to `10`.
         candidates: `(alpha, temperature)` pairs to try. Defaults to
             `((0.5, 1.0), (0.5, 2.0), (0.9, 2.0))`.
-        views: Generated views when `unlabeled` is `None`: `"auto"` (=
-            `"munge"`: features drawn near each input's nearest
-            neighbour), `"mixup"`, `"signal"` (shift, scale, noise) or
-            `"image"` (translation). Defaults to `"auto"`.
+        views: Generated views when `unlabeled` is `None`: `"munge"`
+            (features drawn near each input's nearest neighbour),
+            `"signal"` (shift, scale, noise), `"mixup"`, `"image"`
+            (translation), or `"auto"`: signal views for `(n, length,
+            channels)` inputs, MUNGE otherwise. Defaults to `"auto"`.
         views_per_example: Generated views per labelled input. Defaults to
             `16` (4 gave no gain on scikit-learn digits, 16 did; see
             `docs/quality.md`).

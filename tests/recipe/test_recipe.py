@@ -225,7 +225,8 @@ def test_generated_views():
     assert np.all(views >= x.min(0) - 1e-6) and np.all(views <= x.max(0) + 1e-6)
     np.testing.assert_array_equal(views, inputs.generated_views(x, "mixup", 3, seed=0))
     signals = np.random.default_rng(0).normal(size=(6, 20, 1)).astype("float32")
-    assert inputs.view_kind("auto", signals) == inputs.view_kind("auto", x) == "munge"
+    assert inputs.view_kind("auto", signals) == "signal"
+    assert inputs.view_kind("auto", x) == inputs.view_kind("auto", x[:, :, None, None]) == "munge"
     assert inputs.view_kind("mixup", x) == "mixup"
     munge = inputs.generated_views(signals, "munge", 3, seed=1)
     assert munge.shape == (18, 20, 1) and munge.dtype == np.float32
