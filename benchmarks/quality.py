@@ -599,6 +599,10 @@ def distill_setup(name, args):
     return setup
 
 
+def _views_per_example(text):
+    return text if text == "auto" else int(text)
+
+
 def run_distill_seed(setup, seed):
     """Teacher, `distill()` (its student alone and its kept student) and plain KD, one seed."""
     x, y, x_test, y_test = setup["data"]
@@ -622,7 +626,7 @@ def run_distill_seed(setup, seed):
         patience=setup["patience"],
         batch_size=batch,
         views=setup["views"][0],
-        views_per_example=setup["views"][1],
+        views_per_example=_views_per_example(setup["views"][1]),
         seed=seed,
         verbose=0,
     )
@@ -800,9 +804,8 @@ def main(argv=None):
     )
     parser.add_argument(
         "--views-per-example",
-        type=int,
-        default=16,
-        help="with --distill: generated views per labelled input (distill()'s default: 16)",
+        default="auto",
+        help="with --distill: generated views per labelled input (an integer, or auto)",
     )
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)

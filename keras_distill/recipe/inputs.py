@@ -13,6 +13,9 @@ from keras_distill.data import augment
 from keras_distill.data import transfer
 
 VIEW_KINDS = ("auto", "munge", "mixup", "signal", "image")
+# views_per_example="auto": about this many generated inputs, within the bounds below.
+GENERATED_INPUTS = 25_000
+VIEWS_PER_EXAMPLE_RANGE = (4, 32)
 
 
 def labelled_arrays(name, x, y=None):
@@ -114,6 +117,14 @@ def view_kind(kind, x):
     the kinds measured (`docs/quality.md`).
     """
     return ("signal" if x.ndim == 3 else "munge") if kind == "auto" else kind
+
+
+def views_per_example(requested, num_examples):
+    """`requested` views per input, or for `"auto"` about 25,000 views in all, 4 to 32 each."""
+    if requested != "auto":
+        return requested
+    low, high = VIEWS_PER_EXAMPLE_RANGE
+    return int(min(high, max(low, -(-GENERATED_INPUTS // num_examples))))
 
 
 def generated_views(x, kind, copies, seed):

@@ -34,7 +34,7 @@ def distill(
     patience=10,
     candidates=DEFAULT_CANDIDATES,
     views="auto",
-    views_per_example=16,
+    views_per_example="auto",
     batch_size=128,
     transfer_batch_size=256,
     learning_rate=2e-3,
@@ -103,9 +103,11 @@ def distill(
             `"signal"` (shift, scale, noise), `"mixup"`, `"image"`
             (translation), or `"auto"`: signal views for `(n, length,
             channels)` inputs, MUNGE otherwise. Defaults to `"auto"`.
-        views_per_example: Generated views per labelled input. Defaults to
-            `16` (4 gave no gain on scikit-learn digits, 16 did; see
-            `docs/quality.md`).
+        views_per_example: Generated views per labelled input, or
+            `"auto"`: enough for about 25,000 generated inputs, at least 4
+            and at most 32 per labelled input (on scikit-learn digits, 4
+            views gave no gain, 16 recovered 45% of the teacher's lead and
+            32 recovered 58%; see `docs/quality.md`). Defaults to `"auto"`.
         batch_size: Batch size of the student alone. Defaults to `128`.
         transfer_batch_size: Batch size on the transfer set. Defaults to
             `256`.
@@ -298,10 +300,10 @@ class _Recipe:
             extra, description = self.extra, f"transfer set: {len(self.extra):,} unlabeled inputs"
         else:
             kind = inputs.view_kind(s["views"], x_fit)
-            extra = inputs.generated_views(x_fit, kind, s["views_per_example"], s["seed"])
+            copies = inputs.views_per_example(s["views_per_example"], len(x_fit))
+            extra = inputs.generated_views(x_fit, kind, copies, s["seed"])
             description = (
-                f"transfer set: {len(extra):,} generated {kind} views "
-                f"({s['views_per_example']} per labelled input)"
+                f"transfer set: {len(extra):,} generated {kind} views ({copies} per labelled input)"
             )
         x_all, y_all = transfer.transfer_set(x_fit, y_fit, extra)
         return x_all, y_all, description + " labelled by the teacher, plus the labelled inputs"
@@ -439,8 +441,17 @@ def choose_student(baseline, distilled):
 
 def _check_settings(**settings):
     """The keyword arguments of `distill()`, checked, with `search_epochs` filled in."""
-    for name in ("epochs", "patience", "views_per_example", "batch_size", "transfer_batch_size"):
+    for name in ("epochs", "patience", "batch_size", "transfer_batch_size"):
         settings[name] = _checks.check_int(name, settings[name])
+    views = settings["views_per_example"]
+    if not (isinstance(views, str) and views == "auto"):
+        try:
+            settings["views_per_example"] = _checks.check_int("views_per_example", views)
+        except ValueError:
+            raise ValueError(
+                '`views_per_example` must be an integer >= 1 or "auto". '
+                f"Received: views_per_example={views!r}"
+            ) from None
     settings["seed"] = _checks.check_int("seed", settings["seed"], minimum=0)
     settings["learning_rate"] = _checks.check_positive_number(
         "learning_rate", settings["learning_rate"]

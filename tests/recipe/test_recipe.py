@@ -217,6 +217,13 @@ def test_validation_split_generated_views_and_progress(trained_teacher, capsys):
     assert out[6].startswith(f"kept: {report.kept}.") and len(out) == 7
 
 
+def test_views_per_example():
+    assert inputs.views_per_example(3, 10) == 3
+    assert inputs.views_per_example("auto", 718) == 32  # ceil(25000 / 718) = 35, at most 32
+    assert inputs.views_per_example("auto", 3200) == 8
+    assert inputs.views_per_example("auto", 100_000) == 4
+
+
 def test_generated_views():
     x, _ = make_data(50, seed=0)
     views = inputs.generated_views(x, "mixup", copies=3, seed=0)
@@ -239,6 +246,11 @@ def test_generated_views():
     "kwargs, message",
     [
         ({"epochs": 0}, "`epochs` must be an integer >= 1. Received: epochs=0"),
+        (
+            {"views_per_example": "many"},
+            '`views_per_example` must be an integer >= 1 or "auto". '
+            "Received: views_per_example='many'",
+        ),
         ({"patience": 1.5}, "`patience` must be an integer >= 1. Received: patience=1.5"),
         (
             {"search_epochs": 9, "epochs": 4},
