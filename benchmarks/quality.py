@@ -590,6 +590,8 @@ def distill_setup(name, args):
             "views": (args.views, args.views_per_example),
         }
     setup = load(name, args)
+    if args.no_unlabeled:
+        setup["extra"] = None
     setup.update(
         teacher_epochs=setup["epochs"],
         max_epochs=args.max_epochs or (60 if name == "mnist1d" else 150),
@@ -806,6 +808,11 @@ def main(argv=None):
         "--views-per-example",
         default="auto",
         help="with --distill: generated views per labelled input (an integer, or auto)",
+    )
+    parser.add_argument(
+        "--no-unlabeled",
+        action="store_true",
+        help="with --distill: no unlabelled MNIST-1D signals; distill() generates views",
     )
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)
