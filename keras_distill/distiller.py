@@ -192,8 +192,10 @@ class Distiller(keras.Model):
                 teacher's outputs, the loss and the gradients are finite
                 (finiteness is left to a `StopOnNonFinite` callback when
                 `fit` gets one). A failed check raises a `ValueError` naming
-                the batch before it changes any weight. Skipped under XLA.
-                See `docs/errors.md`. Defaults to `True`.
+                the batch, and no weight changes from that batch on (under
+                XLA the error comes at the end of the epoch; with several
+                replicas under XLA the checks are skipped). See
+                `docs/errors.md`. Defaults to `True`.
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, `weighted_metrics`, `run_eagerly`).
         """
@@ -269,18 +271,21 @@ class Distiller(keras.Model):
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
         position = _data_checks.prepare_fit(self, kwargs)
-        with _data_checks.reraise_as_value_error(position):
-            return super().fit(x, y, *args, **kwargs)
+        with _data_checks.reraise_as_value_error(self, position):
+            history = super().fit(x, y, *args, **kwargs)
+        return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         y = _checks.labels_as_array(y)
-        with _data_checks.reraise_as_value_error():
-            return super().evaluate(x, y, *args, **kwargs)
+        with _data_checks.reraise_as_value_error(self):
+            results = super().evaluate(x, y, *args, **kwargs)
+        return results
 
     def train_step(self, data):
+        guard = _data_checks.StepGuard(self, training=True)
         x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
-        y = _data_checks.checked_labels(self, y, teacher_logits, training=True)
+        y = guard.labels(y, teacher_logits)
         variables = self._student_side_variables()
         with tf.GradientTape() as tape:
             with self._student_capture.recording() as student_features:
@@ -295,25 +300,25 @@ class Distiller(keras.Model):
             )
             scaled = _keras.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
-        checks = _data_checks.step_checks(
-            self, data, teacher_logits, components["loss"], True, gradients
+        gradients = guard.values(data, teacher_logits, components["loss"], gradients, gradients)
+        guard.update(
+            lambda values: _keras.apply_gradients(self.optimizer, values, variables), gradients
         )
-        gradients = _data_checks.after(checks, gradients)
-        _keras.apply_gradients(self.optimizer, gradients, variables)
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 
     def test_step(self, data):
+        guard = _data_checks.StepGuard(self, training=False)
         x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
-        y = _data_checks.checked_labels(self, y, teacher_logits, training=False)
+        y = guard.labels(y, teacher_logits)
         with self._student_capture.recording() as student_features:
             student_outputs = self.student(x, training=False)
         components = self._loss_components(
             y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
         )
-        checks = _data_checks.step_checks(self, data, teacher_logits, components["loss"], False)
-        components = _data_checks.after(checks, components)
+        components = guard.values(data, teacher_logits, components["loss"], components)
+        guard.record()
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 

@@ -5,7 +5,9 @@ before TensorFlow starts):
 
     python tests/distributed_run.py {single|mirrored|multiworker} OUT.npz
 
-`multiworker` reads TF_CONFIG. Used by tests/test_distribute.py.
+`multiworker` reads TF_CONFIG. `NAN_ROW=i` puts a NaN in row `i` of `x`;
+a failed run saves its message to `OUT.error`, next to its weights. Used by
+tests/test_distribute.py.
 """
 
 import os
@@ -37,6 +39,8 @@ def main(mode, out):
     from keras_distill._keras import keras
 
     x, y = make_data(num_examples=128)
+    if "NAN_ROW" in os.environ:
+        x[int(os.environ["NAN_ROW"]), 0] = np.nan
     weights = np.linspace(0.5, 1.5, len(y)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(32)
     options = tf.data.Options()
@@ -52,7 +56,7 @@ def main(mode, out):
     except ValueError as error:
         with open(out + ".error", "w") as file:
             file.write(str(error))
-        return
+        history = {"loss": [np.nan]}
     if mode != "multiworker" or os.environ.get("WORKER_INDEX", "0") == "0":
         arrays = {f"w{i}": w for i, w in enumerate(student.get_weights())}
         np.savez(

@@ -48,12 +48,13 @@ def finite_message(what, argument, step, row=None):
 
 
 @pytest.mark.parametrize("value, shown", [(1.7, "1.7"), (7.0, "7"), (-2.0, "-2")])
-def test_bad_label_after_the_first_batch_of_a_dataset(value, shown):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_bad_label_after_the_first_batch_of_a_dataset(value, shown, jit_compile):
     x, y = make_data(256)
     labels = y.astype("float32")
     labels[3 * BATCH + 5] = value
     with pytest.raises(ValueError) as error:
-        distiller_for().fit(dataset(x, labels), verbose=0)
+        distiller_for(jit_compile=jit_compile).fit(dataset(x, labels), verbose=0)
     assert str(error.value) == label_message(3, 5, shown)
 
 
@@ -71,11 +72,12 @@ def test_bad_integer_label_from_a_generator(run_eagerly):
     assert str(error.value) == label_message(2, 1, "5")
 
 
-def test_bad_label_in_validation_data_and_in_evaluate():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_bad_label_in_validation_data_and_in_evaluate(jit_compile):
     x, y = make_data(256)
     bad = y.copy()
     bad[BATCH + 2] = -2
-    distiller = distiller_for()
+    distiller = distiller_for(jit_compile=jit_compile)
     with pytest.raises(ValueError) as error:
         distiller.fit(dataset(x, y), validation_data=dataset(x, bad), verbose=0)
     where = "validation batch 1 (`validation_data`, epoch 0)"
@@ -85,17 +87,19 @@ def test_bad_label_in_validation_data_and_in_evaluate():
     assert str(error.value) == label_message(None, 2, "-2", "an evaluation batch")
 
 
-def test_missing_label_value_passes():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_missing_label_value_passes(jit_compile):
     x, y = make_data(256)
     y[200] = -1
-    distiller_for().fit(dataset(x, y), verbose=0)
+    distiller_for(jit_compile=jit_compile).fit(dataset(x, y), verbose=0)
 
 
-def good_batches_reference(x, y, num_batches):
+def good_batches_reference(x, y, num_batches, jit_compile=False):
     """The student trained on the first `num_batches` batches alone."""
     reference = make_mlp(8, "student", seed=2)
     rows = num_batches * BATCH
-    distiller_for(student=reference).fit(dataset(x[:rows], y[:rows]), verbose=0)
+    distiller = distiller_for(student=reference, jit_compile=jit_compile)
+    distiller.fit(dataset(x[:rows], y[:rows]), verbose=0)
     return reference.get_weights()
 
 
@@ -105,42 +109,47 @@ def assert_weights_equal(student, expected):
         np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6)
 
 
-def test_nan_in_x_at_batch_4_stops_and_keeps_the_last_finite_weights():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_nan_in_x_at_batch_4_stops_and_keeps_the_last_finite_weights(jit_compile):
     x, y = make_data(256)
     x[4 * BATCH + 7, 3] = np.nan
     student = make_mlp(8, "student", seed=2)
     with pytest.raises(ValueError) as error:
-        distiller_for(student=student).fit(dataset(x, y), verbose=0)
+        distiller_for(student=student, jit_compile=jit_compile).fit(dataset(x, y), verbose=0)
     assert str(error.value) == finite_message("`x`", "x", 4, 7)
-    assert_weights_equal(student, good_batches_reference(x, y, 4))
+    assert_weights_equal(student, good_batches_reference(x, y, 4, jit_compile))
 
 
-def test_finite_x_that_overflows_the_loss():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_finite_x_that_overflows_the_loss(jit_compile):
     x, y = make_data(256)
     x[2 * BATCH, :] = 1e30
     student = make_mlp(8, "student", seed=2)
     with pytest.raises(ValueError) as error:
-        distiller_for(student=student).fit(dataset(x, y), verbose=0)
+        distiller_for(student=student, jit_compile=jit_compile).fit(dataset(x, y), verbose=0)
     # Batch 2's gradients are finite (if huge); batch 3's loss overflows.
     message = "The loss (its inputs are finite, so it overflowed)"
     assert str(error.value) == finite_message(message, "loss", 3)
-    assert_weights_equal(student, good_batches_reference(x, y, 3))
+    assert_weights_equal(student, good_batches_reference(x, y, 3, jit_compile))
 
 
-def test_nan_sample_weight():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_nan_sample_weight(jit_compile):
     x, y = make_data(256)
     weights = np.ones(256, "float32")
     weights[BATCH + 3] = np.nan
     with pytest.raises(ValueError) as error:
-        distiller_for().fit(dataset(x, y, weights), verbose=0)
+        distiller_for(jit_compile=jit_compile).fit(dataset(x, y, weights), verbose=0)
     assert str(error.value) == finite_message("`sample_weight`", "sample_weight", 1, 3)
 
 
-def test_inf_teacher_outputs_after_a_few_batches():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_inf_teacher_outputs_after_a_few_batches(jit_compile):
     x, y = make_data(256)
     x[5 * BATCH + 9, 0] = 100.0
+    distiller = distiller_for(teacher=broken_teacher(np.inf), jit_compile=jit_compile)
     with pytest.raises(ValueError) as error:
-        distiller_for(teacher=broken_teacher(np.inf)).fit(dataset(x, y), verbose=0)
+        distiller.fit(dataset(x, y), verbose=0)
     assert str(error.value) == finite_message("The teacher's output", "teacher outputs", 5, 9)
 
 
@@ -150,10 +159,11 @@ def nan_weight_at_batch_4():
     return weights
 
 
-def test_checks_can_be_turned_off():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_checks_can_be_turned_off(jit_compile):
     x, y = make_data(256)
     data = dataset(x, y, nan_weight_at_batch_4())
-    history = distiller_for(data_checks=False).fit(data, verbose=0)
+    history = distiller_for(data_checks=False, jit_compile=jit_compile).fit(data, verbose=0)
     assert np.isnan(history.history["loss"][-1])
 
 
@@ -163,10 +173,11 @@ def test_data_checks_must_be_a_bool():
     assert str(error.value) == "`data_checks` must be True or False. Received: data_checks='yes'"
 
 
-def test_a_stop_on_non_finite_callback_takes_over_the_finiteness_checks():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_a_stop_on_non_finite_callback_takes_over_the_finiteness_checks(jit_compile):
     x, y = make_data(256)
     data = dataset(x, y, nan_weight_at_batch_4())
-    distiller = distiller_for()
+    distiller = distiller_for(jit_compile=jit_compile)
     with pytest.raises(ValueError) as error:
         distiller.fit(data, verbose=0)
     assert str(error.value).startswith(
@@ -190,15 +201,15 @@ def test_labels_shaped_n_1_1_give_the_same_accuracy_as_flat_labels():
     np.testing.assert_allclose(results, [expected, expected], atol=1e-6)
 
 
-@pytest.mark.parametrize("run_eagerly", [False, True])
-def test_a_teacher_declared_probabilities_is_checked_on_every_batch(run_eagerly):
+@pytest.mark.parametrize("mode", ["graph", "eager", "xla"])
+def test_a_teacher_declared_probabilities_is_checked_on_every_batch(mode):
     x, y = make_data(256)
     x[3 * BATCH + 2, 0] = 100.0  # The teacher returns logits (all 2.0) for this row only.
     teacher = broken_teacher(2.0, final_activation="softmax")
     distiller = Distiller(
         student=make_mlp(8, "student", seed=2), teacher=teacher, teacher_from_logits=False
     )
-    distiller.compile(optimizer="adam", run_eagerly=run_eagerly)
+    distiller.compile(optimizer="adam", run_eagerly=mode == "eager", jit_compile=mode == "xla")
 
     def batches():
         for start in range(0, len(x), BATCH):

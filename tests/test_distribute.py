@@ -90,3 +90,15 @@ def test_keras3_multiworker_limitation_is_reported(tmp_path):
         "(keras-team/keras#20585). Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to "
         "train on several workers with tf_keras. Received: strategy=MultiWorkerMirroredStrategy"
     )
+
+
+def test_nan_mid_run_under_mirrored_strategy_stops_as_on_one_device(tmp_path):
+    # (XLA with a MirroredStrategy over logical CPUs does not run in TensorFlow itself.)
+    env = {"NAN_ROW": "70"}  # Row 70: global batch 2.
+    for mode in ("single", "mirrored"):
+        run(mode, tmp_path / f"{mode}.npz", env)
+        message = open(tmp_path / f"{mode}.npz.error").read()
+        assert message.startswith("`x` is NaN or Inf in epoch 0, batch 2 (training step 2), row ")
+    single, mirrored = load(tmp_path / "single.npz"), load(tmp_path / "mirrored.npz")
+    assert all(np.all(np.isfinite(w)) for w in mirrored[1])
+    assert_same_training(single, mirrored)
