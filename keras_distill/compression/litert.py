@@ -47,6 +47,33 @@ def load_interpreter(model, num_threads=None):
         ) from None
 
 
+def set_inputs(interpreter, x, batch_size, signature_key=None):
+    """Sets every input of `interpreter` to the first `batch_size` rows of `x` (repeated).
+
+    Args:
+        interpreter: A LiteRT interpreter.
+        x: An array (a file with one input) or a dict of arrays by input name.
+        batch_size: Rows per input.
+        signature_key: The signature whose inputs a dict `x` names.
+            Defaults to `None` (the file's only signature).
+    """
+    if isinstance(x, dict) or len(interpreter.get_input_details()) > 1:
+        runner, arrays, details = _signature_inputs(interpreter, x, signature_key)
+        del runner  # A live runner holds the interpreter, which then refuses to allocate.
+        feeds = [(details[name], arrays[name]) for name in arrays]
+    else:
+        feeds = [(interpreter.get_input_details()[0], np.asarray(x, dtype=np.float32))]
+    feeds = [
+        (detail, array[np.resize(np.arange(len(array)), batch_size)]) for detail, array in feeds
+    ]
+    for detail, batch in feeds:
+        if tuple(detail["shape"]) != batch.shape:
+            interpreter.resize_tensor_input(detail["index"], list(batch.shape))
+    interpreter.allocate_tensors()
+    for detail, batch in feeds:
+        interpreter.set_tensor(detail["index"], _quantize_input(batch, detail))
+
+
 def _quantize_input(values, detail):
     if detail["dtype"] in (np.int8, np.uint8, np.int16):
         scale, zero_point = detail["quantization"]
@@ -118,8 +145,8 @@ def run_tflite(model, x, batch_size=None, interpreter=None, signature_key=None):
     return np.concatenate(outputs, axis=0)
 
 
-def _run_signature(interpreter, x, batch_size, signature_key):
-    """Runs `{input name: array}` through a signature; `{output name: array}` back."""
+def _signature_inputs(interpreter, x, signature_key):
+    """`(runner, {name: array}, {name: input detail})` of a run by signature, `x` checked."""
     signatures = interpreter.get_signature_list()
     if signature_key is None and len(signatures) == 1:
         signature_key = next(iter(signatures))
@@ -137,8 +164,13 @@ def _run_signature(interpreter, x, batch_size, signature_key):
             f"This file runs by its signature {signature_key!r}: `x` must be a dict of arrays "
             f"keyed by its input names {names}. Received: x={received}"
         )
-    x = {name: np.asarray(x[name]) for name in names}
-    count = len(x[names[0]])
+    return runner, {name: np.asarray(x[name]) for name in names}, in_details
+
+
+def _run_signature(interpreter, x, batch_size, signature_key):
+    """Runs `{input name: array}` through a signature; `{output name: array}` back."""
+    runner, x, in_details = _signature_inputs(interpreter, x, signature_key)
+    count = len(next(iter(x.values())))
     batch_size = count if batch_size is None else int(batch_size)
     chunks = []
     for start in range(0, count, batch_size):
@@ -154,20 +186,27 @@ def _run_signature(interpreter, x, batch_size, signature_key):
     return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
-def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2, num_threads=None):
+def tflite_latency(
+    model, x, batch_size=1, repeats=9, warmup=2, num_threads=None, signature_key=None
+):
     """Times `invoke()` of a `.tflite` model on one batch of `x`, in milliseconds.
 
     Timings on shared CPUs jump at random, so both the minimum (steadiest)
-    and the median are returned; compare files with the minimum.
+    and the median are returned; compare files with the minimum. Only
+    `invoke()` is timed: every input is set before.
 
     Args:
         model: Path of a `.tflite` file, or its bytes.
-        x: Inputs; the first `batch_size` rows are used (repeated when fewer).
+        x: Inputs; the first `batch_size` rows are used (repeated when
+            fewer). A file with several inputs takes a dict of arrays by
+            input name, as `run_tflite` does.
         batch_size: Rows per call. Defaults to `1`.
         repeats: Timed calls. Defaults to `9`.
         warmup: Untimed calls first. Defaults to `2`.
         num_threads: Interpreter threads. Defaults to `None` (LiteRT's
             choice).
+        signature_key: The signature whose inputs a dict `x` names.
+            Defaults to `None` (the file's only signature).
 
     Returns:
         `{"batch_size", "repeats", "num_threads", "min_ms", "median_ms"}`.
@@ -181,11 +220,8 @@ def tflite_latency(model, x, batch_size=1, repeats=9, warmup=2, num_threads=None
     check_int("repeats", repeats)
     if num_threads is not None:
         check_int("num_threads", num_threads)
-    x = np.asarray(x, dtype=np.float32)
-    batch = x[np.resize(np.arange(len(x)), batch_size)]
     interpreter = load_interpreter(model, num_threads=num_threads)
-    in_detail, _ = _prepare(interpreter, batch.shape)
-    interpreter.set_tensor(in_detail["index"], _quantize_input(batch, in_detail))
+    set_inputs(interpreter, x, batch_size, signature_key)
     for _ in range(max(int(warmup), 1)):
         interpreter.invoke()
     times = []

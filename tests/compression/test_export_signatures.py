@@ -9,6 +9,8 @@ from keras_distill._keras import keras
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.litert import load_interpreter
 from keras_distill.compression.litert import run_tflite
+from keras_distill.compression.litert import set_inputs
+from keras_distill.compression.litert import tflite_latency
 
 CLASSES = 3
 
@@ -112,6 +114,27 @@ def test_run_tflite_by_signature_and_its_errors(tmp_path):
     )
     with pytest.raises(ValueError, match=r"Received: signature_key='serve'$"):
         run_tflite(path, x, signature_key="serve")
+
+
+def test_latency_sets_every_input_of_a_file_with_several(tmp_path):
+    model = two_input_model(True)
+    x = inputs()
+    path = tmp_path / "m.tflite"
+    export_tflite(model, path, sample_inputs=x)
+    # The rows timed are the ones set: outputs after invoke() equal the model's on rows 0-2.
+    interpreter = load_interpreter(path)
+    set_inputs(interpreter, x, batch_size=3)
+    interpreter.invoke()
+    runner = interpreter.get_signature_runner("serving_default")
+    details = runner.get_output_details()
+    expected = keras_outputs(model, {name: array[:3] for name, array in x.items()})
+    for name in ("logits", "score"):
+        got = interpreter.get_tensor(details[name]["index"])
+        np.testing.assert_allclose(got, expected[name], atol=1e-5)
+    timing = tflite_latency(path, x, batch_size=3, repeats=3)
+    assert timing["batch_size"] == 3 and 0 < timing["min_ms"] <= timing["median_ms"]
+    with pytest.raises(ValueError, match=r"keyed by its input names \['features', 'token_ids'\]"):
+        tflite_latency(path, x["features"])
 
 
 def test_missing_input_and_noise_errors(tmp_path):
