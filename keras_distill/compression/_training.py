@@ -31,19 +31,29 @@ def clone(model):
 
 def fit(
     model,
-    teacher,
     x,
     y,
+    *,
+    teacher,
     epochs,
     batch_size,
     optimizer,
     alpha,
     temperature,
-    callbacks,
-    validation_data,
     verbose,
+    callbacks=None,
+    validation_data=None,
 ):
-    """Trains `model` with the Distiller when `teacher` is given, else with cross-entropy."""
+    """Trains `model` with the Distiller when `teacher` is given, else with cross-entropy.
+
+    Args:
+        model: The student (pruned or quantization-aware), trained in place.
+        x: Inputs (arrays or a dataset of `(x, y)`); `y`: labels or `None`.
+        teacher: A `keras.Model` (or `TeacherCache`), or `None` for labels only.
+        epochs, batch_size, optimizer, alpha, temperature, verbose, callbacks,
+        validation_data: As in `Distiller.compile` and `keras.Model.fit`;
+            `optimizer=None` is Adam(1e-3).
+    """
     optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
     fit_kwargs = dict(
         epochs=epochs,

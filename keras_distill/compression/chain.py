@@ -201,17 +201,15 @@ class _Chain:
         options = self._training_options()
         _training.fit(
             model,
-            self.teacher,
             self.x_train,
             self.y_train,
-            self.settings["distill_epochs"],
-            options["batch_size"],
-            self._optimizer(),
-            options["alpha"],
-            options["temperature"],
-            None,
-            None,
-            self.verbose,
+            teacher=self.teacher,
+            epochs=self.settings["distill_epochs"],
+            batch_size=options["batch_size"],
+            optimizer=self._optimizer(),
+            alpha=options["alpha"],
+            temperature=options["temperature"],
+            verbose=self.verbose,
         )
         self._keep("distill", model)
 

@@ -186,17 +186,17 @@ def prune(
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), *(callbacks or [])]
     _training.fit(
         model,
-        teacher,
         x,
         y,
-        epochs,
-        batch_size,
-        optimizer,
-        alpha,
-        temperature,
-        callbacks,
-        validation_data,
-        verbose,
+        teacher=teacher,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        alpha=alpha,
+        temperature=temperature,
+        verbose=verbose,
+        callbacks=callbacks,
+        validation_data=validation_data,
     )
     return tfmot.sparsity.keras.strip_pruning(model)
 

@@ -234,17 +234,17 @@ def quantization_aware_training(
         )
     _training.fit(
         model,
-        teacher,
         x,
         y,
-        epochs,
-        batch_size,
-        optimizer,
-        alpha,
-        temperature,
-        callbacks,
-        validation_data,
-        verbose,
+        teacher=teacher,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        alpha=alpha,
+        temperature=temperature,
+        verbose=verbose,
+        callbacks=callbacks,
+        validation_data=validation_data,
     )
     return model
 

@@ -74,16 +74,16 @@ def prune_keras3(
     update = UpdateMasks(Masks(kernels), schedule, block_size, scope)
     _training.fit(
         model,
-        teacher,
         x,
         y,
-        epochs,
-        batch_size,
-        optimizer,
-        alpha,
-        temperature,
-        [update, *(callbacks or [])],
-        validation_data,
-        verbose,
+        teacher=teacher,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        alpha=alpha,
+        temperature=temperature,
+        verbose=verbose,
+        callbacks=[update, *(callbacks or [])],
+        validation_data=validation_data,
     )
     return _training.clone(model)

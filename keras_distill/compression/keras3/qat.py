@@ -285,16 +285,16 @@ def qat_keras3(
         callbacks.insert(0, UpdateMasks(Masks(kernels, masks), _never))
     _training.fit(
         model,
-        teacher,
         x,
         y,
-        epochs,
-        batch_size,
-        optimizer,
-        alpha,
-        temperature,
-        callbacks,
-        validation_data,
-        verbose,
+        teacher=teacher,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        alpha=alpha,
+        temperature=temperature,
+        verbose=verbose,
+        callbacks=callbacks,
+        validation_data=validation_data,
     )
     return model
