@@ -300,7 +300,9 @@ class Distiller(keras.Model):
             )
             scaled = _keras.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
-        gradients = guard.values(data, teacher_logits, components["loss"], gradients, gradients)
+        gradients = guard.values(
+            data, teacher_logits, components["loss"], gradients, gradients=gradients
+        )
         guard.update(
             lambda values: _keras.apply_gradients(self.optimizer, values, variables), gradients
         )
