@@ -377,6 +377,8 @@ class InterruptTensorFlowImport:
             os.kill(os.getpid(), signal.SIGINT)
         return None
 
+# As in a terminal, even when the test run itself ignores SIGINT (started in the background).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.meta_path.insert(0, InterruptTensorFlowImport())
 import keras_distill_cli
 sys.exit(keras_distill_cli.main(["report", "--help"]))
