@@ -126,14 +126,14 @@ def munge(x, copies=16, swap_probability=0.5, spread=1.0, seed=0):
     spread = _checks.check_positive_number("spread", spread)
     seed = _checks.check_int("seed", seed, minimum=0)
     rng = np.random.default_rng(seed)
-    flat = x.reshape(len(x), -1).astype(np.float64)
+    flat = x.reshape(len(x), -1)
     neighbour = flat[nearest_neighbours(flat, rng)]
-    scale = np.abs(flat - neighbour) / spread
-    views = []
-    for _ in range(copies):
+    scale = np.abs(flat - neighbour) / np.float32(spread)
+    views = np.empty((copies,) + flat.shape, np.float32)
+    for copy in range(copies):
         swap = rng.random(flat.shape) < swap_probability
-        views.append(np.where(swap, rng.normal(neighbour, scale), flat))
-    return np.concatenate(views).reshape((-1,) + x.shape[1:]).astype(np.float32)
+        views[copy] = np.where(swap, rng.normal(neighbour, scale), flat)
+    return views.reshape((-1,) + x.shape[1:])
 
 
 def nearest_neighbours(flat, rng, pool_size=NEIGHBOUR_POOL):
