@@ -198,18 +198,13 @@ class _Chain:
 
     def distill(self):
         model = _training.clone(self.model)
-        options = self._training_options()
         _training.fit(
             model,
             self.x_train,
             self.y_train,
-            teacher=self.teacher,
             epochs=self.settings["distill_epochs"],
-            batch_size=options["batch_size"],
             optimizer=self._optimizer(),
-            alpha=options["alpha"],
-            temperature=options["temperature"],
-            verbose=self.verbose,
+            **self._training_options(),
         )
         self._keep("distill", model)
 
