@@ -322,21 +322,19 @@ class StepGuard:
         if not self.xla:
             return tf.constant(True)
         record = self.model._data_check_record
-        kinds, fields, oks = [], [], []
-        for finding in self.findings:
-            kinds.append(record.kind_of(finding))
-            fields.append(record.numbers(finding))
-            oks.append(finding.ok)
-        passed = tf.reduce_all(tf.stack(oks)) if oks else tf.constant(True)
         clean = tf.equal(record.kind, 0)
-        if oks:
-            first = tf.argmin(tf.cast(tf.stack(oks), tf.int32), output_type=tf.int32)
-            new = tf.logical_and(clean, tf.logical_not(tf.reduce_all(tf.stack(oks))))
+        passed = tf.constant(True)
+        if self.findings:
+            oks = tf.stack([finding.ok for finding in self.findings])
+            passed = tf.reduce_all(oks)
+            first = tf.argmin(tf.cast(oks, tf.int32), output_type=tf.int32)
+            kinds = tf.constant([record.kind_of(finding) for finding in self.findings], tf.int32)
+            fields = tf.stack([record.numbers(finding) for finding in self.findings])
             step = self.model.optimizer.iterations if self.training else -1
             record.write(
-                new,
-                tf.gather(tf.constant(kinds, tf.int32), first),
-                tf.gather(tf.stack(fields), first),
+                tf.logical_and(clean, tf.logical_not(passed)),
+                tf.gather(kinds, first),
+                tf.gather(fields, first),
                 tf.cast(step, tf.int64),
             )
         if not self.training:
