@@ -90,14 +90,6 @@ def _dequantize_output(values, detail):
     return values.astype(np.float32)
 
 
-def _prepare(interpreter, batch_shape):
-    detail = interpreter.get_input_details()[0]
-    if tuple(detail["shape"]) != tuple(batch_shape):
-        interpreter.resize_tensor_input(detail["index"], list(batch_shape))
-    interpreter.allocate_tensors()
-    return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-
 def run_tflite(model, x, batch_size=None, interpreter=None, signature_key=None):
     """Runs a `.tflite` model on `x`.
 
@@ -138,9 +130,9 @@ def run_tflite(model, x, batch_size=None, interpreter=None, signature_key=None):
     outputs = []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
-        in_detail, out_detail = _prepare(interpreter, batch.shape)
-        interpreter.set_tensor(in_detail["index"], _quantize_input(batch, in_detail))
+        set_inputs(interpreter, batch, len(batch))
         interpreter.invoke()
+        out_detail = interpreter.get_output_details()[0]
         outputs.append(_dequantize_output(interpreter.get_tensor(out_detail["index"]), out_detail))
     return np.concatenate(outputs, axis=0)
 
