@@ -92,7 +92,7 @@ def label_finding(labels, logits, mask_value):
     """
     if not is_sparse(labels, logits) or not (labels.dtype.is_integer or labels.dtype.is_floating):
         return None
-    raw = tf.reshape(labels, [-1])
+    raw = tf.reshape(labels, [-1])  # Row `i` of a batch with positions is its `i`-th position.
     num_classes = tf.shape(logits)[-1]
     values = tf.cast(raw, tf.float64)
     allowed = tf.logical_and(values >= 0.0, values < tf.cast(num_classes, tf.float64))
@@ -159,7 +159,7 @@ def probability_finding(log_probabilities):
     Args:
         log_probabilities: `log(max(p, 1e-12))` of the teacher's outputs `p`.
     """
-    sums = tf.reduce_sum(tf.exp(log_probabilities), axis=-1)
+    sums = tf.reshape(tf.reduce_sum(tf.exp(log_probabilities), axis=-1), [-1])  # every position
     good = tf.abs(sums - 1.0) <= 1e-3
     first = tf.argmin(tf.cast(good, tf.int32), output_type=tf.int32)
     template = (
