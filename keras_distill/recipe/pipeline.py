@@ -143,6 +143,8 @@ def distill(
     _checks.check_model("teacher", teacher)
     _checks.check_model("student", student)
     _checks.check_distinct(student, teacher)
+    inputs.check_one_row_per_example("teacher", teacher)
+    inputs.check_one_row_per_example("student", student)
     _checks.check_class_counts(student.output_shape, teacher.output_shape)
     settings = _check_settings(
         epochs=epochs,
