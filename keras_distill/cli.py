@@ -304,7 +304,7 @@ def run_distill(args):
     distiller = Distiller(student=student, teacher=teacher)
     distiller.compile(
         optimizer=_optimizer(keras, options["optimizer"], options["learning_rate"]),
-        metrics=[_accuracy(keras, y)],
+        metrics=[_accuracy(keras, y, student.output_shape)],
         alpha=options["alpha"],
         temperature=options["temperature"],
         distillation_loss=options["distillation_loss"],
@@ -570,8 +570,11 @@ def _optimizer(keras, name, learning_rate):
     return classes[name](learning_rate=learning_rate)
 
 
-def _accuracy(keras, y):
-    if y.ndim == 2 and y.shape[-1] > 1:
+def _accuracy(keras, y, output_shape=(None, None)):
+    """Accuracy for sparse labels, or for one-hot rows (labels of the logits' rank)."""
+    single = output_shape and not isinstance(output_shape[0], (list, tuple))
+    logits_rank = len(output_shape) if single else 2
+    if y.ndim == logits_rank and y.shape[-1] > 1:
         return keras.metrics.CategoricalAccuracy(name="accuracy")
     return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
