@@ -56,6 +56,14 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(single_device, tmp_pat
     assert_same_training(single_device, load(tmp_path / "mirrored.npz"))
 
 
+def test_positions_under_mirrored_strategy_give_global_means(tmp_path):
+    """Each replica of a batch counts a different number of tokens; the means stay global."""
+    env = {"POSITIONS": "1"}
+    for mode in ("single", "mirrored"):
+        run(mode, tmp_path / f"{mode}.npz", env)
+    assert_same_training(load(tmp_path / "single.npz"), load(tmp_path / "mirrored.npz"))
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
