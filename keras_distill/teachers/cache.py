@@ -142,16 +142,33 @@ class TeacherCache:
         if top_k is not None:
             top_k = _checks.check_int("top_k", top_k)
         num_examples, digest = fingerprint(x)
+        first = tf.nest.map_structure(lambda leaf: leaf[:1], x)
+        outputs = select_output(teacher(first, training=False), teacher_output, teacher, "teacher")
+        num_classes = int(outputs.shape[-1])
+        if top_k is not None and top_k > num_classes:
+            raise ValueError(
+                f"`top_k` must be an integer in [1, {num_classes}]. Received: top_k={top_k!r}"
+            )
+        store = _batch_storer(teacher, teacher_output, from_logits, top_k, top_k_rest)
         parts = []
         for start in range(0, num_examples, batch_size):
-            chunk = tf.nest.map_structure(lambda leaf: leaf[start : start + batch_size], x)
-            # Eager calls: `predict` would trace once per batch shape of every new teacher.
-            outputs = model_outputs(teacher, chunk, batch_size, dtype="float32")
-            outputs = np.asarray(select_output(outputs, teacher_output, teacher, "teacher"))
-            cache_checks.check_storable(outputs, dtype)
-            logits = np.asarray(logits_from(outputs, from_logits), np.float32)
-            parts.append(_stored(logits, top_k, top_k_rest, dtype))
-        num_classes = logits.shape[-1]
+            chunk = tf.nest.map_structure(
+                lambda leaf: tf.convert_to_tensor(leaf[start : start + batch_size]), x
+            )
+            values, indices, rest, finite, largest = store(chunk)
+            if not bool(finite) or (
+                dtype == "float16" and float(largest) > cache_checks.FLOAT16_MAX
+            ):
+                outputs = model_outputs(teacher, chunk, batch_size, dtype="float32")
+                outputs = select_output(outputs, teacher_output, teacher, "teacher")
+                cache_checks.check_storable(np.asarray(outputs), dtype)
+            parts.append(
+                (
+                    values.numpy().astype(dtype),
+                    None if indices is None else indices.numpy(),
+                    None if rest is None else rest.numpy(),
+                )
+            )
         logits, indices, rest = (
             None if part[0] is None else np.concatenate(part) for part in zip(*parts)
         )
@@ -271,23 +288,27 @@ class TeacherCache:
         return cls(logits, num_examples, digest, num_classes, indices, rest)
 
 
-def _stored(logits, top_k, top_k_rest, dtype):
-    """`(values, indices, rest logits)` to store of full logits `(n, ..., classes)`."""
-    if top_k is None:
-        return logits.astype(dtype), None, None
-    num_classes = logits.shape[-1]
-    if top_k > num_classes:
-        raise ValueError(
-            f"`top_k` must be an integer in [1, {num_classes}]. Received: top_k={top_k!r}"
-        )
-    indices = np.argpartition(-logits, top_k - 1, axis=-1)[..., :top_k]
-    values = np.take_along_axis(logits, indices, axis=-1)
-    order = np.argsort(-values, axis=-1, kind="stable")
-    indices = np.take_along_axis(indices, order, axis=-1).astype(np.int32)
-    values = np.take_along_axis(values, order, axis=-1)
-    if top_k_rest == "renormalize" or top_k == num_classes:
-        return values.astype(dtype), indices, None
-    return values.astype(dtype), indices, uniform_rest_logits(logits, values)
+def _batch_storer(teacher, teacher_output, from_logits, top_k, top_k_rest):
+    """A compiled function: a batch of inputs -> `(values, indices, rest logits, finite,
+    largest |output|)` to store; `indices` and `rest` are `None` without top-k and with
+    `"renormalize"`."""
+
+    @tf.function(reduce_retracing=True)
+    def store(x):
+        outputs = select_output(teacher(x, training=False), teacher_output, teacher, "teacher")
+        raw = tf.cast(outputs, tf.float32)
+        finite = tf.reduce_all(tf.math.is_finite(raw))
+        largest = tf.reduce_max(tf.abs(raw))
+        logits = logits_from(raw, from_logits)
+        classes = logits.shape[-1]
+        if top_k is None:
+            return logits, None, None, finite, largest
+        values, indices = tf.math.top_k(logits, k=top_k)
+        if top_k_rest == "renormalize" or top_k == classes:
+            return values, indices, None, finite, largest
+        return values, indices, uniform_rest_logits(logits, values), finite, largest
+
+    return store
 
 
 def uniform_rest_logits(logits, kept):
@@ -297,15 +318,19 @@ def uniform_rest_logits(logits, kept):
     over the kept logits and `K - k` copies of `r` gives the kept classes
     their exact teacher probabilities `p`. Floored at a very low logit when
     the rest of the mass underflows.
+
+    Args:
+        logits: The full logits `(..., K)`.
+        kept: The kept ones `(..., k)`.
     """
-    logits = logits.astype(np.float64)
-    top = logits.max(axis=-1, keepdims=True)
-    log_normalizer = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
-    kept_mass = np.exp(kept.astype(np.float64) - log_normalizer[..., None]).sum(axis=-1)
-    rest_mass = np.clip(1.0 - kept_mass, 0.0, 1.0) / (logits.shape[-1] - kept.shape[-1])
-    with np.errstate(divide="ignore"):
-        rest = np.log(rest_mass) + log_normalizer
-    return np.maximum(rest, log_normalizer + _MISSING_LOGIT).astype(np.float32)
+    log_normalizer = tf.cast(tf.reduce_logsumexp(logits, axis=-1), tf.float64)
+    kept = tf.cast(kept, tf.float64)
+    kept_mass = tf.reduce_sum(tf.exp(kept - log_normalizer[..., None]), axis=-1)
+    rest_mass = tf.clip_by_value(1.0 - kept_mass, 0.0, 1.0) / float(
+        logits.shape[-1] - kept.shape[-1]
+    )
+    rest = tf.math.log(rest_mass) + log_normalizer
+    return tf.cast(tf.maximum(rest, log_normalizer + _MISSING_LOGIT), tf.float32)
 
 
 def expand_top_k(values, indices, rest_logits, num_classes):
