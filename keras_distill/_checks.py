@@ -78,17 +78,34 @@ def check_int(name, value, minimum=1):
     return int(value)
 
 
-def check_number(name, value, minimum=None, integer=False):
-    """Returns `value`, or raises unless it is a finite number (an integer) >= `minimum`."""
+def check_number(name, value, minimum=None, integer=False, maximum=None, exclusive=False):
+    """Returns `value`, or raises unless it is a finite number (an integer) within bounds.
+
+    Args:
+        name: The argument's name, for the message.
+        value: The value to check. Booleans are refused.
+        minimum: The smallest value allowed, or `None`.
+        integer: Whether only integers pass (floats such as `2.0` do not).
+        maximum: The largest value allowed, or `None`.
+        exclusive: Whether `minimum` itself is refused (`value > minimum`).
+    """
     kind = numbers.Integral if integer else numbers.Real
     if (
         isinstance(value, bool)
         or not isinstance(value, kind)
         or not math.isfinite(value)
-        or (minimum is not None and value < minimum)
+        or (minimum is not None and (value < minimum or (exclusive and value == minimum)))
+        or (maximum is not None and value > maximum)
     ):
         what = "an integer" if integer else "a number"
-        bound = "" if minimum is None else f" >= {minimum}"
+        if minimum is not None and maximum is not None:
+            bound = f" in [{minimum}, {maximum}]"
+        elif minimum is not None:
+            bound = f" {'>' if exclusive else '>='} {minimum}"
+        elif maximum is not None:
+            bound = f" <= {maximum}"
+        else:
+            bound = ""
         raise ValueError(f"`{name}` must be {what}{bound}. Received: {name}={value!r}")
     return value
 
