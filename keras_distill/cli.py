@@ -291,10 +291,10 @@ def _distill_options(args, defaults=DISTILL_DEFAULTS):
             options[key] = ("--" + key.replace("_", "-"), value)
     checks = {
         "alpha": lambda name, v: _number(name, v, minimum=0.0, maximum=1.0),
-        "temperature": lambda name, v: _number(name, v, minimum=0.0, exclusive=True),
+        "temperature": lambda name, v: _number(name, v, minimum=0.0, open_minimum=True),
         "epochs": lambda name, v: _number(name, v, minimum=1, integer=True),
         "batch_size": lambda name, v: _number(name, v, minimum=1, integer=True),
-        "learning_rate": lambda name, v: _number(name, v, minimum=0.0, exclusive=True),
+        "learning_rate": lambda name, v: _number(name, v, minimum=0.0, open_minimum=True),
         "optimizer": lambda name, v: check_choice(name, v, OPTIMIZERS),
         "distillation_loss": lambda name, v: check_choice(name, v, LOSS_NAMES),
         "seed": lambda name, v: _number(name, v, minimum=0, integer=True),

@@ -38,10 +38,13 @@ def test_check_number_refuses_non_finite_and_negative(value):
     "value,bounds,expected",
     [
         (1.5, dict(minimum=0.0, maximum=1.0), "a number in [0.0, 1.0]"),
-        (0.0, dict(minimum=0.0, exclusive=True), "a number > 0.0"),
+        (0.0, dict(minimum=0.0, open_minimum=True), "a number > 0.0"),
         (3, dict(maximum=2, integer=True), "an integer <= 2"),
         (True, dict(minimum=0, integer=True), "an integer >= 0"),
         (2.0, dict(minimum=1, integer=True), "an integer >= 1"),
+        (1, dict(minimum=0, maximum=1, open_maximum=True), "a number in [0, 1)"),
+        (0, dict(minimum=0, maximum=1, open_minimum=True), "a number in (0, 1]"),
+        (5, dict(maximum=5, open_maximum=True), "a number < 5"),
     ],
 )
 def test_check_number_bounds(value, bounds, expected):
@@ -52,7 +55,8 @@ def test_check_number_bounds(value, bounds, expected):
 def test_check_number_accepts_the_bounds_themselves():
     assert _checks.check_number("x", 1.0, minimum=0.0, maximum=1.0) == 1.0
     assert _checks.check_number("x", 0.0, minimum=0.0, maximum=1.0) == 0.0
-    assert _checks.check_number("x", 1e-9, minimum=0.0, exclusive=True) == 1e-9
+    assert _checks.check_number("x", 1e-9, minimum=0.0, open_minimum=True) == 1e-9
+    assert _checks.check_number("x", 0, minimum=0, maximum=1, open_maximum=True) == 0
 
 
 def test_check_choice_lists_the_choices():

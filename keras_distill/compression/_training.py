@@ -22,13 +22,6 @@ def steps_per_epoch(x, batch_size):
     return math.ceil(len(np.asarray(x)) / batch_size)
 
 
-def clone(model):
-    """A copy of `model` with the same weights, so the caller's model stays untouched."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def fit(
     model,
     x,

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
 from keras_distill.compression import _training
@@ -168,7 +169,7 @@ class _Chain:
         x_test = np.asarray(x_test, dtype=np.float32)
         teacher_outputs = None if teacher is None else _outputs(teacher, x_test)
         self.measure = _Measure(x_test, np.asarray(y_test), teacher_outputs, output_dir)
-        self.model = _training.clone(student)
+        self.model = clone_with_weights(student, "student")
         self.models = {"input": self.model}
         self.rows = [self.measure.keras_row("input", self.model)]
         self.export_report = None
@@ -197,7 +198,7 @@ class _Chain:
         self.rows.append(self.measure.keras_row(stage, model, export=export))
 
     def distill(self):
-        model = _training.clone(self.model)
+        model = clone_with_weights(self.model, "model")
         _training.fit(
             model,
             self.x_train,

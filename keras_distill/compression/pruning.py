@@ -1,14 +1,15 @@
 """Distillation-aware magnitude pruning: tfmot on tf_keras, this package's own on Keras 3."""
 
-import numbers
-
 import numpy as np
 
 from keras_distill._checks import check_choice
 from keras_distill._checks import check_int
 from keras_distill._checks import check_model
+from keras_distill._checks import check_number
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import all_layers
 from keras_distill._keras import keras
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
@@ -113,19 +114,8 @@ def prune(
         pruning for model compression", 2017. https://arxiv.org/abs/1710.01878
     """
     check_model("student", student)
-    if (
-        isinstance(target_sparsity, bool)
-        or not isinstance(target_sparsity, numbers.Real)
-        or not 0.0 <= target_sparsity < 1.0
-    ):
-        raise ValueError(
-            "`target_sparsity` must be a number in [0, 1). "
-            f"Received: target_sparsity={target_sparsity!r}"
-        )
-    if not isinstance(end_fraction, numbers.Real) or not 0.0 < end_fraction <= 1.0:
-        raise ValueError(
-            f"`end_fraction` must be a number in (0, 1]. Received: end_fraction={end_fraction!r}"
-        )
+    check_number("target_sparsity", target_sparsity, minimum=0, maximum=1, open_maximum=True)
+    check_number("end_fraction", end_fraction, minimum=0, maximum=1, open_minimum=True)
     epochs = check_int("epochs", epochs)
     batch_size = check_int("batch_size", batch_size)
     block_size = tuple(block_size) if isinstance(block_size, list) else block_size
@@ -181,7 +171,9 @@ def prune(
             tfmot.sparsity.keras, target_sparsity, total_steps, end_fraction, frequency
         )
     model = tfmot.sparsity.keras.prune_low_magnitude(
-        _training.clone(student), pruning_schedule=pruning_schedule, block_size=block_size
+        clone_with_weights(student, "student"),
+        pruning_schedule=pruning_schedule,
+        block_size=block_size,
     )
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), *(callbacks or [])]
     _training.fit(
@@ -305,11 +297,8 @@ def _left_dense(layer, path):
 def _kernels(model):
     """`(layer, weight)` for each kernel of `model`, nested models included, once each."""
     seen = set()
-    stack = list(reversed(model.layers))
-    while stack:
-        layer = stack.pop()
+    for layer in all_layers(model, within_layers=False):
         if isinstance(layer, keras.Model):
-            stack.extend(reversed(layer.layers))
             continue
         for weight in layer.weights:
             name = getattr(weight, "path", None) or weight.name

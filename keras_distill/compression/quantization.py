@@ -3,9 +3,11 @@ and Keras 3's `Model.quantize`."""
 
 import re
 
+from keras_distill._checks import check_bool
 from keras_distill._checks import check_choice
 from keras_distill._checks import check_int
 from keras_distill._checks import check_model
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
@@ -182,9 +184,8 @@ def quantization_aware_training(
         https://arxiv.org/abs/1712.05877
     """
     check_model("student", student)
-    for name, value in (("keep_float", keep_float), ("preserve_sparsity", preserve_sparsity)):
-        if not isinstance(value, bool):
-            raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    keep_float = check_bool("keep_float", keep_float)
+    preserve_sparsity = check_bool("preserve_sparsity", preserve_sparsity)
     epochs = check_int("epochs", epochs)
     batch_size = check_int("batch_size", batch_size)
     if not IS_LEGACY:
@@ -280,6 +281,6 @@ def keras_quantize(model, mode="int8"):
             f"quantization='int8', representative_data=x)`. Received: GENERATION={GENERATION!r}"
         )
     check_choice("mode", mode, KERAS_QUANTIZATION_MODES)
-    copy = _training.clone(model)
+    copy = clone_with_weights(model, "model")
     copy.quantize(mode)
     return copy

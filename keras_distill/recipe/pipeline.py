@@ -3,6 +3,7 @@
 import time
 
 from keras_distill import _checks
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
 from keras_distill.data import transfer
@@ -347,14 +348,10 @@ class _Recipe:
         )
 
     def new_student(self):
-        model = _clone(self.student)
-        model.set_weights(self.initial_weights)
-        return model
+        return clone_with_weights(self.student, "student", self.initial_weights)
 
     def copy(self, model):
-        clone = _clone(model)
-        clone.set_weights(model.get_weights())
-        return clone
+        return clone_with_weights(model, "student")
 
     def stopper(self, model):
         return BestOnValidation(model, *self.validation, patience=self.settings["patience"])
@@ -497,17 +494,6 @@ def _check_label_range(name, labels, num_classes):
             f"The labels of `{name}` must be class indices in [0, {num_classes - 1}]. "
             f"Received: labels up to {int(labels.max())}"
         )
-
-
-def _clone(model):
-    try:
-        return keras.models.clone_model(model)
-    except Exception as error:  # noqa: BLE001 - Keras raises several types here.
-        raise ValueError(
-            "`student` must be a model Keras can clone (Sequential, functional, or a subclass "
-            "with get_config); distill() trains copies and leaves yours untouched. "
-            f"Received: student={model.name!r} ({type(error).__name__}: {error})"
-        ) from error
 
 
 def _candidate_name(alpha, temperature):

@@ -1,5 +1,6 @@
 """Distillation-aware magnitude pruning on Keras 3: no wrapper layers, a plain model out."""
 
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import keras
 from keras_distill.compression import _training
 from keras_distill.compression.keras3.masks import Masks
@@ -63,7 +64,7 @@ def prune_keras3(
 
     See `keras_distill.compression.prune` for the arguments.
     """
-    model = _training.clone(student)
+    model = clone_with_weights(student, "student")
     kernels = prunable_kernels(model)
     if not kernels:
         raise ValueError(
@@ -86,4 +87,4 @@ def prune_keras3(
         callbacks=[update, *(callbacks or [])],
         validation_data=validation_data,
     )
-    return _training.clone(model)
+    return clone_with_weights(model, "model")
