@@ -43,24 +43,9 @@ class UpdateMasks(keras.callbacks.Callback):
         self.masks.remove()
 
 
-def prune_keras3(
-    student,
-    x,
-    y,
-    teacher,
-    schedule,
-    epochs,
-    batch_size,
-    optimizer,
-    alpha,
-    temperature,
-    callbacks,
-    validation_data,
-    verbose,
-    block_size=(1, 1),
-    scope="layer",
-):
-    """Trains a copy of `student` under magnitude masks; returns a plain, sparse copy.
+def prune_keras3(student, x, y, teacher, schedule, options, block_size=(1, 1), scope="layer"):
+    """Trains a copy of `student` under magnitude masks with `options` (a `TrainingOptions`);
+    returns a plain, sparse copy.
 
     See `keras_distill.compression.prune` for the arguments.
     """
@@ -73,18 +58,5 @@ def prune_keras3(
             f"Received: student={student.name!r}"
         )
     update = UpdateMasks(Masks(kernels), schedule, block_size, scope)
-    _training.fit(
-        model,
-        x,
-        y,
-        teacher=teacher,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        alpha=alpha,
-        temperature=temperature,
-        verbose=verbose,
-        callbacks=[update, *(callbacks or [])],
-        validation_data=validation_data,
-    )
+    _training.fit(model, x, y, teacher, options.replace(callbacks=(update, *options.callbacks)))
     return clone_with_weights(model, "model")

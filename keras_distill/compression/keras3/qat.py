@@ -224,41 +224,14 @@ def _never(step):
     return False, 0.0
 
 
-def qat_keras3(
-    student,
-    x,
-    y,
-    teacher,
-    epochs,
-    batch_size,
-    optimizer,
-    alpha,
-    temperature,
-    preserve_sparsity,
-    callbacks,
-    validation_data,
-    verbose,
-):
-    """Builds the quantization-aware copy of `student` and trains it; see
+def qat_keras3(student, x, y, teacher, options, preserve_sparsity):
+    """Builds the quantization-aware copy of `student` and trains it with `options`; see
     `keras_distill.compression.quantization_aware_training` (which checked the layers)."""
     model = quantize_model(student)
-    callbacks = list(callbacks or [])
     if preserve_sparsity:
         kernels = prunable_kernels(model)
         masks = [(np.asarray(kernel) != 0).astype(np.float32) for kernel in kernels]
-        callbacks.insert(0, UpdateMasks(Masks(kernels, masks), _never))
-    _training.fit(
-        model,
-        x,
-        y,
-        teacher=teacher,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        alpha=alpha,
-        temperature=temperature,
-        verbose=verbose,
-        callbacks=callbacks,
-        validation_data=validation_data,
-    )
+        keep_zeros = UpdateMasks(Masks(kernels, masks), _never)
+        options = options.replace(callbacks=(keep_zeros, *options.callbacks))
+    _training.fit(model, x, y, teacher, options)
     return model
