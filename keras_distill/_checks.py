@@ -342,7 +342,7 @@ def check_student_head(student):
         )
 
 
-def check_unlabelled(model, x, y, class_weight):
+def check_unlabeled(model, x, y, class_weight):
     """Raises when `fit` gets no labels but `class_weight`, or Keras 3 metrics, need them."""
     if y is not None:
         return
@@ -418,7 +418,7 @@ def check_fit_arguments(distiller, x, y, class_weight):
     check_student_head(distiller.student)
     check_not_ragged("x", x)
     y = labels_as_array(y)
-    check_unlabelled(distiller, x, y, class_weight)
+    check_unlabeled(distiller, x, y, class_weight)
     return y
 
 

@@ -228,7 +228,7 @@ class _Recipe:
         self.phase(3, f"the teacher labelled {len(x_all):,} inputs once ({description})")
 
         searched = [
-            self.distil(alpha, temperature, cache, x_all, y_all)
+            self.train_candidate(alpha, temperature, cache, x_all, y_all)
             for alpha, temperature in s.candidates
         ]
         scores = ", ".join(f"a={a:g} T={t:g}: {_pct(st.best)}" for (a, t), _, st, _ in searched)
@@ -309,7 +309,8 @@ class _Recipe:
         x_all, y_all = transfer.transfer_set(x_fit, y_fit, extra)
         return x_all, y_all, description + " labelled by the teacher, plus the labelled inputs"
 
-    def distil(self, alpha, temperature, cache, x_all, y_all):
+    def train_candidate(self, alpha, temperature, cache, x_all, y_all):
+        """Distils a fresh student with one `(alpha, temperature)` candidate for `search_epochs`."""
         s = self.settings
         student = self.new_student()
         distiller = Distiller(student=student, teacher=cache)
