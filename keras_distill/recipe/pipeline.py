@@ -212,7 +212,7 @@ class _Recipe:
         x_val, y_val = self.validation
         self.say(
             f"distill: {len(y_fit):,} labelled examples to train on, {len(y_val):,} to "
-            f"validate, {len(s['candidates'])} (alpha, T) candidate(s), {GENERATION}"
+            f"validate, {len(s.candidates)} (alpha, T) candidate(s), {GENERATION}"
         )
         teacher = {
             "validation_accuracy": accuracy(self.teacher, x_val, y_val),
