@@ -289,21 +289,15 @@ def test_export_errors(files, capsys, monkeypatch):
     code, _, err = call(
         capsys, "export", "teacher.keras", "--out", "t.tflite", "--quantization", "int8"
     )
-    assert (code, err) == (
-        1,
-        [
-            "keras-distill: error: `--quantization int8` needs `--calibration` (a .npz file with "
-            "typical inputs `x`) to calibrate the activation ranges. Received: --calibration=None"
-        ],
-    )
+    assert code == 1
+    (line,) = err
+    assert "`--quantization int8` needs `--calibration`" in line
+    assert line.endswith("Received: --calibration=None")
     code, _, err = call(capsys, "export", "--out", "t.tflite")
-    assert (code, err) == (
-        2,
-        [
-            "keras-distill: error: the following arguments are required: MODEL.keras "
-            "(see `keras-distill export --help`)"
-        ],
-    )
+    assert code == 2
+    (line,) = err
+    assert "the following arguments are required: MODEL.keras" in line
+    assert "keras-distill export --help" in line
     assert not os.path.exists("t.tflite")
 
 
