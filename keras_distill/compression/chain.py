@@ -60,7 +60,8 @@ def compress(
     - `"tflite"`: full-integer int8 `.tflite` (calibrated on `x_train`
       unless the model went through QAT), checked with LiteRT.
 
-    The first row, `"input"`, measures the student as given. Each Keras stage
+    Every stage's settings are checked before `output_dir` is made or any
+    stage trains. The first row, `"input"`, measures the student as given. Each Keras stage
     is also exported as a float32 `.tflite` to measure its size, gzip size
     and LiteRT latency. The pruning and QAT stages use the teacher when
     there is one. The report is saved as `chain_report.json` (and
