@@ -1,5 +1,7 @@
 """Models and data shared by the tests (fixtures that use them live in conftest.py)."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -7,6 +9,17 @@ from keras_distill._keras import keras
 
 NUM_FEATURES = 8
 NUM_CLASSES = 3
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra):
+    """The environment for a fresh Python process that imports this checkout's keras_distill.
+
+    Without `PYTHONPATH`, a process started in another folder (or a script in
+    `tests/`) would import whichever keras_distill is installed.
+    """
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)
 
 
 def make_data(num_examples=128, seed=0):

@@ -8,14 +8,18 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import subprocess_env
 
 from keras_distill._keras import IS_LEGACY
+
+# Every test here starts Python processes with their own devices or cluster settings.
+pytestmark = pytest.mark.subprocess
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_run.py")
 
 
 def run(mode, out, extra_env=None, wait=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(extra_env or {}))
+    env = subprocess_env(TF_CPP_MIN_LOG_LEVEL="3", **(extra_env or {}))
     process = subprocess.Popen(
         [sys.executable, SCRIPT, mode, str(out)],
         env=env,

@@ -4,16 +4,22 @@ import os
 
 import numpy as np
 
+from keras_distill import _checks
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
-from keras_distill._keras import keras
+from keras_distill._options import TrainingOptions
 from keras_distill.compression import _training
+from keras_distill.compression._training import steps_per_epoch
 from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.litert import run_tflite
 from keras_distill.compression.litert import tflite_latency
-from keras_distill.compression.pruning import prune
+from keras_distill.compression.pruning import check_prune_settings
+from keras_distill.compression.pruning import prune_with_options
+from keras_distill.compression.pruning import schedule_steps
 from keras_distill.compression.pruning import weight_sparsity
-from keras_distill.compression.quantization import quantization_aware_training
+from keras_distill.compression.quantization import check_qat_settings
+from keras_distill.compression.quantization import qat_with_options
 from keras_distill.evaluation.outputs import model_outputs
 from keras_distill.evaluation.sizes import gzip_size
 from keras_distill.evaluation.sizes import parameter_count
@@ -54,7 +60,8 @@ def compress(
     - `"tflite"`: full-integer int8 `.tflite` (calibrated on `x_train`
       unless the model went through QAT), checked with LiteRT.
 
-    The first row, `"input"`, measures the student as given. Each Keras stage
+    Every stage's settings are checked before `output_dir` is made or any
+    stage trains. The first row, `"input"`, measures the student as given. Each Keras stage
     is also exported as a float32 `.tflite` to measure its size, gzip size
     and LiteRT latency. The pruning and QAT stages use the teacher when
     there is one. The report is saved as `chain_report.json` (and
@@ -117,6 +124,25 @@ def compress(
             "The 'distill' stage needs a trained `teacher`. Pass `teacher=` or leave "
             f"'distill' out of `stages`. Received: teacher=None, stages={list(stages)}"
         )
+    # Every stage's settings are checked here, before any folder is made or any model trains.
+    base = TrainingOptions(
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        alpha=alpha,
+        temperature=temperature,
+        verbose=verbose,
+    )
+    epochs = {"distill": distill_epochs, "prune": prune_epochs, "qat": qat_epochs}
+    options = {stage: base.replace(epochs=epochs[stage]) for stage in stages if stage in epochs}
+    if "prune" in stages:
+        check_prune_settings(target_sparsity)
+        schedule_steps(steps_per_epoch(x_train, batch_size) * options["prune"].epochs)
+    if "qat" in stages:
+        check_qat_settings(keep_float)
+    int8_io = _checks.check_bool("int8_io", int8_io)
+    representative_samples = _checks.check_int("representative_samples", representative_samples)
+    plot = _checks.check_bool("plot", plot)
+    _checks.check_output_folder("output_dir", output_dir)
     settings = {
         "generation": GENERATION,
         "stages": list(stages),
@@ -137,7 +163,16 @@ def compress(
     }
     os.makedirs(output_dir, exist_ok=True)
     chain = _Chain(
-        student, teacher, x_train, y_train, x_test, y_test, settings, output_dir, verbose
+        student,
+        teacher,
+        (x_train, y_train),
+        (x_test, y_test),
+        options,
+        output_dir,
+        target_sparsity=target_sparsity,
+        keep_float=keep_float,
+        int8_io=int8_io,
+        representative_samples=representative_samples,
     )
     for stage in stages:
         chain.run(stage)
@@ -155,20 +190,42 @@ class _Chain:
 
     Every stage starts from the previous stage's model; the teacher (when
     given) guides each training stage.
+
+    Args:
+        student, teacher: As in `compress`.
+        train, test: `(x, y)` pairs.
+        options: `{stage: TrainingOptions}` of the training stages.
+        output_dir: Folder of the files.
+        target_sparsity, keep_float, int8_io, representative_samples: As in
+            `compress`.
     """
 
     def __init__(
-        self, student, teacher, x_train, y_train, x_test, y_test, settings, output_dir, verbose
+        self,
+        student,
+        teacher,
+        train,
+        test,
+        options,
+        output_dir,
+        *,
+        target_sparsity,
+        keep_float,
+        int8_io,
+        representative_samples,
     ):
         self.teacher = teacher
-        self.x_train, self.y_train = x_train, y_train
-        self.settings = settings
+        self.x_train, self.y_train = train
+        self.options = options
         self.output_dir = output_dir
-        self.verbose = verbose
-        x_test = np.asarray(x_test, dtype=np.float32)
+        self.target_sparsity = target_sparsity
+        self.keep_float = keep_float
+        self.int8_io = int8_io
+        self.representative_samples = representative_samples
+        x_test = np.asarray(test[0], dtype=np.float32)
         teacher_outputs = None if teacher is None else _outputs(teacher, x_test)
-        self.measure = _Measure(x_test, np.asarray(y_test), teacher_outputs, output_dir)
-        self.model = _training.clone(student)
+        self.measure = _Measure(x_test, np.asarray(test[1]), teacher_outputs, output_dir)
+        self.model = clone_with_weights(student, "student")
         self.models = {"input": self.model}
         self.rows = [self.measure.keras_row("input", self.model)]
         self.export_report = None
@@ -179,56 +236,35 @@ class _Chain:
             stage
         ]()
 
-    def _optimizer(self):
-        return keras.optimizers.Adam(self.settings["learning_rate"])
-
-    def _training_options(self):
-        return dict(
-            teacher=self.teacher,
-            batch_size=self.settings["batch_size"],
-            alpha=self.settings["alpha"],
-            temperature=self.settings["temperature"],
-            verbose=self.verbose,
-        )
-
     def _keep(self, stage, model, export=True):
         self.model = model
         self.models[stage] = model
         self.rows.append(self.measure.keras_row(stage, model, export=export))
 
     def distill(self):
-        model = _training.clone(self.model)
-        _training.fit(
-            model,
-            self.x_train,
-            self.y_train,
-            epochs=self.settings["distill_epochs"],
-            optimizer=self._optimizer(),
-            **self._training_options(),
-        )
+        model = clone_with_weights(self.model, "model")
+        _training.fit(model, self.x_train, self.y_train, self.teacher, self.options["distill"])
         self._keep("distill", model)
 
     def prune(self):
-        model = prune(
+        model = prune_with_options(
             self.model,
             self.x_train,
             self.y_train,
-            target_sparsity=self.settings["target_sparsity"],
-            epochs=self.settings["prune_epochs"],
-            optimizer=self._optimizer(),
-            **self._training_options(),
+            self.teacher,
+            self.options["prune"],
+            target_sparsity=self.target_sparsity,
         )
         self._keep("prune", model)
 
     def qat(self):
-        model = quantization_aware_training(
+        model = qat_with_options(
             self.model,
             self.x_train,
             self.y_train,
-            epochs=self.settings["qat_epochs"],
-            optimizer=self._optimizer(),
-            keep_float=self.settings["keep_float"],
-            **self._training_options(),
+            self.teacher,
+            self.options["qat"],
+            keep_float=self.keep_float,
         )
         self._keep("qat", model, export=False)
 
@@ -236,13 +272,13 @@ class _Chain:
         path = os.path.join(self.output_dir, "tflite.tflite")
         representative = None
         if "qat" not in self.models:
-            representative = np.asarray(self.x_train)[: self.settings["representative_samples"]]
+            representative = np.asarray(self.x_train)[: self.representative_samples]
         self.export_report = export_tflite(
             self.model,
             path,
             quantization="int8",
             representative_data=representative,
-            int8_io=self.settings["int8_io"],
+            int8_io=self.int8_io,
             sample_inputs=self.measure.x,
         )
         row = self.measure.file_row("tflite", path, self.model)
