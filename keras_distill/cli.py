@@ -119,7 +119,9 @@ def _add_distill(commands):
     )
     distill.add_argument(
         "--distillation-loss",
-        help=f"kl, soft_ce, mse or dkd (default {defaults['distillation_loss']})",
+        help="a name of keras_distill.losses.names(): kl (forward KL), reverse_kl, jsd, "
+        "skew_kl, skew_reverse_kl, tv, soft_ce, mse, dkd, or a long name "
+        f"(default {defaults['distillation_loss']})",
     )
     distill.add_argument("--seed", help=f"random seed (default {defaults['seed']})")
     distill.add_argument(
@@ -488,7 +490,7 @@ def _distill_options(args, defaults=DISTILL_DEFAULTS):
         "batch_size": lambda name, v: _number(name, v, minimum=1, integer=True),
         "learning_rate": lambda name, v: _number(name, v, minimum=0.0, exclusive=True),
         "optimizer": lambda name, v: _choice(name, v, OPTIMIZERS),
-        "distillation_loss": lambda name, v: _choice(name, v, ("kl", "soft_ce", "mse", "dkd")),
+        "distillation_loss": lambda name, v: _choice(name, v, _loss_names()),
         "seed": lambda name, v: _number(name, v, minimum=0, integer=True),
     }
     for key, value in options.items():
@@ -524,6 +526,13 @@ def _number(name, value, minimum=None, maximum=None, exclusive=False, integer=Fa
     if maximum is not None and number > maximum:
         raise CliError(message)
     return number
+
+
+def _loss_names():
+    """The distillation loss names the library registers (imports TensorFlow)."""
+    from keras_distill import losses
+
+    return losses.names()
 
 
 def _choice(name, value, choices):

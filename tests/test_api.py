@@ -78,7 +78,18 @@ def test_public_losses():
         "SoftTargetCrossEntropy",
         "LogitMSE",
         "DecoupledKD",
+        "reverse_kl",
+        "generalized_jsd",
+        "skew_kl",
+        "skew_reverse_kl",
+        "total_variation",
+        "ReverseKL",
+        "GeneralizedJSD",
+        "SkewKL",
+        "SkewReverseKL",
+        "TotalVariation",
         "get",
+        "names",
     ):
         assert callable(getattr(losses, name)), name
 
