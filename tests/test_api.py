@@ -20,6 +20,7 @@ PUBLIC_API = [
     "TeacherCache",
     "augment",
     "callbacks",
+    "chunked_distillation_loss",
     "compare",
     "compress",
     "compression",
