@@ -232,11 +232,35 @@ def check_distinct(student, teacher):
         )
 
 
-def check_class_counts(student_shape, teacher_shape):
-    """Raises unless the distilled outputs end in the same number of classes."""
+_VOCABULARY_SIZE = 256
+"""From this many classes on, a class-count mismatch may be a padded vocabulary."""
+
+
+def check_class_counts(student_shape, teacher_shape, shared_classes=None):
+    """Raises unless the distilled outputs have the same positions and number of classes.
+
+    Args:
+        student_shape: Static shape of the student's logits (`None` dims unknown).
+        teacher_shape: Same, for the teacher.
+        shared_classes: When set, both need at least this many classes (only
+            these are compared).
+    """
     if student_shape is None or teacher_shape is None:
         return
     student_classes, teacher_classes = student_shape[-1], teacher_shape[-1]
+    received = (
+        f"Received: student output shape={tuple(student_shape)}, "
+        f"teacher output shape={tuple(teacher_shape)}"
+    )
+    if len(student_shape) != len(teacher_shape) or any(
+        s is not None and t is not None and s != t
+        for s, t in zip(student_shape[1:-1], teacher_shape[1:-1])
+    ):
+        raise ValueError(
+            "The student's and the teacher's logits must have the same positions (sequence "
+            "length, image size) to be compared position by position. Feed both the same "
+            "inputs (e.g. the same `sequence_length` in both preprocessors). " + received
+        )
     if student_classes is None or teacher_classes is None:
         return
     if 1 in (student_classes, teacher_classes):
@@ -245,17 +269,49 @@ def check_class_counts(student_shape, teacher_shape):
             "distilled: the softmax of a single logit is always 1, so the loss would be 0 and "
             "the student would not change. Give the teacher and the student two output units: "
             "the logits [0, z] describe the same two classes as one sigmoid logit z (e.g. "
-            "`keras.layers.Concatenate()([keras.ops.zeros_like(z), z])`). "
-            f"Received: student output shape={tuple(student_shape)}, "
-            f"teacher output shape={tuple(teacher_shape)}"
+            "`keras.layers.Concatenate()([keras.ops.zeros_like(z), z])`). " + received
         )
+    if shared_classes is not None:
+        if min(student_classes, teacher_classes) < shared_classes:
+            raise ValueError(
+                f"`shared_classes={shared_classes}` is more than the student "
+                f"({student_classes}) or the teacher ({teacher_classes}) has. " + received
+            )
+        return
     if student_classes != teacher_classes:
+        fewer = min(student_classes, teacher_classes)
+        hint = ""
+        if fewer >= _VOCABULARY_SIZE:
+            hint = (
+                "If one vocabulary is padded (e.g. 50,304 vs 50,257 entries) and the first "
+                f"classes are shared, pass `shared_classes={fewer}` to compare only those. "
+            )
         raise ValueError(
             "The student's and the teacher's distilled outputs must have the same number "
             f"of classes to be compared ({student_classes} vs {teacher_classes}). "
-            f"Received: student output shape={tuple(student_shape)}, "
-            f"teacher output shape={tuple(teacher_shape)}"
+            + hint
+            + received
         )
+
+
+def check_label_mask_value(value):
+    """Returns the missing-label value: a whole number (e.g. `-1`, `-100`, `255`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != round(value):
+        raise ValueError(
+            "`label_mask_value` must be a whole number marking positions without a label "
+            f"(e.g. -1, -100 or 255). Received: label_mask_value={value!r}"
+        )
+    return int(value)
+
+
+def check_optional_name(name, value):
+    """Returns `value`: `None` or a non-empty string."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(
+            f"`{name}` must be the name of an input (a non-empty string) or None. "
+            f"Received: {name}={value!r}"
+        )
+    return value
 
 
 def looks_like_probabilities(outputs, atol=1e-3):
@@ -437,8 +493,12 @@ def labels_as_array(y):
     return y
 
 
-def check_labels(labels, num_classes, mask_value):
-    """Raises when labels do not fit `num_classes` (sparse range or one-hot width)."""
+def check_labels(labels, num_classes, mask_value, logits_rank=2):
+    """Raises when labels do not fit `num_classes` (sparse range or one-hot width).
+
+    Labels with the rank of the logits (`logits_rank`) are one-hot rows
+    unless their last axis has size 1; others are class indices.
+    """
     if labels.dtype.kind not in "iufb":
         sample = labels.ravel()[:3].tolist()
         raise ValueError(
@@ -446,7 +506,7 @@ def check_labels(labels, num_classes, mask_value):
             f"names to indices first (e.g. with `np.unique(y, return_inverse=True)`). "
             f"Received: y with dtype {labels.dtype} starting {sample}"
         )
-    if labels.ndim >= 2 and labels.shape[-1] != 1:
+    if labels.ndim == logits_rank and labels.shape[-1] != 1:
         if labels.shape[-1] != num_classes:
             raise ValueError(
                 f"One-hot labels need {num_classes} columns, one per class of the models. "

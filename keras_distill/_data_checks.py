@@ -92,7 +92,7 @@ def label_finding(labels, logits, mask_value):
     """
     if not is_sparse(labels, logits) or not (labels.dtype.is_integer or labels.dtype.is_floating):
         return None
-    raw = tf.reshape(labels, [-1])
+    raw = tf.reshape(labels, [-1])  # Row `i` of a batch with positions is its `i`-th position.
     num_classes = tf.shape(logits)[-1]
     values = tf.cast(raw, tf.float64)
     allowed = tf.logical_and(values >= 0.0, values < tf.cast(num_classes, tf.float64))
@@ -159,7 +159,7 @@ def probability_finding(log_probabilities):
     Args:
         log_probabilities: `log(max(p, 1e-12))` of the teacher's outputs `p`.
     """
-    sums = tf.reduce_sum(tf.exp(log_probabilities), axis=-1)
+    sums = tf.reshape(tf.reduce_sum(tf.exp(log_probabilities), axis=-1), [-1])  # every position
     good = tf.abs(sums - 1.0) <= 1e-3
     first = tf.argmin(tf.cast(good, tf.int32), output_type=tf.int32)
     template = (
@@ -169,6 +169,27 @@ def probability_finding(log_probabilities):
         "Received: teacher_from_logits=False"
     )
     return Finding(tf.reduce_all(good), template, {"row": first, "sum": tf.gather(sums, first)})
+
+
+@_plain_python
+def mask_finding(mask, argument):
+    """A padding mask holds values in [0, 1] only.
+
+    Args:
+        mask: The batch's mask `(batch, ...)`.
+        argument: Its name in messages.
+    """
+    raw = tf.reshape(mask, [-1])
+    values = tf.cast(raw, tf.float64)
+    allowed = tf.logical_and(values >= 0.0, values <= 1.0)
+    first = tf.argmin(tf.cast(allowed, tf.int32), output_type=tf.int32)
+    template = (
+        f"The padding mask `x[{argument!r}]` must hold values in [0, 1] (1 for a real "
+        "position, 0 for padding); in {where}, position {row} of the batch holds {value}. "
+        f"Received: {argument}={{value}}"
+    )
+    fields = {"row": first, "value": tf.gather(raw, first)}
+    return Finding(tf.reduce_all(allowed), template, fields)
 
 
 @_plain_python
@@ -277,6 +298,9 @@ class StepGuard:
         declared_probabilities = getattr(self.model, "teacher_from_logits", True) is False
         if "labels" in self.kinds and declared_probabilities and not cached:
             findings.append(probability_finding(teacher_logits))
+        mask_input = getattr(self.model, "padding_mask_input", None)
+        if "labels" in self.kinds and isinstance(x, dict) and mask_input in x:
+            findings.append(mask_finding(x[mask_input], mask_input))
         if "finite" in self.kinds:
             named = [
                 ("`x`", "x", x),

@@ -100,6 +100,7 @@ PRIVATE_APIS = {
     "MultiHeadAttention._compute_attention": "attention probabilities (compute_attention)",
     "MultiHeadAttention._flash_attention": "Keras 3 only: flash attention hides them",
     "Model._compile_metrics": "Keras 3 only: the compiled metrics (compiled_metric_objects)",
+    "Tensor._keras_mask": "positions left out of compiled metrics (with_metric_mask)",
 }
 
 ATTENTION_METHOD = "_compute_attention"
@@ -139,3 +140,15 @@ def compiled_metric_objects(model):
         return list(compiled.metrics) if compiled is not None else []
     compiled = getattr(model, "_compile_metrics", None)
     return [compiled] if compiled is not None else []
+
+
+def with_metric_mask(values, mask):
+    """A copy of `values` carrying the boolean `mask` as its Keras mask.
+
+    Compiled metrics of both generations read the mask of the predictions
+    and leave masked-out rows out (Keras 3: `MeanMetricWrapper`; tf_keras:
+    its metrics container), for `metrics` and `weighted_metrics` alike.
+    """
+    values = tf.identity(values)
+    values._keras_mask = mask
+    return values

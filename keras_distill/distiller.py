@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras_distill import _checks
 from keras_distill import _data_checks
 from keras_distill import _keras
+from keras_distill import _positions
 from keras_distill import losses as losses_lib
 from keras_distill._keras import keras
 from keras_distill._outputs import is_nested as _is_nested
@@ -40,6 +41,13 @@ class Distiller(keras.Model):
     `fit()` logs `student_loss` (mean `H` over labelled examples),
     `distillation_loss` (mean `D`) and `loss`.
 
+    Logits with positions, `(batch, ..., classes)` (causal LMs, taggers,
+    segmentation), get the same loss per position, averaged over the
+    positions that count: weighted by `sample_weight` (`(batch,)` or
+    `(batch, ...)`) and by the padding mask input named by
+    `padding_mask_input`; a position whose label is `label_mask_value` does
+    not count at all. See `docs/sequences.md`.
+
     Feature and attention matches add `weight * loss` terms to `L`, each
     logged under its match's name. Their layers are captured in the same
     forward pass that produces the logits: one teacher and one student call
@@ -65,7 +73,17 @@ class Distiller(keras.Model):
             distil. Defaults to `None` (the only output).
         teacher_output: Same, for the teacher. Defaults to `None`.
         label_mask_value: Sparse label marking "no label" (one-hot rows whose
-            entries all equal it count as missing too). Defaults to `-1`.
+            entries all equal it count as missing too), e.g. `-100` for
+            Hugging Face data or `255` for segmentation masks. Defaults to
+            `-1`.
+        padding_mask_input: For dict inputs, the name of the input holding
+            the padding mask `(batch, ...)` (1 for real positions, 0 for
+            padding), e.g. `"padding_mask"`. Defaults to `None` (positions
+            count by `sample_weight` and labels only).
+        shared_classes: Compare only the first `shared_classes` classes of
+            both models' logits, for vocabularies padded to different sizes
+            (e.g. `50257` for a teacher with 50,304 logits and a student with
+            50,257). Defaults to `None` (the class counts must agree).
         feature_matches: List of `FeatureMatch`. Defaults to none.
         attention_matches: List of `AttentionMatch`. Defaults to none.
         teacher_outputs: Deprecated: `"probabilities"` is
@@ -97,6 +115,8 @@ class Distiller(keras.Model):
         feature_matches=None,
         attention_matches=None,
         teacher_outputs=None,
+        padding_mask_input=None,
+        shared_classes=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -118,10 +138,17 @@ class Distiller(keras.Model):
         self.teacher_from_logits = teacher_from_logits
         self.student_output = student_output
         self.teacher_output = teacher_output
-        self.label_mask_value = label_mask_value
+        self.label_mask_value = _checks.check_label_mask_value(label_mask_value)
+        self.padding_mask_input = _checks.check_optional_name(
+            "padding_mask_input", padding_mask_input
+        )
+        self.shared_classes = (
+            None if shared_classes is None else _checks.check_int("shared_classes", shared_classes)
+        )
         _checks.check_class_counts(
             _static_output_shape(student, student_output, "student"),
             self.teacher_source.output_shape(),
+            self.shared_classes,
         )
         self._alpha = self.add_weight(
             name="alpha", shape=(), dtype="float32", initializer="zeros", trainable=False
@@ -291,6 +318,7 @@ class Distiller(keras.Model):
             with self._student_capture.recording() as student_features:
                 student_outputs = self.student(x, training=True)
             components = self._loss_components(
+                x,
                 y,
                 student_outputs,
                 teacher_logits,
@@ -317,7 +345,7 @@ class Distiller(keras.Model):
         with self._student_capture.recording() as student_features:
             student_outputs = self.student(x, training=False)
         components = self._loss_components(
-            y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
+            x, y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
         )
         components = guard.values(data, teacher_logits, components["loss"], components)
         guard.record()
@@ -325,21 +353,43 @@ class Distiller(keras.Model):
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Updates the student's compiled metrics; rows without labels get weight 0.
+        """Updates the student's compiled metrics; rows or positions without labels get weight 0.
 
-        Only `weighted_metrics` honour that weight (Keras passes no sample
-        weight to `metrics`), so use `weighted_metrics` with partly labelled
-        batches. Batches without labels leave the metrics unchanged.
+        With one row per example, only `weighted_metrics` honour that weight
+        (Keras passes no sample weight to `metrics`), so use
+        `weighted_metrics` with partly labelled batches. With positions (a
+        tagger, a causal LM), padding and positions without a label are left
+        out of every metric. Batches without labels leave the metrics
+        unchanged.
         """
         if y is None:
             return self.get_metrics_result()
         if not _is_nested(y) and not _is_nested(y_pred):
             logits = tf.convert_to_tensor(y_pred)
             labels = tf.convert_to_tensor(y)
-            mask = self._label_mask(labels, logits)
-            y = _data_checks.flat_sparse_labels(self._fill_missing_labels(labels, mask), logits)
-            sample_weight = _example_weights(sample_weight, tf.shape(logits)[0]) * mask
+            if self.shared_classes is not None:
+                logits = logits[..., : self.shared_classes]
+                if _positions.is_one_hot(labels, logits):
+                    labels = labels[..., : self.shared_classes]
+            mask = _positions.label_mask(labels, logits, self.label_mask_value)
+            labels = _positions.fill_missing_labels(labels, mask, logits)
+            y = _data_checks.flat_sparse_labels(labels, logits)
+            sample_weight = self._position_weights(x, sample_weight, logits) * mask
+            if _positions.has_positions(logits):
+                return self._compute_position_metrics(x, y, logits, sample_weight)
+            y_pred = logits
         return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def _compute_position_metrics(self, x, y, logits, weights):
+        """Metrics over the positions that count: every position is a row, weighted."""
+        rows = tf.reshape(logits, [-1, tf.shape(logits)[-1]])
+        if _positions.is_one_hot(y, logits):
+            y = tf.reshape(y, tf.shape(rows))
+        else:
+            y = tf.reshape(y, [-1])
+        weights = tf.reshape(weights, [-1])
+        rows = _keras.with_metric_mask(rows, weights > 0)
+        return super().compute_metrics(x, y, rows, weights)
 
     def get_config(self):
         return {
@@ -350,6 +400,8 @@ class Distiller(keras.Model):
             "student_output": self.student_output,
             "teacher_output": self.teacher_output,
             "label_mask_value": self.label_mask_value,
+            "padding_mask_input": self.padding_mask_input,
+            "shared_classes": self.shared_classes,
             "feature_matches": [
                 m.get_config() for m in self.matches if isinstance(m, FeatureMatch)
             ],
@@ -430,33 +482,51 @@ class Distiller(keras.Model):
         """`(student inputs, teacher logits (float32), captured teacher features)`."""
         return self.teacher_source.forward(x, self._teacher_capture)
 
-    def _label_mask(self, labels, logits):
-        """1.0 for rows that carry a label, 0.0 for rows marked missing."""
-        is_missing = tf.equal(labels, tf.cast(self.label_mask_value, labels.dtype))
-        if labels.shape.rank == logits.shape.rank and labels.shape[-1] != 1:
-            is_missing = tf.reduce_all(is_missing, axis=-1)
-        is_missing = tf.reshape(is_missing, [-1])
-        return 1.0 - tf.cast(is_missing, tf.float32)
+    def _logits_pair(self, student_outputs, teacher_logits):
+        """The distilled student logits (float32) and the teacher's, cut to the shared classes.
 
-    def _fill_missing_labels(self, labels, mask):
-        """Replaces missing labels by class 0 (their weight is zero) to stay in range."""
-        keep = tf.cast(tf.reshape(mask, [-1] + [1] * (labels.shape.rank - 1)), tf.bool)
-        return tf.where(keep, labels, tf.zeros_like(labels))
+        Raises:
+            ValueError: when their shapes differ (other than in the batch).
+        """
+        student_logits = tf.cast(
+            _select(student_outputs, self.student_output, self.student, "student"), tf.float32
+        )
+        if self.shared_classes is not None:
+            student_logits = student_logits[..., : self.shared_classes]
+            teacher_logits = teacher_logits[..., : self.shared_classes]
+        _checks.check_class_counts(
+            tuple(student_logits.shape), tuple(teacher_logits.shape), self.shared_classes
+        )
+        return student_logits, teacher_logits
+
+    def _position_weights(self, x, sample_weight, logits):
+        """`sample_weight` times the padding mask, one weight per position `(batch, ...)`."""
+        weights = _positions.position_weights(sample_weight, logits, "sample_weight")
+        padding = _positions.padding_weights(
+            teacher_sources.student_inputs(x), self.padding_mask_input, logits
+        )
+        return weights if padding is None else weights * padding
 
     def _loss_components(
-        self, y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
+        self,
+        x,
+        y,
+        student_outputs,
+        teacher_logits,
+        sample_weight,
+        student_features,
+        teacher_features,
     ):
         """The batch's `student_loss`, `distillation_loss`, one value per match, and `loss`.
 
         `loss` includes the weighted matches and the student's regularization
         losses, as in Keras. Under `tf.distribute` each replica returns its
         share: the values summed over replicas are the global batch's values
-        (sample-weighted means use the global sum of weights).
+        (weighted means use the global sum of weights).
         """
-        components = self._distillation_components(
-            y, student_outputs, teacher_logits, sample_weight
-        )
-        weights = _example_weights(sample_weight, tf.shape(teacher_logits)[0])
+        student_logits, teacher_logits = self._logits_pair(student_outputs, teacher_logits)
+        weights = self._position_weights(x, sample_weight, student_logits)
+        components = self._distillation_components(y, student_logits, teacher_logits, weights)
         for match in self.matches:
             value = self._match_value(match, student_features, teacher_features, weights)
             components[match.name] = value
@@ -466,32 +536,35 @@ class Distiller(keras.Model):
             components["loss"] = components["loss"] + regularization / _keras.num_replicas_in_sync()
         return components
 
-    def _distillation_components(self, y, student_outputs, teacher_logits, sample_weight):
-        student_logits = tf.cast(
-            _select(student_outputs, self.student_output, self.student, "student"), tf.float32
-        )
-        weights = _example_weights(sample_weight, tf.shape(student_logits)[0])
-        labels = None
-        if y is not None:
-            labels = _select(y, self.student_output, self.student, "y") if _is_nested(y) else y
-            labels = tf.convert_to_tensor(labels)
-            mask = self._label_mask(labels, student_logits)
-            labels = self._fill_missing_labels(labels, mask)
-        else:
-            mask = tf.zeros_like(weights)
+    def _labels_and_mask(self, y, logits):
+        """`(labels with missing ones filled, label mask)`; `(None, zeros)` without labels."""
+        if y is None:
+            return None, tf.zeros(tf.shape(logits)[:-1], tf.float32)
+        labels = _select(y, self.student_output, self.student, "y") if _is_nested(y) else y
+        labels = tf.convert_to_tensor(labels)
+        if self.shared_classes is not None and _positions.is_one_hot(labels, logits):
+            labels = labels[..., : self.shared_classes]
+        mask = _positions.label_mask(labels, logits, self.label_mask_value)
+        return _positions.fill_missing_labels(labels, mask, logits), mask
+
+    def _distillation_components(self, y, student_logits, teacher_logits, weights):
+        labels, mask = self._labels_and_mask(y, student_logits)
+        if labels is not None and _positions.has_positions(student_logits):
+            weights = weights * mask  # A position without a label does not count.
         if self.convention == KERAS_IO:
             return self._keras_io_components(labels, student_logits, teacher_logits, weights, mask)
         target = None
         if labels is not None and self.distillation_loss.needs_target:
             teacher_top1 = tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
-            target = tf.where(mask > 0, _class_indices(labels, student_logits), teacher_top1)
+            indices = _positions.class_indices(labels, student_logits)
+            target = tf.where(mask > 0, indices, teacher_top1)
         distillation = self.distillation_loss.per_example(
             teacher_logits, student_logits, self._temperature, target
         )
         total_weight = _keras.global_sum(tf.reduce_sum(weights))
         if labels is None:
             zero = tf.zeros_like(total_weight)
-            mean_distillation = _weighted_mean(distillation, weights, total_weight)
+            mean_distillation = _positions.weighted_mean(distillation, weights, total_weight)
             return {
                 "student_loss": zero,
                 "distillation_loss": mean_distillation,
@@ -499,20 +572,29 @@ class Distiller(keras.Model):
             }
         hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
         # (1 - alpha) * H + alpha * D where labelled, D alone where not.
-        per_example = distillation + mask * (1.0 - self._alpha) * (hard - distillation)
-        labelled_weights = weights * mask
+        per_position = distillation + mask * (1.0 - self._alpha) * (hard - distillation)
         return {
-            "student_loss": _weighted_mean(hard, labelled_weights),
-            "distillation_loss": _weighted_mean(distillation, weights, total_weight),
-            "loss": _weighted_mean(per_example, weights, total_weight),
+            "student_loss": _positions.weighted_mean(hard, weights * mask),
+            "distillation_loss": _positions.weighted_mean(distillation, weights, total_weight),
+            "loss": _positions.weighted_mean(per_position, weights, total_weight),
         }
 
     def _match_value(self, match, student_features, teacher_features, weights):
         student = student_features[(match.student_layer, match.kind)]
         teacher = teacher_features[(match.teacher_layer, match.kind)]
-        value = match.compute(student, teacher, self.adapters.get(match.name))
+        adapter = self.adapters.get(match.name)
+        if _per_position_feature(match, student, teacher, weights):
+            # Each position is a row of the loss, so padded positions weigh nothing.
+            if adapter is not None:
+                student = adapter(student)
+            value = match.compute(_rows(student), _rows(teacher))
+            return _positions.weighted_mean(tf.reshape(value, tf.shape(weights)), weights)
+        value = match.compute(student, teacher, adapter)
         if value.shape.rank == 1:
-            return _weighted_mean(value, weights)
+            example_weights = weights
+            if weights.shape.rank > 1:
+                example_weights = tf.reduce_max(tf.reshape(weights, [tf.shape(weights)[0], -1]), 1)
+            return _positions.weighted_mean(value, example_weights)
         return value / _keras.num_replicas_in_sync()
 
     def _keras_io_components(self, labels, student_logits, teacher_logits, weights, mask):
@@ -520,8 +602,8 @@ class Distiller(keras.Model):
         temperature = self._temperature
         distillation = (
             self.distillation_loss_fn(
-                tf.nn.softmax(teacher_logits / temperature, axis=1),
-                tf.nn.softmax(student_logits / temperature, axis=1),
+                tf.nn.softmax(teacher_logits / temperature, axis=-1),
+                tf.nn.softmax(student_logits / temperature, axis=-1),
                 sample_weight=weights,
             )
             * (temperature**2)
@@ -599,12 +681,17 @@ class Distiller(keras.Model):
             self.student,
             "student",
         )
-        _checks.check_class_counts(tuple(student.shape), tuple(teacher.shape))
+        _checks.check_class_counts(tuple(student.shape), tuple(teacher.shape), self.shared_classes)
         _checks.check_finite("teacher outputs", teacher)
         _checks.check_output_kinds(self.teacher_from_logits, teacher, student)
         labels = y if isinstance(y, np.ndarray) else y_batch
         if labels is not None and not _is_nested(labels):
-            _checks.check_labels(np.asarray(labels), student.shape[-1], self.label_mask_value)
+            _checks.check_labels(
+                np.asarray(labels),
+                self.shared_classes or student.shape[-1],
+                self.label_mask_value,
+                logits_rank=len(student.shape),
+            )
         self._first_batch_checked = True
 
 
@@ -630,26 +717,19 @@ def _check_unique_names(matches):
         )
 
 
-def _example_weights(sample_weight, batch_size):
-    if sample_weight is None:
-        return tf.ones([batch_size], tf.float32)
-    return tf.reshape(tf.cast(sample_weight, tf.float32), [batch_size])
+def _per_position_feature(match, student, teacher, weights):
+    """True for a row-wise feature loss on features `(batch, ..., channels)` whose positions
+    are the logits' positions (hidden states of a sequence model)."""
+    if not isinstance(match, FeatureMatch) or match.loss not in ("mse", "cosine", "hint"):
+        return False
+    if weights.shape.rank < 2 or student.shape.rank != weights.shape.rank + 1:
+        return False
+    return teacher.shape.rank == student.shape.rank
 
 
-def _weighted_mean(values, weights, total_weight=None):
-    """This replica's share of the global weighted mean `sum(w * v) / sum(w)`.
-
-    `total_weight`, the global `sum(w)`, is computed when not given.
-    """
-    if total_weight is None:
-        total_weight = _keras.global_sum(tf.reduce_sum(weights))
-    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), total_weight)
-
-
-def _class_indices(labels, logits):
-    if labels.shape.rank == logits.shape.rank and labels.shape[-1] != 1:
-        return tf.argmax(labels, axis=-1, output_type=tf.int32)
-    return tf.reshape(tf.cast(labels, tf.int32), [-1])
+def _rows(features):
+    """Features `(batch, ..., channels)` as rows `(positions, channels)`."""
+    return tf.reshape(features, [-1, tf.shape(features)[-1]])
 
 
 def _first_batch(x, y=None):

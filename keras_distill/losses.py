@@ -141,15 +141,15 @@ def decoupled_kd(teacher_logits, student_logits, target, temperature=1.0, alpha=
     renormalised over the non-target classes (NCKD).
 
     Args:
-        teacher_logits: Tensor `(batch, num_classes)`.
-        student_logits: Tensor `(batch, num_classes)`.
-        target: Integer class indices `(batch,)`.
+        teacher_logits: Tensor `(..., num_classes)`.
+        student_logits: Tensor `(..., num_classes)`.
+        target: Integer class indices `(...)`.
         temperature: Positive float `T`. Defaults to `1.0`.
         alpha: Weight of the target-class term (TCKD). Defaults to `1.0`.
         beta: Weight of the non-target term (NCKD). Defaults to `8.0`.
 
     Returns:
-        Float32 tensor `(batch,)`.
+        Float32 tensor `(...)`.
 
     References:
         Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022.
@@ -158,7 +158,8 @@ def decoupled_kd(teacher_logits, student_logits, target, temperature=1.0, alpha=
     teacher_logits = tf.cast(teacher_logits, tf.float32) / temperature
     student_logits = tf.cast(student_logits, tf.float32) / temperature
     num_classes = tf.shape(student_logits)[-1]
-    target_mask = tf.one_hot(tf.cast(tf.reshape(target, [-1]), tf.int32), num_classes)
+    target = tf.reshape(tf.cast(target, tf.int32), tf.shape(student_logits)[:-1])
+    target_mask = tf.one_hot(target, num_classes)
 
     def binary_log_probs(logits):
         log_probs = tf.nn.log_softmax(logits, axis=-1)
