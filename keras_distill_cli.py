@@ -24,11 +24,19 @@ LOSS_NAMES = (
     "decoupled_kd",
     "distillation_kl",
     "dkd",
+    "forward_kl",
+    "generalized_jsd",
+    "jsd",
     "kl",
     "logit_mse",
     "mse",
+    "reverse_kl",
+    "skew_kl",
+    "skew_reverse_kl",
     "soft_ce",
     "soft_target_cross_entropy",
+    "total_variation",
+    "tv",
 )
 VERBOSITIES = ("0", "1", "2")
 DISTILL_DEFAULTS = {

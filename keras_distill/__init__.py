@@ -22,6 +22,7 @@ from keras_distill import teachers
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
 from keras_distill.callbacks import StopOnNonFinite
+from keras_distill.chunked import chunked_distillation_loss
 from keras_distill.compression import ChainReport
 from keras_distill.compression import ExportReport
 from keras_distill.compression import ParityError
@@ -69,6 +70,7 @@ __all__ = [
     "TeacherCache",
     "augment",
     "callbacks",
+    "chunked_distillation_loss",
     "compare",
     "compress",
     "compression",

@@ -571,6 +571,31 @@ def check_fraction(name, value):
     return _check_real(name, value, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
 
 
+def check_unit_interval(name, value, include_one=True, hint=""):
+    """Returns `value` as a float, or raises unless it lies in `[0, 1]` (`[0, 1)`).
+
+    `hint` (a sentence) is added to the message, e.g. what the ends mean.
+    """
+    interval = "[0, 1]" if include_one else "[0, 1)"
+    expected = f"a number in {interval}" + (f". {hint}" if hint else "")
+    high_ok = (lambda v: v <= 1.0) if include_one else (lambda v: v < 1.0)
+    return _check_real(name, value, lambda v: 0.0 <= v and high_ok(v), expected)
+
+
+def check_beta(beta):
+    """Returns the generalized JSD's `beta` as a float, or raises unless it lies in `[0, 1]`."""
+    return check_unit_interval(
+        "beta", beta, hint="0 gives forward KL(p || q), 1 reverse KL(q || p), 0.5 the JSD"
+    )
+
+
+def check_skew(skew):
+    """Returns a skew KL's `skew` as a float, or raises unless it lies in `[0, 1)`."""
+    return check_unit_interval(
+        "skew", skew, include_one=False, hint="0 gives the plain KL; DistiLLM uses 0.1"
+    )
+
+
 def _check_real(name, value, accept, expected):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not accept(value):
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")

@@ -12,8 +12,15 @@ Conventions: `p^T = softmax(z / T)` is the distribution at temperature `T`.
 
 import tensorflow as tf
 
+from keras_distill import _checks
+from keras_distill import divergences
 from keras_distill._keras import keras
 from keras_distill._keras import register_serializable
+from keras_distill.divergences import generalized_jsd
+from keras_distill.divergences import reverse_kl
+from keras_distill.divergences import skew_kl
+from keras_distill.divergences import skew_reverse_kl
+from keras_distill.divergences import total_variation
 
 _MASK_LOGIT = 1000.0
 _HIGH_T_SCALE = 1e-4
@@ -31,6 +38,12 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
     `T^2 * KL = 1/2 * sum_k p_t^T[k] (d[k] - sum_j p_t^T[j] d[j])^2` with
     `d = z_t - z_s` is used instead (relative error below `1e-4`); it is the
     high-temperature limit of Hinton et al. (section 2.1).
+
+    Masked classes (`-inf` logits) are exact: a class the teacher gives
+    probability 0 contributes 0 (value and gradient); a class only the
+    student masks makes the KL `+inf` with a finite student gradient. This
+    is the forward KL of `keras_distill.divergences` (registered as `"kl"`
+    and `"forward_kl"`).
 
     Args:
         teacher_logits: Tensor `(..., num_classes)`.
@@ -50,16 +63,21 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
     teacher = tf.cast(teacher_logits, tf.float64)
     student = tf.cast(student_logits, tf.float64)
     temperature = tf.cast(temperature, tf.float64)
-    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
-    log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
+    log_p_teacher = divergences.tempered_log_probs(teacher, temperature)
+    log_p_student = divergences.tempered_log_probs(student, temperature)
+    exact = divergences.kl_from_log_probs(log_p_teacher, log_p_student) * temperature**2
+    # The expansion needs finite logits: rows with a masked (-inf) entry use
+    # the exact form, and the expansion sees zeros there (no NaN to backprop).
+    finite = tf.math.is_finite(teacher) & tf.math.is_finite(student)
+    teacher = tf.where(finite, teacher, tf.zeros_like(teacher))
+    student = tf.where(finite, student, tf.zeros_like(student))
     p_teacher = tf.exp(log_p_teacher)
-    exact = tf.reduce_sum(p_teacher * (log_p_teacher - log_p_student), axis=-1)
-    exact = exact * temperature**2
     difference = teacher - student
     centred = difference - tf.reduce_sum(p_teacher * difference, axis=-1, keepdims=True)
     quadratic = 0.5 * tf.reduce_sum(p_teacher * tf.square(centred), axis=-1)
     scale = tf.maximum(_spread(teacher), _spread(student)) / temperature
-    return tf.cast(tf.where(scale < _HIGH_T_SCALE, quadratic, exact), tf.float32)
+    use_quadratic = (scale < _HIGH_T_SCALE) & tf.reduce_all(finite, axis=-1)
+    return tf.cast(tf.where(use_quadratic, quadratic, exact), tf.float32)
 
 
 def _spread(logits):
@@ -88,8 +106,9 @@ def soft_target_cross_entropy(teacher_logits, student_logits, temperature=1.0):
         Hinton, Vinyals & Dean, 2015. https://arxiv.org/abs/1503.02531
     """
     temperature64 = tf.cast(temperature, tf.float64)
-    log_p_teacher = tf.nn.log_softmax(tf.cast(teacher_logits, tf.float64) / temperature64, axis=-1)
-    entropy = -tf.reduce_sum(tf.exp(log_p_teacher) * log_p_teacher, axis=-1)
+    log_p_teacher = divergences.tempered_log_probs(teacher_logits, temperature64)
+    # -H(p) = KL(p || 1): sums p log p with 0 log 0 = 0 for masked classes.
+    entropy = -divergences.kl_from_log_probs(log_p_teacher, tf.zeros_like(log_p_teacher))
     entropy = tf.cast(entropy * temperature64**2, tf.float32)
     return distillation_kl(teacher_logits, student_logits, temperature) + entropy
 
@@ -273,9 +292,93 @@ class DecoupledKD(DistillationLoss):
         return self.fn_kwargs["beta"]
 
 
+@register_serializable
+class ReverseKL(DistillationLoss):
+    """`keras.losses.Loss` for `divergences.reverse_kl`: `T^2 KL(q || p)`."""
+
+    fn = reverse_kl
+
+
+@register_serializable
+class GeneralizedJSD(DistillationLoss):
+    """`keras.losses.Loss` for `divergences.generalized_jsd`.
+
+    Args:
+        temperature: Positive float. Defaults to `1.0`.
+        beta: Float in `[0, 1]`, the teacher's weight in the mixture; `0` is
+            forward KL, `1` reverse KL (TRL's convention). Defaults to `0.5`.
+        name: Name of the loss. Defaults to `"generalized_jsd"`.
+    """
+
+    fn = generalized_jsd
+
+    def __init__(self, temperature=1.0, beta=0.5, name=None):
+        beta = _checks.check_beta(beta)
+        super().__init__(temperature=temperature, name=name, beta=beta)
+
+    @property
+    def beta(self):
+        """The teacher's weight in the mixture `m = beta p + (1 - beta) q`."""
+        return self.fn_kwargs["beta"]
+
+
+class _SkewLoss(DistillationLoss):
+    """Shared constructor of the two skew KLs."""
+
+    def __init__(self, temperature=1.0, skew=0.1, name=None):
+        skew = _checks.check_skew(skew)
+        super().__init__(temperature=temperature, name=name, skew=skew)
+
+    @property
+    def skew(self):
+        """The weight `a` of the distribution mixed into the second argument."""
+        return self.fn_kwargs["skew"]
+
+
+@register_serializable
+class SkewKL(_SkewLoss):
+    """`keras.losses.Loss` for `divergences.skew_kl`: `T^2 KL(p || a p + (1 - a) q)`.
+
+    Args:
+        temperature: Positive float. Defaults to `1.0`.
+        skew: Float `a` in `[0, 1)`. Defaults to `0.1`.
+        name: Name of the loss. Defaults to `"skew_kl"`.
+    """
+
+    fn = skew_kl
+
+
+@register_serializable
+class SkewReverseKL(_SkewLoss):
+    """`keras.losses.Loss` for `divergences.skew_reverse_kl`: `T^2 KL(q || a q + (1 - a) p)`.
+
+    Args:
+        temperature: Positive float. Defaults to `1.0`.
+        skew: Float `a` in `[0, 1)`. Defaults to `0.1`.
+        name: Name of the loss. Defaults to `"skew_reverse_kl"`.
+    """
+
+    fn = skew_reverse_kl
+
+
+@register_serializable
+class TotalVariation(DistillationLoss):
+    """`keras.losses.Loss` for `divergences.total_variation`: `T/2 sum |p - q|`."""
+
+    fn = total_variation
+
+
 _REGISTRY = {
     "kl": DistillationKL,
+    "forward_kl": DistillationKL,
     "distillation_kl": DistillationKL,
+    "reverse_kl": ReverseKL,
+    "jsd": GeneralizedJSD,
+    "generalized_jsd": GeneralizedJSD,
+    "skew_kl": SkewKL,
+    "skew_reverse_kl": SkewReverseKL,
+    "tv": TotalVariation,
+    "total_variation": TotalVariation,
     "soft_ce": SoftTargetCrossEntropy,
     "soft_target_cross_entropy": SoftTargetCrossEntropy,
     "mse": LogitMSE,
@@ -289,8 +392,11 @@ def get(identifier):
     """Returns a `DistillationLoss` from a name, an instance or a config.
 
     Args:
-        identifier: One of `"kl"`, `"soft_ce"`, `"mse"`, `"dkd"` (or their
-            long names), a `DistillationLoss` instance, or its config dict.
+        identifier: A name from `names()` (`"kl"`, `"reverse_kl"`, `"jsd"`,
+            `"skew_kl"`, `"skew_reverse_kl"`, `"tv"`, `"soft_ce"`, `"mse"`,
+            `"dkd"` or their long names), with the class's default
+            hyperparameters; a `DistillationLoss` instance (e.g.
+            `GeneralizedJSD(beta=0.9)`); or its config dict.
 
     Returns:
         A `DistillationLoss` instance.
@@ -317,3 +423,8 @@ def get(identifier):
         "Expected a distillation loss name, a `DistillationLoss` instance or "
         f"its config. Received: identifier={identifier!r}"
     )
+
+
+def names():
+    """The names `get` accepts (and `compile(distillation_loss=...)`), sorted."""
+    return sorted(_REGISTRY)

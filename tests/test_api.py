@@ -20,6 +20,7 @@ PUBLIC_API = [
     "TeacherCache",
     "augment",
     "callbacks",
+    "chunked_distillation_loss",
     "compare",
     "compress",
     "compression",
@@ -78,7 +79,18 @@ def test_public_losses():
         "SoftTargetCrossEntropy",
         "LogitMSE",
         "DecoupledKD",
+        "reverse_kl",
+        "generalized_jsd",
+        "skew_kl",
+        "skew_reverse_kl",
+        "total_variation",
+        "ReverseKL",
+        "GeneralizedJSD",
+        "SkewKL",
+        "SkewReverseKL",
+        "TotalVariation",
         "get",
+        "names",
     ):
         assert callable(getattr(losses, name)), name
 

@@ -67,3 +67,24 @@ def test_attention_transfer():
         ["--epochs", "1", "--student-epochs", "1", "--train", "200"]
     )
     assert "student, KD + attention KL" in results
+
+
+@pytest.mark.slow
+def test_lm_distill(tmp_path, capsys):
+    pytest.importorskip("keras_hub")
+    from keras_distill._keras import IS_LEGACY
+
+    if IS_LEGACY:
+        pytest.skip("keras_hub is built on Keras 3; tf_keras has no keras_hub")
+    argv = ["--steps", "3", "--teacher-steps", "3", "--train-bytes", "20000"]
+    argv += ["--test-bytes", "3000", "--teacher-path", str(tmp_path / "teacher.keras")]
+    results = load("lm_distill").main(argv)
+    assert set(results) == {"teacher", "student alone", "distilled (kl)"}
+    for bits, agreement in results.values():
+        assert 0.0 < bits < 16.0 and 0.0 <= agreement <= 1.0
+    assert results["teacher"][1] == 1.0
+    assert os.path.getsize(tmp_path / "teacher.keras") > 0
+    again = load("lm_distill").main(argv)  # Loads the saved teacher: the same teacher scores.
+    assert again["teacher"] == pytest.approx(results["teacher"], rel=1e-6)
+    out = capsys.readouterr().out
+    assert "teacher: loaded" in out and "| distilled (kl) |" in out and "prompt 'def '" in out

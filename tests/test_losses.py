@@ -208,8 +208,9 @@ def test_get_unknown_name_lists_valid_names():
         losses.get("kullback")
     assert str(error.value) == (
         "Unknown distillation loss: 'kullback'. Valid names are: ['decoupled_kd', "
-        "'distillation_kl', 'dkd', 'kl', 'logit_mse', 'mse', 'soft_ce', "
-        "'soft_target_cross_entropy']. Received: identifier='kullback'"
+        "'distillation_kl', 'dkd', 'forward_kl', 'generalized_jsd', 'jsd', 'kl', 'logit_mse', "
+        "'mse', 'reverse_kl', 'skew_kl', 'skew_reverse_kl', 'soft_ce', "
+        "'soft_target_cross_entropy', 'total_variation', 'tv']. Received: identifier='kullback'"
     )
 
 
