@@ -223,10 +223,10 @@ class _GenerationFunctions:
 
 def _convert(model, functions, quantization):
     """The `.tflite` bytes with the `prefill` and `decode` signatures."""
+    # Only the weights are tracked (Keras 3 variables hold their `tf.Variable` in `.value`):
+    # tracking the model itself would make the SavedModel trace every function of its layers.
     module = tf.Module()
-    module.model = model
-    # Keras 3 variables hold their `tf.Variable` in `.value`; tracking those freezes the weights.
-    module.weights = [getattr(v, "value", v) for v in model.variables]
+    module.weights = [getattr(variable, "value", variable) for variable in model.variables]
     signatures = {
         PREFILL_KEY: tf.function(
             functions.prefill, input_signature=functions.prefill_signature
