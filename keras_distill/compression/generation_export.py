@@ -155,7 +155,7 @@ def _check_quantization(quantization):
         raise ValueError(
             "`quantization='int8'` (int8 activations, calibrated) is not offered for generation "
             "files: TFLite's calibration fails on the 6-D key/value cache slices. Use "
-            "`quantization='dynamic'` for int8 weights (about 0.3x the float32 file). "
+            "`quantization='dynamic'` for int8 weights with float activations. "
             "Received: quantization='int8'"
         )
     check_choice("quantization", quantization, GENERATION_QUANTIZATION_MODES)
