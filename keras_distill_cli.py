@@ -224,6 +224,16 @@ def _add_export(commands):
     )
     export.add_argument("--json", metavar="REPORT.json", help="also save the report as JSON")
     export.add_argument(
+        "--generate",
+        action="store_true",
+        help="a keras_hub causal LM: write 'prefill' and 'decode' signatures with a key/value "
+        "cache (quantization none, dynamic or float16)",
+    )
+    export.add_argument(
+        "--max-length", metavar="N", help="with --generate: tokens a sequence holds"
+    )
+    export.add_argument("--prefill-length", metavar="N", help="with --generate: the longest prompt")
+    export.add_argument(
         "--unsafe-allow-lambda",
         action="store_true",
         help="load models with Lambda layers (only for files you trust)",

@@ -600,3 +600,51 @@ def _check_real(name, value, accept, expected):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not accept(value):
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
     return float(value)
+
+
+def check_causal_lm(name, model):
+    """Raises `TypeError` unless `model` is a keras_hub-style causal LM.
+
+    Such a model has `call_with_cache(token_ids, cache, cache_update_index)`
+    and a `backbone` that knows its layers and vocabulary.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not callable(getattr(model, "call_with_cache", None)) or backbone is None:
+        raise TypeError(
+            f"`{name}` must be a causal language model with `call_with_cache` and a `backbone` "
+            "(a keras_hub `CausalLM` such as `GPT2CausalLM`, `LlamaCausalLM` or "
+            "`GemmaCausalLM`). Export other models with `export_tflite`. "
+            f"Received: {name}={type(model).__module__}.{type(model).__name__}"
+        )
+    for attribute in ("num_layers", "vocabulary_size", "hidden_dim"):
+        if getattr(backbone, attribute, None) is None:
+            raise TypeError(
+                f"`{name}.backbone` must tell its `{attribute}` (the key/value cache is shaped "
+                f"from it). Received: {name}.backbone={type(backbone).__name__}"
+            )
+
+
+def check_prompt(name, prompt, vocabulary_size, max_length):
+    """Returns `prompt` as an int32 array, or raises unless it is a valid prompt.
+
+    A prompt is a non-empty 1-D sequence of integer token ids in
+    `[0, vocabulary_size)`, at most `max_length` long.
+    """
+    array = np.asarray(prompt)
+    if array.dtype.kind not in "iu" or array.ndim != 1 or array.size == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty 1-D sequence of integer token ids. "
+            f"Received: {name} of shape {array.shape} and dtype {array.dtype}"
+        )
+    if len(array) > max_length:
+        raise ValueError(
+            f"`{name}` is longer than the {max_length} tokens the file's prefill takes; "
+            "shorten it, or export with a larger `prefill_length`. "
+            f"Received: {name} of length {len(array)}"
+        )
+    if array.min() < 0 or array.max() >= vocabulary_size:
+        raise ValueError(
+            f"`{name}` must hold token ids in [0, {vocabulary_size}). "
+            f"Received: {name} with ids from {int(array.min())} to {int(array.max())}"
+        )
+    return array.astype(np.int32)

@@ -189,6 +189,12 @@ def run_recipe(args, verbose):
 
 def run_export(args):
     """`keras-distill export`: writes a `.tflite` file and prints the parity report."""
+    if args.generate:
+        return _run_generation_export(args)
+    for option in ("max_length", "prefill_length"):
+        if getattr(args, option) is not None:
+            flag = "--" + option.replace("_", "-")
+            raise CliError(f"`{flag}` needs `--generate`. Received: {flag}={getattr(args, option)}")
     quantization = check_choice("--quantization", args.quantization, QUANTIZATIONS)
     _check_suffix("--out", args.out, ".tflite")
     _check_outputs(
@@ -220,6 +226,42 @@ def run_export(args):
     print(report)
     if args.json:
         write_text(args.json, report.to_json())
+    return 0
+
+
+def _run_generation_export(args):
+    """`keras-distill export --generate`: a causal LM with `prefill` and `decode` signatures."""
+    quantization = check_choice("--quantization", args.quantization, ("none", "dynamic", "float16"))
+    _check_suffix("--out", args.out, ".tflite")
+    _check_outputs(
+        files={"--out": args.out, "--json": args.json}, inputs={"MODEL.keras": args.model}
+    )
+    for flag, value in (
+        ("--calibration", args.calibration),
+        ("--max-abs-diff", args.max_abs_diff),
+        ("--min-agreement", args.min_agreement),
+    ):
+        if value is not None:
+            raise CliError(f"`{flag}` does not apply to `--generate`. Received: {flag}={value}")
+    max_length = _number("--max-length", args.max_length, minimum=1, integer=True)
+    prefill_length = _number("--prefill-length", args.prefill_length, minimum=1, integer=True)
+    from keras_distill.compression.generation_export import export_generation_tflite
+
+    model = _load("MODEL.keras", args.model, args.unsafe_allow_lambda)
+    info = export_generation_tflite(
+        model,
+        args.out,
+        max_sequence_length=max_length,
+        prefill_length=prefill_length,
+        quantization=None if quantization == "none" else quantization,
+    )
+    print("TFLite generation export")
+    for key in ("path", "quantization", "file_size_bytes", "max_sequence_length"):
+        print(f"  {key}: {info[key]}")
+    print(f"  prefill_length: {info['prefill_length']}, cache_shape: {list(info['cache_shape'])}")
+    print(f"  max |tflite - tensorflow| logits per step: {info['max_abs_logit_diff']}")
+    if args.json:
+        _write_json(args.json, {**info, "cache_shape": list(info["cache_shape"])})
     return 0
 
 

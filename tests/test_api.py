@@ -113,6 +113,14 @@ def test_top_level_names_are_the_subpackages_objects():
     assert keras_distill.distill is keras_distill.recipe.distill
 
 
+def test_generation_export_is_public_in_compression():
+    from keras_distill import compression
+
+    for name in ("TFLiteGenerator", "export_generation_tflite"):
+        assert name in compression.__all__, name
+        assert (getattr(compression, name).__doc__ or "").strip(), name
+
+
 def test_io_is_a_deprecated_alias_of_saving():
     with pytest.warns(DeprecationWarning, match="use `keras_distill.saving`"):
         module = keras_distill.io

@@ -15,6 +15,7 @@ from helpers import subprocess_env
 
 from keras_distill import cli
 from keras_distill import saving
+from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 
 
@@ -740,3 +741,58 @@ def test_a_bad_validation_label_is_one_clear_line(files, capsys, monkeypatch, tm
         ],
     )
     assert not (tmp_path / "o.keras").exists()
+
+
+@pytest.mark.skipif(
+    IS_LEGACY, reason="keras_hub models are Keras 3 .keras files, which tf_keras cannot load"
+)
+def test_export_generate_writes_prefill_and_decode(capsys, monkeypatch, tmp_path):
+    hub = pytest.importorskip("keras_hub", reason="the zoo extra: pip install 'keras-distill[zoo]'")
+    keras.utils.set_random_seed(0)
+    backbone = hub.models.GPT2Backbone(
+        vocabulary_size=96,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=16,
+    )
+    model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    saving.save_model(model, str(tmp_path / "lm.keras"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(
+        capsys,
+        "export",
+        "lm.keras",
+        "--out",
+        "lm.tflite",
+        "--generate",
+        "--max-length",
+        "12",
+        "--prefill-length",
+        "8",
+        "--quantization",
+        "dynamic",
+        "--json",
+        "lm.json",
+    )
+    assert code == 0, err
+    assert out.startswith("TFLite generation export\n")
+    info = json.loads((tmp_path / "lm.json").read_text())
+    assert info["max_sequence_length"] == 12 and info["prefill_length"] == 8
+    assert info["file_size_bytes"] == os.path.getsize(tmp_path / "lm.tflite")
+    from keras_distill.compression import TFLiteGenerator
+
+    generator = TFLiteGenerator(str(tmp_path / "lm.tflite"))
+    assert (generator.prefill_length, generator.max_sequence_length) == (8, 12)
+    for args, message in (
+        (("--max-length", "17"), "at most 16"),
+        (("--quantization", "int8"), "`--quantization` must be one of"),
+        (("--calibration", "x.npz"), "`--calibration` does not apply to `--generate`"),
+        (("--max-length", "0"), "`--max-length` must be an integer >= 1"),
+    ):
+        code, _, err = call(capsys, "export", "lm.keras", "--out", "x.tflite", "--generate", *args)
+        assert code == 1 and message in err[-1], err
+    code, _, err = call(capsys, "export", "lm.keras", "--out", "x.tflite", "--max-length", "8")
+    assert code == 1 and "`--max-length` needs `--generate`" in err[-1]
+    assert not os.path.exists(tmp_path / "x.tflite")

@@ -5,6 +5,7 @@ from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.export import ParityError
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.export_report import ExportReport
+from keras_distill.compression.generation_export import export_generation_tflite
 from keras_distill.compression.litert import run_tflite
 from keras_distill.compression.litert import tflite_latency
 from keras_distill.compression.pruning import prune
@@ -12,12 +13,15 @@ from keras_distill.compression.pruning import weight_sparsity
 from keras_distill.compression.quantization import keras_quantize
 from keras_distill.compression.quantization import quantization_aware_training
 from keras_distill.compression.quantization import unquantizable_layers
+from keras_distill.compression.tflite_generator import TFLiteGenerator
 
 __all__ = [
     "ChainReport",
     "ExportReport",
     "ParityError",
+    "TFLiteGenerator",
     "compress",
+    "export_generation_tflite",
     "export_tflite",
     "keras_quantize",
     "prune",
