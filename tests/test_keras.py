@@ -137,6 +137,10 @@ _PRIVATE_READS_ALLOWED = {
     "_keras.py",  # The one home of private Keras APIs.
     "_data_checks.py",  # Sets and reads its own state on the model; to be owned by the Distiller.
 }
+# Private reads of objects that are not Keras's, each with its reason.
+_OTHER_LIBRARIES_PRIVATE_READS = {
+    "interpreter._get_ops_details",  # LiteRT's interpreter: its only listing of operators.
+}
 
 
 def _private_reads(tree):
@@ -196,7 +200,11 @@ def test_private_attribute_reads_stay_in_keras_module():
             with open(path) as source:
                 tree = ast.parse(source.read())
             relative = os.path.relpath(path, package_dir)
-            offenders += [f"{relative}:{line}: {text}" for line, text in _private_reads(tree)]
+            offenders += [
+                f"{relative}:{line}: {text}"
+                for line, text in _private_reads(tree)
+                if text not in _OTHER_LIBRARIES_PRIVATE_READS
+            ]
     assert offenders == []
 
 
