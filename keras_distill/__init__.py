@@ -29,6 +29,7 @@ from keras_distill.compression import compress
 from keras_distill.compression import export_tflite
 from keras_distill.compression import keras_quantize
 from keras_distill.compression import prune
+from keras_distill.compression import prune_channels
 from keras_distill.compression import quantization_aware_training
 from keras_distill.compression import run_tflite
 from keras_distill.compression import tflite_latency
@@ -84,6 +85,7 @@ __all__ = [
     "losses",
     "matching",
     "prune",
+    "prune_channels",
     "quantization_aware_training",
     "recipe",
     "report",

@@ -491,3 +491,9 @@ def _check_real(name, value, accept, expected):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not accept(value):
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
     return float(value)
+
+
+def check_kept_fraction(name, value):
+    """Returns `value` as a float, or raises unless it lies in `(0, 1]`."""
+    expected = "a number in (0, 1], the fraction of channels kept"
+    return _check_real(name, value, lambda v: 0.0 < v <= 1.0, expected)

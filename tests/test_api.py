@@ -35,6 +35,7 @@ PUBLIC_API = [
     "losses",
     "matching",
     "prune",
+    "prune_channels",
     "quantization_aware_training",
     "recipe",
     "report",

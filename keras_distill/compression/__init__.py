@@ -2,6 +2,7 @@
 
 from keras_distill.compression.chain import compress
 from keras_distill.compression.chain_report import ChainReport
+from keras_distill.compression.channels import prune_channels
 from keras_distill.compression.export import ParityError
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.export_report import ExportReport
@@ -21,6 +22,7 @@ __all__ = [
     "export_tflite",
     "keras_quantize",
     "prune",
+    "prune_channels",
     "quantization_aware_training",
     "run_tflite",
     "tflite_latency",
