@@ -31,6 +31,7 @@ from keras_distill.compression import keras_quantize
 from keras_distill.compression import prune
 from keras_distill.compression import prune_channels
 from keras_distill.compression import quantization_aware_training
+from keras_distill.compression import recover_channels
 from keras_distill.compression import run_tflite
 from keras_distill.compression import tflite_latency
 from keras_distill.compression import unquantizable_layers
@@ -88,6 +89,7 @@ __all__ = [
     "prune_channels",
     "quantization_aware_training",
     "recipe",
+    "recover_channels",
     "report",
     "run_tflite",
     "saving",

@@ -38,6 +38,7 @@ PUBLIC_API = [
     "prune_channels",
     "quantization_aware_training",
     "recipe",
+    "recover_channels",
     "report",
     "run_tflite",
     "saving",

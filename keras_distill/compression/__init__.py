@@ -2,7 +2,9 @@
 
 from keras_distill.compression.chain import compress
 from keras_distill.compression.chain_report import ChainReport
+from keras_distill.compression.channels import channel_matches
 from keras_distill.compression.channels import prune_channels
+from keras_distill.compression.channels import recover_channels
 from keras_distill.compression.export import ParityError
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.export_report import ExportReport
@@ -18,12 +20,14 @@ __all__ = [
     "ChainReport",
     "ExportReport",
     "ParityError",
+    "channel_matches",
     "compress",
     "export_tflite",
     "keras_quantize",
     "prune",
     "prune_channels",
     "quantization_aware_training",
+    "recover_channels",
     "run_tflite",
     "tflite_latency",
     "unquantizable_layers",
