@@ -74,6 +74,7 @@ def test_recovery_trains_the_student_from_the_frozen_teacher(teacher, data, feat
         callbacks=[logs],
     )
     assert result is student
+    assert teacher.trainable  # frozen while distilling, given back as it came
     for old, new in zip(before, teacher.get_weights()):
         np.testing.assert_array_equal(old, new)
     assert any(not np.array_equal(a, b) for a, b in zip(pruned, student.get_weights()))

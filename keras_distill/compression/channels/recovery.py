@@ -107,7 +107,8 @@ def recover_channels(
     plus `feature_weight * mean((A(f_s) - f_t)^2)` for each pair of
     same-named layers chosen by `channel_matches` (FitNets-style hints with
     a learned projection `A`, which is not part of the student). The
-    teacher stays frozen.
+    teacher is frozen while the student trains, and its `trainable` flag
+    is restored afterwards.
 
     Args:
         student: The pruned `keras.Model` (from `prune_channels`); trained in place.
@@ -154,17 +155,23 @@ def recover_channels(
     matches = []
     if feature_weight > 0:
         matches = channel_matches(student, teacher, feature_layers, weight=feature_weight)
-    distiller = Distiller(student=student, teacher=teacher, feature_matches=matches)
-    distiller.compile(
-        optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(1e-3),
-        metrics=["accuracy"],
-        alpha=alpha,
-        temperature=temperature,
-    )
     fit_kwargs = dict(epochs=epochs, callbacks=list(callbacks or []), verbose=verbose)
     if validation_data is not None:
         fit_kwargs["validation_data"] = validation_data
     if y is not None or not hasattr(x, "element_spec"):
         fit_kwargs["batch_size"] = batch_size
-    distiller.fit(x, y, **fit_kwargs)
+    trainable = teacher.trainable
+    try:
+        distiller = Distiller(student=student, teacher=teacher, feature_matches=matches)
+        distiller.compile(
+            optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(1e-3),
+            metrics=["accuracy"],
+            alpha=alpha,
+            temperature=temperature,
+        )
+        distiller.fit(x, y, **fit_kwargs)
+    finally:
+        # The Distiller freezes the teacher; give it back as it came, so that it can be
+        # pruned again (prune_channels keeps the `trainable` flags of the model it reads).
+        teacher.trainable = trainable
     return student
