@@ -49,7 +49,7 @@ FRACTIONS = (0.75, 0.5, 0.25)
 def conv_block(x, filters, kernel, name, rank):
     conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv1D
     x = conv(filters, kernel, padding="same", name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -65,13 +65,13 @@ def digits_model():
 
 
 def mnist1d_model():
-    """Length-40 signals: three Conv1D blocks (64 each), max pooling, Flatten, Dense(10)."""
+    """Length-40 signals: three Conv1D blocks (32 each), max pooling, Flatten, Dense(10)."""
     inputs = keras.Input((40,))
     x = keras.layers.Reshape((40, 1), name="channels")(inputs)
-    x = conv_block(x, 64, 5, "block1", 1)
-    x = conv_block(x, 64, 3, "block2", 1)
+    x = conv_block(x, 32, 5, "block1", 1)
+    x = conv_block(x, 32, 3, "block2", 1)
     x = keras.layers.MaxPooling1D(2, name="pool1")(x)
-    x = conv_block(x, 64, 3, "block3", 1)
+    x = conv_block(x, 32, 3, "block3", 1)
     x = keras.layers.MaxPooling1D(2, name="pool2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="mnist1d_cnn")
@@ -310,9 +310,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument("--finetune-epochs", type=int, default=10)
+    parser.add_argument("--finetune-epochs", type=int, default=6)
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--alpha", type=float, default=0.5)
