@@ -4,13 +4,14 @@ import os
 
 import numpy as np
 
+from keras_distill._checks import check_number
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
 from keras_distill.compression import _training
 from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.export import export_tflite
+from keras_distill.compression.file_check import check_file
 from keras_distill.compression.litert import run_tflite
-from keras_distill.compression.litert import tflite_latency
 from keras_distill.compression.pruning import prune
 from keras_distill.compression.pruning import weight_sparsity
 from keras_distill.compression.quantization import quantization_aware_training
@@ -43,6 +44,7 @@ def compress(
     representative_samples=200,
     plot=True,
     verbose=0,
+    max_accuracy_drop=None,
 ):
     """Runs the compression chain on a copy of `student` and reports every stage.
 
@@ -55,10 +57,17 @@ def compress(
       unless the model went through QAT), checked with LiteRT.
 
     The first row, `"input"`, measures the student as given. Each Keras stage
-    is also exported as a float32 `.tflite` to measure its size, gzip size
-    and LiteRT latency. The pruning and QAT stages use the teacher when
-    there is one. The report is saved as `chain_report.json` (and
-    `chain_report.png` when `plot`) in `output_dir`, beside the files.
+    is also exported as a float32 `.tflite`, and every file (the final int8
+    one too) is run by LiteRT on the test data: its accuracy, top-1
+    agreement with the teacher, size, gzip size, operators (any Flex op,
+    which plain LiteRT cannot run, named) and latency with 1 and 2 threads
+    (minimum of 9 calls after 3 warm-up calls). With `max_accuracy_drop`, a
+    stage whose file (the Keras model for `"qat"`) is less accurate than the
+    stage before it by more than that is rolled back: its row says
+    `rolled_back: True` and the next stage starts from the model before it.
+    The pruning and QAT stages use the teacher when there is one. The
+    report is saved as `chain_report.json` (and `chain_report.png` when
+    `plot`) in `output_dir`, beside the files.
 
     All four stages run on both generations: pruning and QAT use
     tensorflow-model-optimization on tf_keras and this package's own
@@ -95,6 +104,9 @@ def compress(
         plot: Also draw `chain_report.png` (needs matplotlib). Defaults to
             `True`.
         verbose: As for `fit()`. Defaults to `0`.
+        max_accuracy_drop: Largest accuracy loss (a fraction, e.g. `0.01`
+            for one point) a stage may cause before it is rolled back.
+            Defaults to `None` (never roll back).
 
     Returns:
         A `ChainReport`; `report.models` holds each stage's Keras model.
@@ -117,6 +129,8 @@ def compress(
             "The 'distill' stage needs a trained `teacher`. Pass `teacher=` or leave "
             f"'distill' out of `stages`. Received: teacher=None, stages={list(stages)}"
         )
+    if max_accuracy_drop is not None:
+        max_accuracy_drop = float(check_number("max_accuracy_drop", max_accuracy_drop, minimum=0))
     settings = {
         "generation": GENERATION,
         "stages": list(stages),
@@ -133,7 +147,8 @@ def compress(
         "representative_samples": representative_samples,
         "num_train": int(len(x_train)),
         "num_test": int(len(x_test)),
-        "latency": "LiteRT invoke(), batch 1, minimum of 9 after 2 warm-up calls",
+        "latency": "LiteRT invoke(), batch 1, 1 and 2 threads, minimum of 9 after 3 warm-up calls",
+        "max_accuracy_drop": max_accuracy_drop,
     }
     os.makedirs(output_dir, exist_ok=True)
     chain = _Chain(
@@ -192,9 +207,19 @@ class _Chain:
         )
 
     def _keep(self, stage, model, export=True):
-        self.model = model
-        self.models[stage] = model
-        self.rows.append(self.measure.keras_row(stage, model, export=export))
+        row = self.measure.keras_row(stage, model, export=export)
+        self.rows.append(row)
+        if not self._rolled_back(row):
+            self.model = model
+            self.models[stage] = model
+
+    def _rolled_back(self, row):
+        """Marks `row` rolled back when it lost more than `max_accuracy_drop`."""
+        limit = self.settings["max_accuracy_drop"]
+        kept = [r for r in self.rows[:-1] if not r.get("rolled_back")][-1]
+        drop = _accuracy(kept) - _accuracy(row)
+        row["rolled_back"] = limit is not None and drop > limit
+        return row["rolled_back"]
 
     def distill(self):
         model = _training.clone(self.model)
@@ -249,6 +274,7 @@ class _Chain:
         row["parity_max_abs_diff"] = self.export_report.max_abs_diff
         row["parity_top1_agreement"] = self.export_report.top1_agreement
         self.rows.append(row)
+        self._rolled_back(row)  # The int8 file stays on disk; its row says it lost too much.
 
 
 def _check_stages(stages):
@@ -257,6 +283,11 @@ def _check_stages(stages):
             f"`stages` must be a list drawn from {list(STAGES)}. Received: stages={stages!r}"
         )
     return tuple(stage for stage in STAGES if stage in stages)
+
+
+def _accuracy(row):
+    """The accuracy of a row's file when it has one, else of its Keras model."""
+    return row["accuracy"] if row.get("file_accuracy") is None else row["file_accuracy"]
 
 
 def _outputs(model, x):
@@ -308,9 +339,13 @@ class _Measure:
         return row
 
     def _file_columns(self, path):
+        check = check_file(path, self.x, self.y, self.teacher_outputs)
+        latency = check.pop("latency_ms_threads")
         return {
             "tflite_bytes": os.path.getsize(path),
             "gzip_bytes": gzip_size(path),
-            "latency_ms": tflite_latency(path, self.x)["min_ms"],
+            "latency_ms": latency["1"],
+            "latency_ms_2_threads": latency["2"],
             "tflite_path": path,
+            **check,
         }
