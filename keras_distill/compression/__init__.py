@@ -1,5 +1,6 @@
 """From student to phone: TFLite export, LiteRT, pruning, quantization and the chain of them."""
 
+from keras_distill.compression.budget import search_budget
 from keras_distill.compression.chain import compress
 from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.channels import channel_matches
@@ -29,6 +30,7 @@ __all__ = [
     "quantization_aware_training",
     "recover_channels",
     "run_tflite",
+    "search_budget",
     "tflite_latency",
     "unquantizable_layers",
     "weight_sparsity",
