@@ -648,3 +648,9 @@ def check_prompt(name, prompt, vocabulary_size, max_length):
             f"Received: {name} with ids from {int(array.min())} to {int(array.max())}"
         )
     return array.astype(np.int32)
+
+
+def check_kept_fraction(name, value):
+    """Returns `value` as a float, or raises unless it lies in `(0, 1]`."""
+    expected = "a number in (0, 1], the fraction of channels kept"
+    return _check_real(name, value, lambda v: 0.0 < v <= 1.0, expected)

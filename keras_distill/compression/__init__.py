@@ -1,7 +1,11 @@
 """From student to phone: TFLite export, LiteRT, pruning, quantization and the chain of them."""
 
+from keras_distill.compression.budget import search_budget
 from keras_distill.compression.chain import compress
 from keras_distill.compression.chain_report import ChainReport
+from keras_distill.compression.channels import channel_matches
+from keras_distill.compression.channels import prune_channels
+from keras_distill.compression.channels import recover_channels
 from keras_distill.compression.export import ParityError
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.export_report import ExportReport
@@ -20,13 +24,17 @@ __all__ = [
     "ExportReport",
     "ParityError",
     "TFLiteGenerator",
+    "channel_matches",
     "compress",
     "export_generation_tflite",
     "export_tflite",
     "keras_quantize",
     "prune",
+    "prune_channels",
     "quantization_aware_training",
+    "recover_channels",
     "run_tflite",
+    "search_budget",
     "tflite_latency",
     "unquantizable_layers",
     "weight_sparsity",

@@ -13,7 +13,7 @@ from keras_distill.compression._training import steps_per_epoch
 from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.export import export_tflite
 from keras_distill.compression.litert import run_tflite
-from keras_distill.compression.litert import tflite_latency
+from keras_distill.compression.file_check import check_file
 from keras_distill.compression.pruning import check_prune_settings
 from keras_distill.compression.pruning import prune_with_options
 from keras_distill.compression.pruning import schedule_steps
@@ -49,6 +49,7 @@ def compress(
     representative_samples=200,
     plot=True,
     verbose=0,
+    max_accuracy_drop=None,
 ):
     """Runs the compression chain on a copy of `student` and reports every stage.
 
@@ -102,6 +103,9 @@ def compress(
         plot: Also draw `chain_report.png` (needs matplotlib). Defaults to
             `True`.
         verbose: As for `fit()`. Defaults to `0`.
+        max_accuracy_drop: Largest accuracy loss (a fraction, e.g. `0.01`
+            for one point) a stage may cause before it is rolled back.
+            Defaults to `None` (never roll back).
 
     Returns:
         A `ChainReport`; `report.models` holds each stage's Keras model.
@@ -142,6 +146,9 @@ def compress(
     int8_io = _checks.check_bool("int8_io", int8_io)
     representative_samples = _checks.check_int("representative_samples", representative_samples)
     plot = _checks.check_bool("plot", plot)
+    if max_accuracy_drop is not None:
+        max_accuracy_drop = _checks.check_number("max_accuracy_drop", max_accuracy_drop, minimum=0)
+        max_accuracy_drop = float(max_accuracy_drop)
     _checks.check_output_folder("output_dir", output_dir)
     settings = {
         "generation": GENERATION,
@@ -159,7 +166,8 @@ def compress(
         "representative_samples": representative_samples,
         "num_train": int(len(x_train)),
         "num_test": int(len(x_test)),
-        "latency": "LiteRT invoke(), batch 1, minimum of 9 after 2 warm-up calls",
+        "latency": "LiteRT invoke(), batch 1, 1 and 2 threads, minimum of 9 after 3 warm-up calls",
+        "max_accuracy_drop": max_accuracy_drop,
     }
     os.makedirs(output_dir, exist_ok=True)
     chain = _Chain(
@@ -173,6 +181,7 @@ def compress(
         keep_float=keep_float,
         int8_io=int8_io,
         representative_samples=representative_samples,
+        max_accuracy_drop=max_accuracy_drop,
     )
     for stage in stages:
         chain.run(stage)
@@ -196,8 +205,8 @@ class _Chain:
         train, test: `(x, y)` pairs.
         options: `{stage: TrainingOptions}` of the training stages.
         output_dir: Folder of the files.
-        target_sparsity, keep_float, int8_io, representative_samples: As in
-            `compress`.
+        target_sparsity, keep_float, int8_io, representative_samples,
+            max_accuracy_drop: As in `compress`.
     """
 
     def __init__(
@@ -213,8 +222,10 @@ class _Chain:
         keep_float,
         int8_io,
         representative_samples,
+        max_accuracy_drop=None,
     ):
         self.teacher = teacher
+        self.max_accuracy_drop = max_accuracy_drop
         self.x_train, self.y_train = train
         self.options = options
         self.output_dir = output_dir
@@ -237,9 +248,19 @@ class _Chain:
         ]()
 
     def _keep(self, stage, model, export=True):
-        self.model = model
-        self.models[stage] = model
-        self.rows.append(self.measure.keras_row(stage, model, export=export))
+        row = self.measure.keras_row(stage, model, export=export)
+        self.rows.append(row)
+        if not self._rolled_back(row):
+            self.model = model
+            self.models[stage] = model
+
+    def _rolled_back(self, row):
+        """Marks `row` rolled back when it lost more than `max_accuracy_drop`."""
+        limit = self.max_accuracy_drop
+        kept = [r for r in self.rows[:-1] if not r.get("rolled_back")][-1]
+        drop = _accuracy(kept) - _accuracy(row)
+        row["rolled_back"] = limit is not None and drop > limit
+        return row["rolled_back"]
 
     def distill(self):
         model = clone_with_weights(self.model, "model")
@@ -285,6 +306,7 @@ class _Chain:
         row["parity_max_abs_diff"] = self.export_report.max_abs_diff
         row["parity_top1_agreement"] = self.export_report.top1_agreement
         self.rows.append(row)
+        self._rolled_back(row)  # The int8 file stays on disk; its row says it lost too much.
 
 
 def _check_stages(stages):
@@ -293,6 +315,11 @@ def _check_stages(stages):
             f"`stages` must be a list drawn from {list(STAGES)}. Received: stages={stages!r}"
         )
     return tuple(stage for stage in STAGES if stage in stages)
+
+
+def _accuracy(row):
+    """The accuracy of a row's file when it has one, else of its Keras model."""
+    return row["accuracy"] if row.get("file_accuracy") is None else row["file_accuracy"]
 
 
 def _outputs(model, x):
@@ -344,9 +371,13 @@ class _Measure:
         return row
 
     def _file_columns(self, path):
+        check = check_file(path, self.x, self.y, self.teacher_outputs)
+        latency = check.pop("latency_ms_threads")
         return {
             "tflite_bytes": os.path.getsize(path),
             "gzip_bytes": gzip_size(path),
-            "latency_ms": tflite_latency(path, self.x)["min_ms"],
+            "latency_ms": latency["1"],
+            "latency_ms_2_threads": latency["2"],
             "tflite_path": path,
+            **check,
         }
