@@ -12,8 +12,8 @@ from keras_distill.compression import _training
 from keras_distill.compression._training import steps_per_epoch
 from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.export import export_tflite
-from keras_distill.compression.litert import run_tflite
 from keras_distill.compression.file_check import check_file
+from keras_distill.compression.litert import run_tflite
 from keras_distill.compression.pruning import check_prune_settings
 from keras_distill.compression.pruning import prune_with_options
 from keras_distill.compression.pruning import schedule_steps
