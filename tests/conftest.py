@@ -31,6 +31,8 @@ def teacher(trained_teacher):
     """A fresh copy of the trained teacher, so tests cannot affect each other."""
     clone = keras.models.clone_model(trained_teacher)
     clone.set_weights(trained_teacher.get_weights())
+    for layer in clone.layers:  # A Distiller froze the original; Keras 3 clones keep that.
+        layer.trainable = True
     return clone
 
 
