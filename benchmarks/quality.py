@@ -51,7 +51,7 @@ from keras_distill import transfer  # noqa: E402
 from keras_distill._keras import GENERATION  # noqa: E402
 from keras_distill._keras import keras  # noqa: E402
 from keras_distill.evaluation import model_outputs  # noqa: E402
-from keras_distill.recipe import BestOnValidation as StopOnValidation  # noqa: E402
+from keras_distill.recipe import BestOnValidation  # noqa: E402
 
 NUM_CLASSES = 10
 
@@ -295,36 +295,6 @@ def run_seed(setup, seed, grid, quick, patience=None, only_patience=False):
 
 
 # ---------------------------------------------------------------- recipe mode
-
-
-class BestOnValidation(keras.callbacks.Callback):
-    """Early stopping on the student's validation accuracy; restores its best weights.
-
-    Used identically for the student alone and for every distilled student, so
-    both get the same stopping protocol. `tie_break="later"` lets an epoch that
-    equals the best accuracy replace it (and restart the patience): with a small
-    validation set (180 digits) accuracy plateaus, and keeping the earliest
-    epoch of a plateau stops training long before the student has fitted.
-    """
-
-    def __init__(self, student, x_val, y_val, patience, tie_break="earlier"):
-        super().__init__()
-        self.student, self.x_val, self.y_val, self.patience = student, x_val, y_val, patience
-        self.later = {"earlier": False, "later": True}[tie_break]
-        self.best, self.best_epoch, self.best_weights = -1.0, 0, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        logits = np.asarray(self.student(self.x_val, training=False))
-        value = float(np.mean(logits.argmax(-1) == self.y_val))
-        if value > self.best or (self.later and value == self.best):
-            self.best, self.best_epoch = value, epoch + 1
-            self.best_weights = self.student.get_weights()
-        elif epoch + 1 - self.best_epoch >= self.patience:
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.student.set_weights(self.best_weights)
 
 
 def validation_split(x, y, fraction=0.2, seed=0):
@@ -635,7 +605,7 @@ def run_distill_seed(setup, seed):
     # Plain KD with the Distiller's defaults, the same start and the same early stopping.
     plain = keras.models.clone_model(student)
     plain.set_weights(initial)
-    stopper = StopOnValidation(plain, x_val, y_val, setup["patience"])
+    stopper = BestOnValidation(plain, x_val, y_val, setup["patience"])
     keras.utils.set_random_seed(seed)
     distil(
         None,
@@ -748,7 +718,7 @@ def main(argv=None):
         "--transfer-size",
         type=int,
         default=None,
-        help="unlabelled MNIST-1D examples in the transfer set "
+        help="unlabeled MNIST-1D examples in the transfer set "
         "(defaults to 4000; 40000 with --recipe)",
     )
     parser.add_argument(
@@ -802,7 +772,7 @@ def main(argv=None):
         "--views",
         default="auto",
         choices=["auto", "munge", "mixup", "signal", "image"],
-        help="with --distill: distill()'s generated views where there is no unlabelled set",
+        help="with --distill: distill()'s generated views where there is no unlabeled set",
     )
     parser.add_argument(
         "--views-per-example",
@@ -812,7 +782,7 @@ def main(argv=None):
     parser.add_argument(
         "--no-unlabeled",
         action="store_true",
-        help="with --distill: no unlabelled MNIST-1D signals; distill() generates views",
+        help="with --distill: no unlabeled MNIST-1D signals; distill() generates views",
     )
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)

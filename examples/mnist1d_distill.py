@@ -1,7 +1,7 @@
 """Distil a CNN teacher into a small MLP student on MNIST-1D with `distill()` (offline).
 
 The labelled data is 3,200 signals to train on and 800 to validate; the
-teacher also labels further generated signals (the unlabelled transfer set).
+teacher also labels further generated signals (the unlabeled transfer set).
 `keras_distill.distill` trains the student alone, distils copies of it for a
 few `(alpha, T)` candidates, and keeps whichever is better on validation.
 Prints the recipe's table, then a comparison on the 1,000 test signals, and
@@ -78,11 +78,11 @@ def main(argv=None):
     (x_train, y_train), (x_test, y_test) = datasets.mnist1d(num_samples=5000, seed=42)
     order = np.random.default_rng(0).permutation(len(y_train))
     fit, val = order[:3200], order[3200:]
-    # More generated MNIST-1D signals, used without their labels: the "unlabelled" inputs.
+    # More generated MNIST-1D signals, used without their labels: the "unlabeled" inputs.
     (unlabeled, _), _ = datasets.mnist1d(num_samples=args.unlabeled, train_split=1.0, seed=7)
     print(
         f"MNIST-1D: {len(fit):,} labelled signals to train on, {len(val):,} to validate, "
-        f"{len(unlabeled):,} unlabelled, {len(y_test):,} to test",
+        f"{len(unlabeled):,} unlabeled, {len(y_test):,} to test",
         flush=True,
     )
 

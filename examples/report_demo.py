@@ -74,7 +74,7 @@ def main(argv=None):
         alpha=0.5,
         temperature=2.0,
     )
-    x_all, y_all = transfer.transfer_set(x, y, unlabeled)  # unlabelled rows get label -1
+    x_all, y_all = transfer.transfer_set(x, y, unlabeled)  # unlabeled rows get label -1
     history = distiller.fit(
         x_all,
         y_all,

@@ -30,7 +30,9 @@ from keras_distill.compression import compress
 from keras_distill.compression import export_tflite
 from keras_distill.compression import keras_quantize
 from keras_distill.compression import prune
+from keras_distill.compression import prune_channels
 from keras_distill.compression import quantization_aware_training
+from keras_distill.compression import recover_channels
 from keras_distill.compression import run_tflite
 from keras_distill.compression import tflite_latency
 from keras_distill.compression import unquantizable_layers
@@ -86,8 +88,10 @@ __all__ = [
     "losses",
     "matching",
     "prune",
+    "prune_channels",
     "quantization_aware_training",
     "recipe",
+    "recover_channels",
     "report",
     "run_tflite",
     "saving",

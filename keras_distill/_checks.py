@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_distill._keras import GENERATION
+from keras_distill._keras import compiled_metric_objects
 from keras_distill._keras import keras
 
 TEACHER_OUTPUT_KINDS = ("logits", "probabilities")
@@ -78,17 +79,40 @@ def check_int(name, value, minimum=1):
     return int(value)
 
 
-def check_number(name, value, minimum=None, integer=False):
-    """Returns `value`, or raises unless it is a finite number (an integer) >= `minimum`."""
+def check_number(
+    name, value, minimum=None, integer=False, maximum=None, open_minimum=False, open_maximum=False
+):
+    """Returns `value`, or raises unless it is a finite number (an integer) within bounds.
+
+    Args:
+        name: The argument's name, for the message.
+        value: The value to check. Booleans are refused.
+        minimum: The smallest value allowed, or `None`.
+        integer: Whether only integers pass (floats such as `2.0` do not).
+        maximum: The largest value allowed, or `None`.
+        open_minimum: Whether `minimum` itself is refused (`value > minimum`).
+        open_maximum: Whether `maximum` itself is refused (`value < maximum`).
+    """
     kind = numbers.Integral if integer else numbers.Real
     if (
         isinstance(value, bool)
         or not isinstance(value, kind)
         or not math.isfinite(value)
-        or (minimum is not None and value < minimum)
+        or (minimum is not None and (value < minimum or (open_minimum and value == minimum)))
+        or (maximum is not None and (value > maximum or (open_maximum and value == maximum)))
     ):
         what = "an integer" if integer else "a number"
-        bound = "" if minimum is None else f" >= {minimum}"
+        if minimum is not None and maximum is not None:
+            bound = (
+                f" in {'(' if open_minimum else '['}{minimum}, {maximum}"
+                f"{')' if open_maximum else ']'}"
+            )
+        elif minimum is not None:
+            bound = f" {'>' if open_minimum else '>='} {minimum}"
+        elif maximum is not None:
+            bound = f" {'<' if open_maximum else '<='} {maximum}"
+        else:
+            bound = ""
         raise ValueError(f"`{name}` must be {what}{bound}. Received: {name}={value!r}")
     return value
 
@@ -374,7 +398,7 @@ def check_student_head(student):
         )
 
 
-def check_unlabelled(model, x, y, class_weight):
+def check_unlabeled(model, x, y, class_weight):
     """Raises when `fit` gets no labels but `class_weight`, or Keras 3 metrics, need them."""
     if y is not None:
         return
@@ -390,7 +414,7 @@ def check_unlabelled(model, x, y, class_weight):
             "Pass labels `y`, or drop `class_weight`. "
             f"Received: class_weight={class_weight!r} with y=None"
         )
-    if GENERATION == "keras3" and getattr(model, "_compile_metrics", None) is not None:
+    if GENERATION == "keras3" and compiled_metric_objects(model):
         raise ValueError(
             "Metrics compare predictions with labels, but the data has no labels (x only). "
             "Compile without `metrics`, or pass labels `y`. "
@@ -450,7 +474,7 @@ def check_fit_arguments(distiller, x, y, class_weight):
     check_student_head(distiller.student)
     check_not_ragged("x", x)
     y = labels_as_array(y)
-    check_unlabelled(distiller, x, y, class_weight)
+    check_unlabeled(distiller, x, y, class_weight)
     return y
 
 
@@ -576,3 +600,57 @@ def _check_real(name, value, accept, expected):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not accept(value):
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
     return float(value)
+
+
+def check_causal_lm(name, model):
+    """Raises `TypeError` unless `model` is a keras_hub-style causal LM.
+
+    Such a model has `call_with_cache(token_ids, cache, cache_update_index)`
+    and a `backbone` that knows its layers and vocabulary.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not callable(getattr(model, "call_with_cache", None)) or backbone is None:
+        raise TypeError(
+            f"`{name}` must be a causal language model with `call_with_cache` and a `backbone` "
+            "(a keras_hub `CausalLM` such as `GPT2CausalLM`, `LlamaCausalLM` or "
+            "`GemmaCausalLM`). Export other models with `export_tflite`. "
+            f"Received: {name}={type(model).__module__}.{type(model).__name__}"
+        )
+    for attribute in ("num_layers", "vocabulary_size", "hidden_dim"):
+        if getattr(backbone, attribute, None) is None:
+            raise TypeError(
+                f"`{name}.backbone` must tell its `{attribute}` (the key/value cache is shaped "
+                f"from it). Received: {name}.backbone={type(backbone).__name__}"
+            )
+
+
+def check_prompt(name, prompt, vocabulary_size, max_length):
+    """Returns `prompt` as an int32 array, or raises unless it is a valid prompt.
+
+    A prompt is a non-empty 1-D sequence of integer token ids in
+    `[0, vocabulary_size)`, at most `max_length` long.
+    """
+    array = np.asarray(prompt)
+    if array.dtype.kind not in "iu" or array.ndim != 1 or array.size == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty 1-D sequence of integer token ids. "
+            f"Received: {name} of shape {array.shape} and dtype {array.dtype}"
+        )
+    if len(array) > max_length:
+        raise ValueError(
+            f"`{name}` is longer than the {max_length} tokens the file's prefill takes; "
+            "shorten it, or export with a larger `prefill_length`. "
+            f"Received: {name} of length {len(array)}"
+        )
+    if array.min() < 0 or array.max() >= vocabulary_size:
+        raise ValueError(
+            f"`{name}` must hold token ids in [0, {vocabulary_size}). "
+            f"Received: {name} with ids from {int(array.min())} to {int(array.max())}"
+        )
+    return array.astype(np.int32)
+
+
+def check_kept_fraction(name, value):
+    """Returns `value` as a float, or raises unless it lies in `(0, 1]`."""
+    expected = "a number in (0, 1], the fraction of channels kept"
+    return _check_real(name, value, lambda v: 0.0 < v <= 1.0, expected)

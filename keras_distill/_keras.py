@@ -9,6 +9,7 @@ Every other module imports `keras` from here and uses the small helpers below
 wherever the two generations differ.
 """
 
+import itertools
 import os
 
 import tensorflow as tf
@@ -101,15 +102,92 @@ PRIVATE_APIS = {
     "MultiHeadAttention._flash_attention": "Keras 3 only: flash attention hides them",
     "Model._compile_metrics": "Keras 3 only: the compiled metrics (compiled_metric_objects)",
     "Tensor._keras_mask": "positions left out of compiled metrics (with_metric_mask)",
+    "Layer._kernel": "Keras 3 only: the variable behind a kernel property (kernel_variable)",
+    "Functional config inbound_nodes": "Keras 3 only: which layer feeds which (layer_edges)",
 }
 
 ATTENTION_METHOD = "_compute_attention"
 """The `MultiHeadAttention` method that computes the attention probabilities."""
 
 
-def all_layers(model):
-    """Every layer inside `model`, depth first, without `model` itself."""
-    return list(model._flatten_layers(include_self=False, recursive=True))
+def all_layers(model, within_layers=True):
+    """Every layer inside `model`, depth first, each once, without `model` itself.
+
+    Args:
+        model: A Keras model (or layer).
+        within_layers: Whether to enter the layers that a layer owns (such as
+            `MultiHeadAttention`'s projections). With `False`, only nested
+            models are entered: the layers a model lists in `layers`.
+    """
+    if within_layers:
+        return list(model._flatten_layers(include_self=False, recursive=True))
+    seen, stack, ordered = set(), list(reversed(model.layers)), []
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        ordered.append(layer)
+        if isinstance(layer, keras.Model):
+            stack.extend(reversed(layer.layers))
+    return ordered
+
+
+def kernel_variable(layer, attribute):
+    """The trainable-or-not variable behind `layer.<attribute>` (`"kernel"`), or `None`.
+
+    Keras 3 layers keep their kernel in the private `_<attribute>` and may
+    compute the public property (LoRA adds to it, quantized layers rebuild
+    it), so the stored variable is read first; tf_keras stores it under the
+    public name.
+    """
+    variable_class = tf.Variable if IS_LEGACY else keras.Variable
+    variable = None if IS_LEGACY else getattr(layer, "_" + attribute, None)
+    if not isinstance(variable, variable_class):
+        variable = getattr(layer, attribute, None)
+    return variable if isinstance(variable, variable_class) else None
+
+
+def layer_edges(model):
+    """`(producers, consumers)`: layer name -> names of the layers it reads / feeds.
+
+    A model's outputs are consumed by `None`. For a functional model the
+    edges are read from its serialized config (Keras 3's `inbound_nodes`
+    entries with `keras_history`, and `output_layers`).
+    """
+    producers, consumers = {}, {}
+    if isinstance(model, keras.Sequential):
+        names = [layer.name for layer in model.layers]
+        for before, after in itertools.pairwise(names):
+            producers.setdefault(after, []).append(before)
+            consumers.setdefault(before, []).append(after)
+        outputs = names[-1:]
+    else:
+        config = model.get_config()
+        for layer in config["layers"]:
+            for source in _histories(layer.get("inbound_nodes", [])):
+                producers.setdefault(layer["name"], []).append(source)
+                consumers.setdefault(source, []).append(layer["name"])
+        outputs = list(_histories(config.get("output_layers", []), lists=True))
+    for name in outputs:
+        consumers.setdefault(name, []).append(None)
+    return producers, consumers
+
+
+def _histories(value, lists=False):
+    """Layer names in `keras_history` entries (or `[name, node, index]` lists)."""
+    if isinstance(value, dict):
+        if "keras_history" in value:
+            yield value["keras_history"][0]
+            return
+        for item in value.values():
+            yield from _histories(item, lists)
+    elif isinstance(value, (list, tuple)):
+        if lists and len(value) == 3 and isinstance(value[0], str):
+            yield value[0]
+            return
+        for item in value:
+            yield from _histories(item, lists)
 
 
 def uses_flash_attention(layer):

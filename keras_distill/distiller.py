@@ -23,6 +23,8 @@ HINTON = "hinton"
 KERAS_IO = "keras_io"
 _DEFAULTS = {HINTON: (0.5, 4.0), KERAS_IO: (0.1, 3.0)}
 _PREFLIGHT_BATCH = 64
+_COUNTED = "counted_weight"
+"""Key of the batch's total position weight among the loss components (positions only)."""
 
 
 @_keras.register_serializable
@@ -527,6 +529,8 @@ class Distiller(keras.Model):
         student_logits, teacher_logits = self._logits_pair(student_outputs, teacher_logits)
         weights = self._position_weights(x, sample_weight, student_logits)
         components = self._distillation_components(y, student_logits, teacher_logits, weights)
+        if _positions.has_positions(student_logits):
+            components[_COUNTED] = _keras.global_sum(tf.reduce_sum(weights))
         for match in self.matches:
             value = self._match_value(match, student_features, teacher_features, weights)
             components[match.name] = value
@@ -589,6 +593,9 @@ class Distiller(keras.Model):
                 student = adapter(student)
             value = match.compute(_rows(student), _rows(teacher))
             return _positions.weighted_mean(tf.reshape(value, tf.shape(weights)), weights)
+        if isinstance(match, AttentionMatch) and weights.shape.rank == 2:
+            # Queries at positions that do not count (padding) are left out.
+            student = _queries_weighted(student, weights)
         value = match.compute(student, teacher, adapter)
         if value.shape.rank == 1:
             example_weights = weights
@@ -618,8 +625,14 @@ class Distiller(keras.Model):
         return {"student_loss": student, "distillation_loss": distillation, "loss": loss}
 
     def _track(self, components, teacher_logits):
-        """Logs the global batch's values (replica shares times the replica count)."""
-        batch_size = tf.shape(teacher_logits)[0]
+        """Logs the global batch's values (replica shares times the replica count).
+
+        The epoch's value is the mean of the batches' values weighted by
+        their size, as Keras logs its loss; for logits with positions,
+        weighted by the batch's counted positions (their weight), so that it
+        is the mean over every counted position of the epoch.
+        """
+        batch_size = components.get(_COUNTED, tf.shape(teacher_logits)[0])
         replicas = _keras.num_replicas_in_sync()
         trackers = [
             ("loss", self.loss_tracker),
@@ -725,6 +738,19 @@ def _per_position_feature(match, student, teacher, weights):
     if weights.shape.rank < 2 or student.shape.rank != weights.shape.rank + 1:
         return False
     return teacher.shape.rank == student.shape.rank
+
+
+def _queries_weighted(captured, weights):
+    """An attention capture `(probabilities, mask)` whose mask leaves out the query rows of
+    positions of weight 0 (`weights` is `(batch, queries)`)."""
+    probabilities, mask = captured
+    queries = tf.cast(weights > 0, tf.float32)[:, None, :, None]
+    if mask is None:
+        mask = tf.ones_like(probabilities[:, :1], tf.float32)
+    mask = tf.cast(mask, tf.float32)
+    while mask.shape.rank < 4:
+        mask = mask[:, None]
+    return probabilities, mask * queries
 
 
 def _rows(features):

@@ -35,10 +35,11 @@ def kl_from_log_probs(log_a, log_b):
     """`KL(a || b) = sum_k a_k (log a_k - log b_k)` over the last axis, float64.
 
     Entries with `a_k = 0` contribute 0 (value and gradient), even where
-    `log b_k = -inf`.
+    `log b_k = -inf`. A NaN stays NaN (it is not a zero probability), so a
+    broken teacher or student is never read as a zero loss.
     """
     a = tf.exp(log_a)
-    support = a > 0.0
+    support = tf.not_equal(a, 0.0)
     safe_log_a = tf.where(support, log_a, tf.zeros_like(log_a))
     safe_log_b = tf.where(support, log_b, tf.zeros_like(log_b))
     terms = tf.where(support, a * (safe_log_a - safe_log_b), tf.zeros_like(a))

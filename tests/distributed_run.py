@@ -6,6 +6,7 @@ before TensorFlow starts):
     python tests/distributed_run.py {single|mirrored|multiworker} OUT.npz
 
 `multiworker` reads TF_CONFIG. `NAN_ROW=i` puts a NaN in row `i` of `x`;
+`POSITIONS=1` distils a token tagger with padded rows instead of an MLP;
 a failed run saves its message to `OUT.error`, next to its weights. Used by
 tests/test_distribute.py.
 """
@@ -29,6 +30,23 @@ def strategy_for(mode):
     return tf.distribute.get_strategy()
 
 
+def tagger(width, name, seed):
+    from keras_distill._keras import keras
+
+    keras.utils.set_random_seed(seed)
+    tokens = keras.Input((6,), dtype="int32")
+    hidden = keras.layers.Embedding(10, width)(tokens)
+    return keras.Model(tokens, keras.layers.Dense(3)(hidden), name=name)
+
+
+def token_data(n):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 10, size=(n, 6)).astype("int32")
+    lengths = np.where(np.arange(n) % 32 < 16, 6, 1)[:, None]  # long rows, then short rows
+    weights = (np.arange(6)[None] < lengths).astype("float32")
+    return tokens * weights.astype("int32"), (tokens % 3).astype("int32"), weights
+
+
 def main(mode, out):
     strategy = strategy_for(mode)
     sys.path.insert(0, os.path.dirname(__file__))
@@ -42,13 +60,18 @@ def main(mode, out):
     if "NAN_ROW" in os.environ:
         x[int(os.environ["NAN_ROW"]), 0] = np.nan
     weights = np.linspace(0.5, 1.5, len(y)).astype("float32")
+    make_models = make_mlp
+    if os.environ.get("POSITIONS"):
+        # Tokens with padding: the replicas of a batch count different numbers of positions.
+        x, y, weights = token_data(len(y))
+        make_models = tagger
     data = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(32)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     data = data.with_options(options)
     with strategy.scope():
-        teacher = make_mlp(16, "teacher", seed=1)
-        student = make_mlp(8, "student", seed=2)
+        teacher = make_models(16, "teacher", seed=1)
+        student = make_models(8, "student", seed=2)
         distiller = Distiller(student=student, teacher=teacher)
         distiller.compile(optimizer=keras.optimizers.SGD(0.5), alpha=0.7, temperature=3.0)
     try:

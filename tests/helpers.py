@@ -1,5 +1,7 @@
 """Models and data shared by the tests (fixtures that use them live in conftest.py)."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -7,6 +9,17 @@ from keras_distill._keras import keras
 
 NUM_FEATURES = 8
 NUM_CLASSES = 3
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra):
+    """The environment for a fresh Python process that imports this checkout's keras_distill.
+
+    Without `PYTHONPATH`, a process started in another folder (or a script in
+    `tests/`) would import whichever keras_distill is installed.
+    """
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)
 
 
 def make_data(num_examples=128, seed=0):
@@ -76,3 +89,31 @@ def reference_ece(probabilities, labels, num_bins=15):
 def reference_softmax(logits):
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def np_log_softmax(z):
+    """Log-softmax over the last axis, in float64."""
+    z = np.asarray(z, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def np_position_losses(teacher_logits, student_logits, labels, weights, alpha, temperature):
+    """Reference: Hinton's loss per position, means over positions of weight > 0.
+
+    `labels` equal to a negative value (e.g. -100) take a position out.
+    """
+    classes = teacher_logits.shape[-1]
+    t = np.reshape(teacher_logits, (-1, classes))
+    s = np.reshape(student_logits, (-1, classes))
+    labels = np.reshape(labels, -1)
+    w = np.reshape(weights, -1).astype(np.float64) * (labels >= 0)
+    log_p, log_q = np_log_softmax(t / temperature), np_log_softmax(s / temperature)
+    kd = temperature**2 * (np.exp(log_p) * (log_p - log_q)).sum(-1)
+    hard = -np_log_softmax(s)[np.arange(len(s)), np.where(labels >= 0, labels, 0)]
+    total = max(w.sum(), 1e-30)
+    return {
+        "student_loss": (w * hard).sum() / total,
+        "distillation_loss": (w * kd).sum() / total,
+        "loss": (w * ((1 - alpha) * hard + alpha * kd)).sum() / total,
+    }

@@ -36,8 +36,10 @@ PUBLIC_API = [
     "losses",
     "matching",
     "prune",
+    "prune_channels",
     "quantization_aware_training",
     "recipe",
+    "recover_channels",
     "report",
     "run_tflite",
     "saving",
@@ -111,6 +113,14 @@ def test_top_level_names_are_the_subpackages_objects():
     assert keras_distill.compare is keras_distill.evaluation.compare
     assert keras_distill.augment is keras_distill.data.augment
     assert keras_distill.distill is keras_distill.recipe.distill
+
+
+def test_generation_export_is_public_in_compression():
+    from keras_distill import compression
+
+    for name in ("TFLiteGenerator", "export_generation_tflite"):
+        assert name in compression.__all__, name
+        assert (getattr(compression, name).__doc__ or "").strip(), name
 
 
 def test_io_is_a_deprecated_alias_of_saving():

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,31 @@ def test_check_number_refuses_non_finite_and_negative(value):
     with pytest.raises(ValueError) as error:
         _checks.check_number("noise_std", value, minimum=0)
     assert str(error.value) == (f"`noise_std` must be a number >= 0. Received: noise_std={value!r}")
+
+
+@pytest.mark.parametrize(
+    "value,bounds,expected",
+    [
+        (1.5, dict(minimum=0.0, maximum=1.0), "a number in [0.0, 1.0]"),
+        (0.0, dict(minimum=0.0, open_minimum=True), "a number > 0.0"),
+        (3, dict(maximum=2, integer=True), "an integer <= 2"),
+        (True, dict(minimum=0, integer=True), "an integer >= 0"),
+        (2.0, dict(minimum=1, integer=True), "an integer >= 1"),
+        (1, dict(minimum=0, maximum=1, open_maximum=True), "a number in [0, 1)"),
+        (0, dict(minimum=0, maximum=1, open_minimum=True), "a number in (0, 1]"),
+        (5, dict(maximum=5, open_maximum=True), "a number < 5"),
+    ],
+)
+def test_check_number_bounds(value, bounds, expected):
+    with pytest.raises(ValueError, match=rf"`x` must be {re.escape(expected)}\. Received: x="):
+        _checks.check_number("x", value, **bounds)
+
+
+def test_check_number_accepts_the_bounds_themselves():
+    assert _checks.check_number("x", 1.0, minimum=0.0, maximum=1.0) == 1.0
+    assert _checks.check_number("x", 0.0, minimum=0.0, maximum=1.0) == 0.0
+    assert _checks.check_number("x", 1e-9, minimum=0.0, open_minimum=True) == 1e-9
+    assert _checks.check_number("x", 0, minimum=0, maximum=1, open_maximum=True) == 0
 
 
 def test_check_choice_lists_the_choices():

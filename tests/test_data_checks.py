@@ -91,7 +91,16 @@ def test_bad_label_in_validation_data_and_in_evaluate(jit_compile):
 def test_missing_label_value_passes(jit_compile):
     x, y = make_data(256)
     y[200] = -1
-    distiller_for(jit_compile=jit_compile).fit(dataset(x, y), verbose=0)
+    student = make_mlp(8, "student", seed=2)
+    history = distiller_for(student=student, jit_compile=jit_compile).fit(dataset(x, y), verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    # The checks let every batch through and change nothing: the same run without them.
+    unchecked = make_mlp(8, "student", seed=2)
+    distiller_for(student=unchecked, jit_compile=jit_compile, data_checks=False).fit(
+        dataset(x, y), verbose=0
+    )
+    assert_weights_equal(student, unchecked.get_weights())
+    assert not np.allclose(student.get_weights()[0], make_mlp(8, "s", seed=2).get_weights()[0])
 
 
 def good_batches_reference(x, y, num_batches, jit_compile=False):

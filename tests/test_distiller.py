@@ -2,17 +2,12 @@ import numpy as np
 import pytest
 from helpers import NUM_CLASSES
 from helpers import make_mlp
+from helpers import np_log_softmax
 
 from keras_distill import Distiller
 from keras_distill._keras import keras
 
 ALPHA, TEMPERATURE = 0.7, 3.0
-
-
-def np_log_softmax(z):
-    z = np.asarray(z, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 def np_components(

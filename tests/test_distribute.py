@@ -8,14 +8,18 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import subprocess_env
 
 from keras_distill._keras import IS_LEGACY
+
+# Every test here starts Python processes with their own devices or cluster settings.
+pytestmark = pytest.mark.subprocess
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_run.py")
 
 
 def run(mode, out, extra_env=None, wait=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(extra_env or {}))
+    env = subprocess_env(TF_CPP_MIN_LOG_LEVEL="3", **(extra_env or {}))
     process = subprocess.Popen(
         [sys.executable, SCRIPT, mode, str(out)],
         env=env,
@@ -54,6 +58,14 @@ def single_device(tmp_path_factory):
 def test_mirrored_strategy_on_two_cpus_matches_one_device(single_device, tmp_path):
     run("mirrored", tmp_path / "mirrored.npz")
     assert_same_training(single_device, load(tmp_path / "mirrored.npz"))
+
+
+def test_positions_under_mirrored_strategy_give_global_means(tmp_path):
+    """Each replica of a batch counts a different number of tokens; the means stay global."""
+    env = {"POSITIONS": "1"}
+    for mode in ("single", "mirrored"):
+        run(mode, tmp_path / f"{mode}.npz", env)
+    assert_same_training(load(tmp_path / "single.npz"), load(tmp_path / "mirrored.npz"))
 
 
 def free_port():

@@ -170,8 +170,14 @@ def test_beta_ends_are_the_two_kls_as_in_trl():
     teacher, student = masked_logits(seed=2, underflow=False)
     forward = run("forward_kl", teacher, student, 2.0)
     reverse = run("reverse_kl", teacher, student, 2.0)
-    np.testing.assert_allclose(run("generalized_jsd", teacher, student, 2.0, beta=0.0), forward)
-    np.testing.assert_allclose(run("generalized_jsd", teacher, student, 2.0, beta=1.0), reverse)
+    # Forward KL runs in float32 where the logits allow it; the JSD in float64.
+    same = dict(rtol=1e-6)
+    np.testing.assert_allclose(
+        run("generalized_jsd", teacher, student, 2.0, beta=0.0), forward, **same
+    )
+    np.testing.assert_allclose(
+        run("generalized_jsd", teacher, student, 2.0, beta=1.0), reverse, **same
+    )
     # The formula tends to beta * KL(p || q) near 0 and (1 - beta) * KL(q || p) near 1.
     small = 1e-5
     near_zero = run("generalized_jsd", teacher, student, 2.0, beta=small) / small
@@ -179,7 +185,7 @@ def test_beta_ends_are_the_two_kls_as_in_trl():
     np.testing.assert_allclose(near_zero, forward, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(near_one, reverse, rtol=1e-3, atol=1e-5)
     # Skew 0 is the plain KL in each direction.
-    np.testing.assert_allclose(run("skew_kl", teacher, student, 2.0, skew=0.0), forward)
+    np.testing.assert_allclose(run("skew_kl", teacher, student, 2.0, skew=0.0), forward, **same)
     np.testing.assert_allclose(run("skew_reverse_kl", teacher, student, 2.0, skew=0.0), reverse)
 
 
@@ -285,14 +291,20 @@ def test_compile_by_name_trains(teacher, student, data, name):
     assert history["distillation_loss"][-1] < history["distillation_loss"][0]
 
 
-def test_cli_accepts_every_registered_name_and_lists_the_main_ones(capsys):
-    from keras_distill import cli
+def test_the_command_line_offers_every_registered_name(capsys):
+    import keras_distill_cli
 
-    for name in losses.names():
-        assert cli._choice("--distillation-loss", name, cli._loss_names()) == name
-    with pytest.raises(cli.CliError, match=r"`--distillation-loss` must be one of .*'reverse_kl'"):
-        cli._choice("--distillation-loss", "kld", cli._loss_names())
+    assert sorted(keras_distill_cli.LOSS_NAMES) == sorted(losses.names())
     with pytest.raises(SystemExit):
-        cli.main(["distill", "--help"])
+        keras_distill_cli.build_parser().parse_args(["distill", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "reverse_kl, jsd, skew_kl, skew_reverse_kl, tv, soft_ce, mse, dkd" in help_text
+    for name in ("reverse_kl", "generalized_jsd", "skew_kl", "skew_reverse_kl", "tv"):
+        assert name in help_text
+
+
+def test_nan_logits_give_nan_not_zero():
+    """A NaN (or +inf) teacher logit is a broken teacher, never a zero-probability class."""
+    teacher = np.array([[np.inf, -np.inf, 0.0], [np.nan, 1.0, 2.0]])
+    student = np.zeros((2, 3))
+    values = losses.distillation_kl(teacher, student, 2.0).numpy()
+    assert np.all(np.isnan(values)), values

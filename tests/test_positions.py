@@ -7,6 +7,7 @@ positions only.
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import np_position_losses
 
 from keras_distill import Distiller
 from keras_distill import _checks
@@ -15,33 +16,6 @@ from keras_distill._keras import keras
 VOCABULARY, LENGTH, CLASSES = 12, 6, 5
 ALPHA, TEMPERATURE = 0.6, 2.0
 IGNORE = -100
-
-
-def np_log_softmax(z):
-    z = np.asarray(z, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def np_position_losses(teacher_logits, student_logits, labels, weights, alpha, temperature):
-    """Reference: Hinton's loss per position, means over positions of weight > 0.
-
-    `labels` equal to IGNORE (or any negative value) take a position out.
-    """
-    classes = teacher_logits.shape[-1]
-    t = np.reshape(teacher_logits, (-1, classes))
-    s = np.reshape(student_logits, (-1, classes))
-    labels = np.reshape(labels, -1)
-    w = np.reshape(weights, -1).astype(np.float64) * (labels >= 0)
-    log_p, log_q = np_log_softmax(t / temperature), np_log_softmax(s / temperature)
-    kd = temperature**2 * (np.exp(log_p) * (log_p - log_q)).sum(-1)
-    hard = -np_log_softmax(s)[np.arange(len(s)), np.where(labels >= 0, labels, 0)]
-    total = max(w.sum(), 1e-30)
-    return {
-        "student_loss": (w * hard).sum() / total,
-        "distillation_loss": (w * kd).sum() / total,
-        "loss": (w * ((1 - alpha) * hard + alpha * kd)).sum() / total,
-    }
 
 
 def tagger(name, width, seed, dict_inputs=False):

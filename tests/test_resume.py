@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import make_data
 from helpers import make_mlp
+from helpers import subprocess_env
 from resume_run import train
 
 from keras_distill import saving
@@ -20,6 +21,7 @@ def read_epochs(path):
         return [int(line) for line in stream.read().split()]
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow  # Three trainings, two of them in fresh processes: about 40 s.
 def test_fit_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, trained_teacher):
     folder = str(tmp_path)
@@ -32,7 +34,8 @@ def test_fit_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, tra
     )
 
     killed = subprocess.Popen(
-        [sys.executable, SCRIPT, folder, backup, log, os.path.join(folder, "never.npz"), marker]
+        [sys.executable, SCRIPT, folder, backup, log, os.path.join(folder, "never.npz"), marker],
+        env=subprocess_env(),
     )
     try:
         deadline = time.monotonic() + 240
@@ -50,7 +53,10 @@ def test_fit_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, tra
     os.remove(log)
     resumed_path = os.path.join(folder, "resumed.npz")
     subprocess.run(
-        [sys.executable, SCRIPT, folder, backup, log, resumed_path], check=True, timeout=300
+        [sys.executable, SCRIPT, folder, backup, log, resumed_path],
+        check=True,
+        timeout=300,
+        env=subprocess_env(),
     )
     assert read_epochs(log) == [2, 3]  # Resumed at the interrupted epoch, not from scratch.
     with np.load(resumed_path) as archive:

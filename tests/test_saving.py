@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 from helpers import make_mlp
+from helpers import subprocess_env
 
 from keras_distill import _files
 from keras_distill import saving
@@ -313,14 +314,15 @@ def test_config_nested_too_deep_is_refused(tmp_path, depth):
     )
 
 
+@pytest.mark.subprocess  # The other generation needs its own interpreter.
 def test_a_file_of_the_other_keras_generation_is_named(tmp_path):
     import subprocess
     import sys
 
     other = str(tmp_path / "other.keras")
     legacy_here = keras.__version__.startswith("2.")
-    environment = dict(
-        os.environ, TF_USE_LEGACY_KERAS="0" if legacy_here else "1", TF_CPP_MIN_LOG_LEVEL="3"
+    environment = subprocess_env(
+        TF_USE_LEGACY_KERAS="0" if legacy_here else "1", TF_CPP_MIN_LOG_LEVEL="3"
     )
     code = (
         "import sys; from keras_distill import saving; from keras_distill._keras import keras; "

@@ -22,58 +22,31 @@ def steps_per_epoch(x, batch_size):
     return math.ceil(len(np.asarray(x)) / batch_size)
 
 
-def clone(model):
-    """A copy of `model` with the same weights, so the caller's model stays untouched."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def fit(
-    model,
-    x,
-    y,
-    *,
-    teacher,
-    epochs,
-    batch_size,
-    optimizer,
-    alpha,
-    temperature,
-    verbose,
-    callbacks=None,
-    validation_data=None,
-):
+def fit(model, x, y, teacher, options):
     """Trains `model` with the Distiller when `teacher` is given, else with cross-entropy.
 
     Args:
         model: The student (pruned or quantization-aware), trained in place.
         x: Inputs (arrays or a dataset of `(x, y)`); `y`: labels or `None`.
         teacher: A `keras.Model` (or `TeacherCache`), or `None` for labels only.
-        epochs, batch_size, optimizer, alpha, temperature, verbose, callbacks,
-        validation_data: As in `Distiller.compile` and `keras.Model.fit`;
-            `optimizer=None` is Adam(1e-3).
+        options: A `TrainingOptions` (epochs, batch size, optimizer, alpha,
+            temperature, callbacks, validation data, verbosity).
     """
-    optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
-    fit_kwargs = dict(
-        epochs=epochs,
-        callbacks=list(callbacks or []),
-        validation_data=validation_data,
-        verbose=verbose,
-    )
-    if not isinstance(x, tf.data.Dataset):
-        fit_kwargs["batch_size"] = batch_size
+    fit_arguments = options.fit_arguments(batched=isinstance(x, tf.data.Dataset))
     if teacher is None:
         model.compile(
-            optimizer=optimizer,
+            optimizer=options.new_optimizer(),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        return model.fit(x, y, **fit_kwargs)
+        return model.fit(x, y, **fit_arguments)
     from keras_distill.distiller import Distiller
 
     distiller = Distiller(student=model, teacher=teacher)
     distiller.compile(
-        optimizer=optimizer, metrics=["accuracy"], alpha=alpha, temperature=temperature
+        optimizer=options.new_optimizer(),
+        metrics=["accuracy"],
+        alpha=options.alpha,
+        temperature=options.temperature,
     )
-    return distiller.fit(x, y, **fit_kwargs)
+    return distiller.fit(x, y, **fit_arguments)

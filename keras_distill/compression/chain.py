@@ -4,16 +4,22 @@ import os
 
 import numpy as np
 
+from keras_distill import _checks
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
-from keras_distill._keras import keras
+from keras_distill._options import TrainingOptions
 from keras_distill.compression import _training
+from keras_distill.compression._training import steps_per_epoch
 from keras_distill.compression.chain_report import ChainReport
 from keras_distill.compression.export import export_tflite
+from keras_distill.compression.file_check import check_file
 from keras_distill.compression.litert import run_tflite
-from keras_distill.compression.litert import tflite_latency
-from keras_distill.compression.pruning import prune
+from keras_distill.compression.pruning import check_prune_settings
+from keras_distill.compression.pruning import prune_with_options
+from keras_distill.compression.pruning import schedule_steps
 from keras_distill.compression.pruning import weight_sparsity
-from keras_distill.compression.quantization import quantization_aware_training
+from keras_distill.compression.quantization import check_qat_settings
+from keras_distill.compression.quantization import qat_with_options
 from keras_distill.evaluation.outputs import model_outputs
 from keras_distill.evaluation.sizes import gzip_size
 from keras_distill.evaluation.sizes import parameter_count
@@ -43,6 +49,7 @@ def compress(
     representative_samples=200,
     plot=True,
     verbose=0,
+    max_accuracy_drop=None,
 ):
     """Runs the compression chain on a copy of `student` and reports every stage.
 
@@ -54,7 +61,8 @@ def compress(
     - `"tflite"`: full-integer int8 `.tflite` (calibrated on `x_train`
       unless the model went through QAT), checked with LiteRT.
 
-    The first row, `"input"`, measures the student as given. Each Keras stage
+    Every stage's settings are checked before `output_dir` is made or any
+    stage trains. The first row, `"input"`, measures the student as given. Each Keras stage
     is also exported as a float32 `.tflite` to measure its size, gzip size
     and LiteRT latency. The pruning and QAT stages use the teacher when
     there is one. The report is saved as `chain_report.json` (and
@@ -95,6 +103,9 @@ def compress(
         plot: Also draw `chain_report.png` (needs matplotlib). Defaults to
             `True`.
         verbose: As for `fit()`. Defaults to `0`.
+        max_accuracy_drop: Largest accuracy loss (a fraction, e.g. `0.01`
+            for one point) a stage may cause before it is rolled back.
+            Defaults to `None` (never roll back).
 
     Returns:
         A `ChainReport`; `report.models` holds each stage's Keras model.
@@ -117,6 +128,28 @@ def compress(
             "The 'distill' stage needs a trained `teacher`. Pass `teacher=` or leave "
             f"'distill' out of `stages`. Received: teacher=None, stages={list(stages)}"
         )
+    # Every stage's settings are checked here, before any folder is made or any model trains.
+    base = TrainingOptions(
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        alpha=alpha,
+        temperature=temperature,
+        verbose=verbose,
+    )
+    epochs = {"distill": distill_epochs, "prune": prune_epochs, "qat": qat_epochs}
+    options = {stage: base.replace(epochs=epochs[stage]) for stage in stages if stage in epochs}
+    if "prune" in stages:
+        check_prune_settings(target_sparsity)
+        schedule_steps(steps_per_epoch(x_train, batch_size) * options["prune"].epochs)
+    if "qat" in stages:
+        check_qat_settings(keep_float)
+    int8_io = _checks.check_bool("int8_io", int8_io)
+    representative_samples = _checks.check_int("representative_samples", representative_samples)
+    plot = _checks.check_bool("plot", plot)
+    if max_accuracy_drop is not None:
+        max_accuracy_drop = _checks.check_number("max_accuracy_drop", max_accuracy_drop, minimum=0)
+        max_accuracy_drop = float(max_accuracy_drop)
+    _checks.check_output_folder("output_dir", output_dir)
     settings = {
         "generation": GENERATION,
         "stages": list(stages),
@@ -133,11 +166,22 @@ def compress(
         "representative_samples": representative_samples,
         "num_train": int(len(x_train)),
         "num_test": int(len(x_test)),
-        "latency": "LiteRT invoke(), batch 1, minimum of 9 after 2 warm-up calls",
+        "latency": "LiteRT invoke(), batch 1, 1 and 2 threads, minimum of 9 after 3 warm-up calls",
+        "max_accuracy_drop": max_accuracy_drop,
     }
     os.makedirs(output_dir, exist_ok=True)
     chain = _Chain(
-        student, teacher, x_train, y_train, x_test, y_test, settings, output_dir, verbose
+        student,
+        teacher,
+        (x_train, y_train),
+        (x_test, y_test),
+        options,
+        output_dir,
+        target_sparsity=target_sparsity,
+        keep_float=keep_float,
+        int8_io=int8_io,
+        representative_samples=representative_samples,
+        max_accuracy_drop=max_accuracy_drop,
     )
     for stage in stages:
         chain.run(stage)
@@ -155,20 +199,44 @@ class _Chain:
 
     Every stage starts from the previous stage's model; the teacher (when
     given) guides each training stage.
+
+    Args:
+        student, teacher: As in `compress`.
+        train, test: `(x, y)` pairs.
+        options: `{stage: TrainingOptions}` of the training stages.
+        output_dir: Folder of the files.
+        target_sparsity, keep_float, int8_io, representative_samples,
+            max_accuracy_drop: As in `compress`.
     """
 
     def __init__(
-        self, student, teacher, x_train, y_train, x_test, y_test, settings, output_dir, verbose
+        self,
+        student,
+        teacher,
+        train,
+        test,
+        options,
+        output_dir,
+        *,
+        target_sparsity,
+        keep_float,
+        int8_io,
+        representative_samples,
+        max_accuracy_drop=None,
     ):
         self.teacher = teacher
-        self.x_train, self.y_train = x_train, y_train
-        self.settings = settings
+        self.max_accuracy_drop = max_accuracy_drop
+        self.x_train, self.y_train = train
+        self.options = options
         self.output_dir = output_dir
-        self.verbose = verbose
-        x_test = np.asarray(x_test, dtype=np.float32)
+        self.target_sparsity = target_sparsity
+        self.keep_float = keep_float
+        self.int8_io = int8_io
+        self.representative_samples = representative_samples
+        x_test = np.asarray(test[0], dtype=np.float32)
         teacher_outputs = None if teacher is None else _outputs(teacher, x_test)
-        self.measure = _Measure(x_test, np.asarray(y_test), teacher_outputs, output_dir)
-        self.model = _training.clone(student)
+        self.measure = _Measure(x_test, np.asarray(test[1]), teacher_outputs, output_dir)
+        self.model = clone_with_weights(student, "student")
         self.models = {"input": self.model}
         self.rows = [self.measure.keras_row("input", self.model)]
         self.export_report = None
@@ -179,56 +247,45 @@ class _Chain:
             stage
         ]()
 
-    def _optimizer(self):
-        return keras.optimizers.Adam(self.settings["learning_rate"])
-
-    def _training_options(self):
-        return dict(
-            teacher=self.teacher,
-            batch_size=self.settings["batch_size"],
-            alpha=self.settings["alpha"],
-            temperature=self.settings["temperature"],
-            verbose=self.verbose,
-        )
-
     def _keep(self, stage, model, export=True):
-        self.model = model
-        self.models[stage] = model
-        self.rows.append(self.measure.keras_row(stage, model, export=export))
+        row = self.measure.keras_row(stage, model, export=export)
+        self.rows.append(row)
+        if not self._rolled_back(row):
+            self.model = model
+            self.models[stage] = model
+
+    def _rolled_back(self, row):
+        """Marks `row` rolled back when it lost more than `max_accuracy_drop`."""
+        limit = self.max_accuracy_drop
+        kept = [r for r in self.rows[:-1] if not r.get("rolled_back")][-1]
+        drop = _accuracy(kept) - _accuracy(row)
+        row["rolled_back"] = limit is not None and drop > limit
+        return row["rolled_back"]
 
     def distill(self):
-        model = _training.clone(self.model)
-        _training.fit(
-            model,
-            self.x_train,
-            self.y_train,
-            epochs=self.settings["distill_epochs"],
-            optimizer=self._optimizer(),
-            **self._training_options(),
-        )
+        model = clone_with_weights(self.model, "model")
+        _training.fit(model, self.x_train, self.y_train, self.teacher, self.options["distill"])
         self._keep("distill", model)
 
     def prune(self):
-        model = prune(
+        model = prune_with_options(
             self.model,
             self.x_train,
             self.y_train,
-            target_sparsity=self.settings["target_sparsity"],
-            epochs=self.settings["prune_epochs"],
-            optimizer=self._optimizer(),
-            **self._training_options(),
+            self.teacher,
+            self.options["prune"],
+            target_sparsity=self.target_sparsity,
         )
         self._keep("prune", model)
 
     def qat(self):
-        model = quantization_aware_training(
+        model = qat_with_options(
             self.model,
             self.x_train,
             self.y_train,
-            epochs=self.settings["qat_epochs"],
-            optimizer=self._optimizer(),
-            keep_float=self.settings["keep_float"],
-            **self._training_options(),
+            self.teacher,
+            self.options["qat"],
+            keep_float=self.keep_float,
         )
         self._keep("qat", model, export=False)
 
@@ -236,19 +293,20 @@ class _Chain:
         path = os.path.join(self.output_dir, "tflite.tflite")
         representative = None
         if "qat" not in self.models:
-            representative = np.asarray(self.x_train)[: self.settings["representative_samples"]]
+            representative = np.asarray(self.x_train)[: self.representative_samples]
         self.export_report = export_tflite(
             self.model,
             path,
             quantization="int8",
             representative_data=representative,
-            int8_io=self.settings["int8_io"],
+            int8_io=self.int8_io,
             sample_inputs=self.measure.x,
         )
         row = self.measure.file_row("tflite", path, self.model)
         row["parity_max_abs_diff"] = self.export_report.max_abs_diff
         row["parity_top1_agreement"] = self.export_report.top1_agreement
         self.rows.append(row)
+        self._rolled_back(row)  # The int8 file stays on disk; its row says it lost too much.
 
 
 def _check_stages(stages):
@@ -257,6 +315,11 @@ def _check_stages(stages):
             f"`stages` must be a list drawn from {list(STAGES)}. Received: stages={stages!r}"
         )
     return tuple(stage for stage in STAGES if stage in stages)
+
+
+def _accuracy(row):
+    """The accuracy of a row's file when it has one, else of its Keras model."""
+    return row["accuracy"] if row.get("file_accuracy") is None else row["file_accuracy"]
 
 
 def _outputs(model, x):
@@ -308,9 +371,13 @@ class _Measure:
         return row
 
     def _file_columns(self, path):
+        check = check_file(path, self.x, self.y, self.teacher_outputs)
+        latency = check.pop("latency_ms_threads")
         return {
             "tflite_bytes": os.path.getsize(path),
             "gzip_bytes": gzip_size(path),
-            "latency_ms": tflite_latency(path, self.x)["min_ms"],
+            "latency_ms": latency["1"],
+            "latency_ms_2_threads": latency["2"],
             "tflite_path": path,
+            **check,
         }

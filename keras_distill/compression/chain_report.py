@@ -7,12 +7,16 @@ from keras_distill.evaluation._tables import markdown_table
 COLUMNS = (
     ("stage", "stage", "{}"),
     ("accuracy", "accuracy", "{:.4f}"),
+    ("file_accuracy", "file acc.", "{:.4f}"),
     ("parameters", "params", "{:,}"),
     ("sparsity", "sparsity", "{:.3f}"),
     ("tflite_bytes", ".tflite B", "{:,}"),
     ("gzip_bytes", "gzip B", "{:,}"),
     ("latency_ms", "LiteRT ms", "{:.4f}"),
+    ("latency_ms_2_threads", "ms 2 thr.", "{:.4f}"),
     ("teacher_agreement", "teacher agr.", "{:.4f}"),
+    ("flex_ops", "Flex ops", "{}"),
+    ("rolled_back", "rolled back", "{}"),
 )
 
 
@@ -23,9 +27,14 @@ class ChainReport(JsonReport):
     `tflite` stage, of the file run by LiteRT), `parameters`, `sparsity`
     (zeros in the kernels), `tflite_bytes` and `gzip_bytes` (the stage's
     `.tflite` file: float32 for Keras stages, int8 for `tflite`; `None` for
-    `qat`, whose file is the `tflite` stage), `latency_ms` (LiteRT, batch 1,
-    minimum of repeated calls), `teacher_agreement` (top-1 agreement with
-    the teacher) and `tflite_path`.
+    `qat`, whose file is the `tflite` stage), `latency_ms` and
+    `latency_ms_2_threads` (LiteRT, batch 1, 1 and 2 threads, minimum of
+    repeated calls), `teacher_agreement` (top-1 agreement with the teacher)
+    and `tflite_path`. Rows with a file also hold what LiteRT measured on
+    it: `file_accuracy`, `file_teacher_agreement`, `ops` (operator names)
+    and `flex_ops` (those needing the Flex delegate). Every row after
+    `input` says whether it was `rolled_back` (see `compress`'s
+    `max_accuracy_drop`).
 
     Args:
         rows: List of row dicts, as above.
@@ -71,7 +80,7 @@ class ChainReport(JsonReport):
     to_table = to_markdown
 
     def _cells(self, row):
-        return ["n/a" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in COLUMNS]
+        return [_cell(row.get(key), fmt) for key, _, fmt in COLUMNS]
 
     def __str__(self):
         table = [[label for _, label, _ in COLUMNS]] + [self._cells(row) for row in self.rows]
@@ -116,3 +125,13 @@ class ChainReport(JsonReport):
         axes.legend()
         figure.tight_layout()
         return plots.save_png(figure, path)
+
+
+def _cell(value, fmt):
+    if value is None:
+        return "n/a"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(value) if value else "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return fmt.format(value)

@@ -15,6 +15,7 @@ from keras_distill._checks import check_path
 from keras_distill._files import atomic_path
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import all_layers
 from keras_distill._keras import keras
 from keras_distill.compression.export_report import ExportReport
 from keras_distill.compression.litert import load_interpreter
@@ -191,14 +192,14 @@ def _exportable_model(model):
     if isinstance(model, Distiller):
         model = model.student
     check_keras_model("model", model)
-    classes = {type(layer).__name__ for layer in _all_layers(model)}
+    classes = {type(layer).__name__ for layer in all_layers(model)}
     if classes & set(_PRUNING_LAYER_CLASSES):
         from keras_distill.compression._tfmot import import_tfmot
 
         model = import_tfmot("export_tflite").sparsity.keras.strip_pruning(model)
     if not IS_LEGACY:
         quantized = [
-            layer.name for layer in _all_layers(model) if getattr(layer, "quantization_mode", None)
+            layer.name for layer in all_layers(model) if getattr(layer, "quantization_mode", None)
         ]
         if quantized:
             raise ValueError(
@@ -208,13 +209,6 @@ def _exportable_model(model):
                 f"Received: model={model.name!r} with quantized layers {quantized}"
             )
     return model
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _check_path(path):
@@ -240,7 +234,7 @@ def _check_options(quantization, representative_data, int8_io, model, num_sample
 
 def is_qat_model(model):
     """`True` when `model` was prepared for quantization-aware training (either generation)."""
-    return any(type(layer).__name__ in _QAT_LAYER_CLASSES for layer in _all_layers(model))
+    return any(type(layer).__name__ in _QAT_LAYER_CLASSES for layer in all_layers(model))
 
 
 def _noise(model, num_samples, seed):

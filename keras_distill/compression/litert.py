@@ -228,3 +228,28 @@ def tflite_latency(
         "min_ms": min(times),
         "median_ms": statistics.median(times),
     }
+
+
+def tflite_ops(model):
+    """The sorted names of the operators in a `.tflite` file (e.g. `"FULLY_CONNECTED"`).
+
+    The file is read without LiteRT's default delegates, so every operator
+    shows under its own name (not `"DELEGATE"`). A TensorFlow op that
+    LiteRT's builtins lack appears as `"FlexXxx"`, a custom op by its name.
+
+    Args:
+        model: Path of a `.tflite` file, or its bytes.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import OpResolverType
+    except ImportError as error:
+        raise ImportError(_INSTALL_HINT) from error
+    plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if isinstance(model, (bytes, bytearray)):
+        interpreter = Interpreter(model_content=bytes(model), experimental_op_resolver_type=plain)
+    else:
+        load_interpreter(model)  # The checks of the path and the file.
+        interpreter = Interpreter(model_path=os.fspath(model), experimental_op_resolver_type=plain)
+    # `_get_ops_details` is the LiteRT interpreter's only listing of operators.
+    return sorted({op["op_name"] for op in interpreter._get_ops_details()})

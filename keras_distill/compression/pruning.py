@@ -1,15 +1,17 @@
 """Distillation-aware magnitude pruning: tfmot on tf_keras, this package's own on Keras 3."""
 
-import numbers
-
 import numpy as np
 
 from keras_distill._checks import check_choice
 from keras_distill._checks import check_int
 from keras_distill._checks import check_model
+from keras_distill._checks import check_number
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
+from keras_distill._keras import all_layers
 from keras_distill._keras import keras
+from keras_distill._options import TrainingOptions
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
 
@@ -113,31 +115,47 @@ def prune(
         pruning for model compression", 2017. https://arxiv.org/abs/1710.01878
     """
     check_model("student", student)
-    if (
-        isinstance(target_sparsity, bool)
-        or not isinstance(target_sparsity, numbers.Real)
-        or not 0.0 <= target_sparsity < 1.0
-    ):
-        raise ValueError(
-            "`target_sparsity` must be a number in [0, 1). "
-            f"Received: target_sparsity={target_sparsity!r}"
-        )
-    if not isinstance(end_fraction, numbers.Real) or not 0.0 < end_fraction <= 1.0:
-        raise ValueError(
-            f"`end_fraction` must be a number in (0, 1]. Received: end_fraction={end_fraction!r}"
-        )
-    epochs = check_int("epochs", epochs)
-    batch_size = check_int("batch_size", batch_size)
-    block_size = tuple(block_size) if isinstance(block_size, list) else block_size
-    check_choice("block_size", block_size, BLOCK_SIZES)
-    check_choice("scope", scope, SCOPES)
-    if scope == "global" and block_size != (1, 1):
-        raise ValueError(
-            "`scope='global'` ranks single weights over the whole model; it does not combine "
-            "with blocks. Use block_size=(1, 1), or scope='layer' for blocks. "
-            f"Received: block_size={block_size!r}, scope='global'"
-        )
-    total_steps = _training.steps_per_epoch(x, batch_size) * epochs
+    options = TrainingOptions(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        alpha=alpha,
+        temperature=temperature,
+        callbacks=callbacks,
+        validation_data=validation_data,
+        verbose=verbose,
+    )
+    return prune_with_options(
+        student,
+        x,
+        y,
+        teacher,
+        options,
+        target_sparsity=target_sparsity,
+        end_fraction=end_fraction,
+        frequency=frequency,
+        pruning_schedule=pruning_schedule,
+        block_size=block_size,
+        scope=scope,
+    )
+
+
+def prune_with_options(
+    student,
+    x,
+    y,
+    teacher,
+    options,
+    target_sparsity=0.8,
+    end_fraction=0.7,
+    frequency=None,
+    pruning_schedule=None,
+    block_size=(1, 1),
+    scope="layer",
+):
+    """`prune` with its training options as one `TrainingOptions` (used by `compress`)."""
+    block_size = check_prune_settings(target_sparsity, end_fraction, block_size, scope)
+    total_steps = _training.steps_per_epoch(x, options.batch_size) * options.epochs
     if not IS_LEGACY:
         from keras_distill.compression.keras3 import schedules
         from keras_distill.compression.keras3.pruning import prune_keras3
@@ -153,27 +171,7 @@ def prune(
                 f"Received: pruning_schedule={pruning_schedule!r}"
             )
         return prune_keras3(
-            student,
-            x,
-            y,
-            teacher,
-            pruning_schedule,
-            epochs,
-            batch_size,
-            optimizer,
-            alpha,
-            temperature,
-            callbacks,
-            validation_data,
-            verbose,
-            block_size=block_size,
-            scope=scope,
-        )
-    if scope != "layer":
-        raise ValueError(
-            "`scope='global'` is implemented for Keras 3 only (tfmot prunes each layer to "
-            "the sparsity). Use scope='layer' on tf_keras. "
-            f"Received: scope={scope!r}, GENERATION={GENERATION!r}"
+            student, x, y, teacher, pruning_schedule, options, block_size=block_size, scope=scope
         )
     tfmot = import_tfmot("prune")
     if pruning_schedule is None:
@@ -181,24 +179,38 @@ def prune(
             tfmot.sparsity.keras, target_sparsity, total_steps, end_fraction, frequency
         )
     model = tfmot.sparsity.keras.prune_low_magnitude(
-        _training.clone(student), pruning_schedule=pruning_schedule, block_size=block_size
+        clone_with_weights(student, "student"),
+        pruning_schedule=pruning_schedule,
+        block_size=block_size,
     )
-    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), *(callbacks or [])]
-    _training.fit(
-        model,
-        x,
-        y,
-        teacher=teacher,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        alpha=alpha,
-        temperature=temperature,
-        verbose=verbose,
-        callbacks=callbacks,
-        validation_data=validation_data,
-    )
+    update = tfmot.sparsity.keras.UpdatePruningStep()
+    _training.fit(model, x, y, teacher, options.replace(callbacks=(update, *options.callbacks)))
     return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def check_prune_settings(target_sparsity, end_fraction=0.7, block_size=(1, 1), scope="layer"):
+    """Checks `prune`'s own settings (not the training options); returns `block_size` as a tuple.
+
+    `compress` calls it before any stage trains, so a bad value is found at once.
+    """
+    check_number("target_sparsity", target_sparsity, minimum=0, maximum=1, open_maximum=True)
+    check_number("end_fraction", end_fraction, minimum=0, maximum=1, open_minimum=True)
+    block_size = tuple(block_size) if isinstance(block_size, list) else block_size
+    check_choice("block_size", block_size, BLOCK_SIZES)
+    check_choice("scope", scope, SCOPES)
+    if scope == "global" and block_size != (1, 1):
+        raise ValueError(
+            "`scope='global'` ranks single weights over the whole model; it does not combine "
+            "with blocks. Use block_size=(1, 1), or scope='layer' for blocks. "
+            f"Received: block_size={block_size!r}, scope='global'"
+        )
+    if IS_LEGACY and scope != "layer":
+        raise ValueError(
+            "`scope='global'` is implemented for Keras 3 only (tfmot prunes each layer to "
+            "the sparsity). Use scope='layer' on tf_keras. "
+            f"Received: scope={scope!r}, GENERATION={GENERATION!r}"
+        )
+    return block_size
 
 
 def default_schedule(schedules, target_sparsity, total_steps, end_fraction=0.7, frequency=None):
@@ -206,6 +218,22 @@ def default_schedule(schedules, target_sparsity, total_steps, end_fraction=0.7, 
 
     `schedules` is the module holding `PolynomialDecay`: tfmot's
     `sparsity.keras` or `keras_distill.compression.keras3.schedules`.
+    """
+    end_step, frequency = schedule_steps(total_steps, end_fraction, frequency)
+    return schedules.PolynomialDecay(
+        initial_sparsity=0.0,
+        final_sparsity=float(target_sparsity),
+        begin_step=0,
+        end_step=end_step,
+        frequency=frequency,
+    )
+
+
+def schedule_steps(total_steps, end_fraction=0.7, frequency=None):
+    """`(end_step, frequency)` of the default schedule, or a `ValueError` when training is short.
+
+    `frequency=None` is 1/20 of the steps; `end_step` is the last multiple of
+    `frequency` within the first `end_fraction` of the steps.
     """
     if frequency is None:
         frequency = max(1, total_steps // 20)
@@ -217,13 +245,7 @@ def default_schedule(schedules, target_sparsity, total_steps, end_fraction=0.7, 
             "update before the last step. Train for more steps (epochs, smaller batch_size) "
             f"or lower `frequency`. Received: {total_steps} steps, frequency={frequency}"
         )
-    return schedules.PolynomialDecay(
-        initial_sparsity=0.0,
-        final_sparsity=float(target_sparsity),
-        begin_step=0,
-        end_step=end_step,
-        frequency=frequency,
-    )
+    return end_step, frequency
 
 
 # Kernels `prune` leaves dense, by layer class, and why.
@@ -305,11 +327,8 @@ def _left_dense(layer, path):
 def _kernels(model):
     """`(layer, weight)` for each kernel of `model`, nested models included, once each."""
     seen = set()
-    stack = list(reversed(model.layers))
-    while stack:
-        layer = stack.pop()
+    for layer in all_layers(model, within_layers=False):
         if isinstance(layer, keras.Model):
-            stack.extend(reversed(layer.layers))
             continue
         for weight in layer.weights:
             name = getattr(weight, "path", None) or weight.name

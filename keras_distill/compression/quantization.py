@@ -3,12 +3,14 @@ and Keras 3's `Model.quantize`."""
 
 import re
 
+from keras_distill._checks import check_bool
 from keras_distill._checks import check_choice
-from keras_distill._checks import check_int
 from keras_distill._checks import check_model
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
+from keras_distill._options import TrainingOptions
 from keras_distill.compression import _training
 from keras_distill.compression._tfmot import import_tfmot
 
@@ -182,11 +184,22 @@ def quantization_aware_training(
         https://arxiv.org/abs/1712.05877
     """
     check_model("student", student)
-    for name, value in (("keep_float", keep_float), ("preserve_sparsity", preserve_sparsity)):
-        if not isinstance(value, bool):
-            raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    epochs = check_int("epochs", epochs)
-    batch_size = check_int("batch_size", batch_size)
+    options = TrainingOptions(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        alpha=alpha,
+        temperature=temperature,
+        callbacks=callbacks,
+        validation_data=validation_data,
+        verbose=verbose,
+    )
+    return qat_with_options(student, x, y, teacher, options, keep_float, preserve_sparsity)
+
+
+def qat_with_options(student, x, y, teacher, options, keep_float=False, preserve_sparsity=True):
+    """`quantization_aware_training` with its training options as one `TrainingOptions`."""
+    keep_float, preserve_sparsity = check_qat_settings(keep_float, preserve_sparsity)
     if not IS_LEGACY:
         unsupported = unquantizable_layers(student)
         if unsupported and not keep_float:
@@ -197,21 +210,7 @@ def quantization_aware_training(
             )
         from keras_distill.compression.keras3.qat import qat_keras3
 
-        return qat_keras3(
-            student,
-            x,
-            y,
-            teacher,
-            epochs,
-            batch_size,
-            optimizer,
-            alpha,
-            temperature,
-            preserve_sparsity,
-            callbacks,
-            validation_data,
-            verbose,
-        )
+        return qat_keras3(student, x, y, teacher, options, preserve_sparsity)
     tfmot = import_tfmot("quantization_aware_training")
     quantize = tfmot.quantization.keras
     if preserve_sparsity:
@@ -232,21 +231,16 @@ def quantization_aware_training(
             "(tfmot's default 8-bit scheme keeps them in float32) or remove them from the "
             "model. Received: preserve_sparsity=True"
         )
-    _training.fit(
-        model,
-        x,
-        y,
-        teacher=teacher,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        alpha=alpha,
-        temperature=temperature,
-        verbose=verbose,
-        callbacks=callbacks,
-        validation_data=validation_data,
-    )
+    _training.fit(model, x, y, teacher, options)
     return model
+
+
+def check_qat_settings(keep_float=False, preserve_sparsity=True):
+    """Checks the QAT's own settings (not the training options); returns them as bools.
+
+    `compress` calls it before any stage trains, so a bad value is found at once.
+    """
+    return check_bool("keep_float", keep_float), check_bool("preserve_sparsity", preserve_sparsity)
 
 
 def keras_quantize(model, mode="int8"):
@@ -280,6 +274,6 @@ def keras_quantize(model, mode="int8"):
             f"quantization='int8', representative_data=x)`. Received: GENERATION={GENERATION!r}"
         )
     check_choice("mode", mode, KERAS_QUANTIZATION_MODES)
-    copy = _training.clone(model)
+    copy = clone_with_weights(model, "model")
     copy.quantize(mode)
     return copy

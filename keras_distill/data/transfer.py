@@ -1,15 +1,15 @@
-"""Transfer sets: train on labelled data plus unlabelled inputs that the teacher labels.
+"""Transfer sets: train on labelled data plus unlabeled inputs that the teacher labels.
 
 The `Distiller` treats a sparse label equal to `label_mask_value` (default
 `-1`) as missing: such examples train on the distillation term only, i.e. on
 the teacher's soft labels, while labelled examples use
-`(1 - alpha) * H + alpha * D`. Concatenating unlabelled inputs with label
+`(1 - alpha) * H + alpha * D`. Concatenating unlabeled inputs with label
 `-1` therefore turns them into a teacher-labelled transfer set, mixed into
 the same shuffled batches as the labelled data. (Entirely x-only batches,
-e.g. `distiller.fit(x_unlabelled)`, work too.)
+e.g. `distiller.fit(x_unlabeled)`, work too.)
 
 Use `weighted_metrics=["accuracy"]` when compiling, so accuracy ignores the
-unlabelled rows.
+unlabeled rows.
 
 References:
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network",

@@ -40,11 +40,25 @@ def find_layer(model, name, role):
     return owner
 
 
+def attention_softmax(layer):
+    """The `keras.layers.Softmax` inside an attention layer that is not a `MultiHeadAttention`
+    (keras_hub's Llama, Mistral and Gemma attention), or `None`."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return None
+    return next((s for s in all_layers(layer) if isinstance(s, keras.layers.Softmax)), None)
+
+
 def _check_capturable(kind, layer, name, role):
-    if kind == "attention" and not isinstance(layer, keras.layers.MultiHeadAttention):
+    if (
+        kind == "attention"
+        and not isinstance(layer, keras.layers.MultiHeadAttention)
+        and attention_softmax(layer) is None
+    ):
         raise ValueError(
             f"An attention match needs a keras.layers.MultiHeadAttention layer (or a "
-            f"subclass). Received: {role}_layer={name!r} of type {type(layer).__name__}"
+            f"subclass), or an attention layer that computes its probabilities with a "
+            f"keras.layers.Softmax. Received: {role}_layer={name!r} of type "
+            f"{type(layer).__name__}"
         )
 
 
@@ -86,14 +100,24 @@ class LayerCapture:
             self.layers[(name, kind)] = layer
         self.values = {}
 
+    def _recorded_layer(self, key):
+        """`(layer whose method is replaced, method name, recorder factory)` for `key`."""
+        layer = self.layers[key]
+        if key[1] == "attention":
+            softmax = attention_softmax(layer)
+            if softmax is not None:  # Its output is the probabilities, its mask the mask.
+                return softmax, "call", self._softmax_recorder
+        attribute, make_recorder = self._recorders()[key[1]]
+        return layer, attribute, make_recorder
+
     @contextlib.contextmanager
     def recording(self):
         """Installs the recorders for the duration of one forward pass."""
         self.values = {}
         installed = []
         try:
-            for key, layer in self.layers.items():
-                attribute, make_recorder = self._recorders()[key[1]]
+            for key in self.layers:
+                layer, attribute, make_recorder = self._recorded_layer(key)
                 original = getattr(layer, attribute)
                 object.__setattr__(layer, attribute, make_recorder(key, original))
                 installed.append((layer, attribute))
@@ -117,10 +141,18 @@ class LayerCapture:
 
         return call
 
-    def _attention_recorder(self, key, original):
+    def _softmax_recorder(self, key, original):
+        def call(inputs, mask=None, **kwargs):
+            probabilities = original(inputs, mask=mask, **kwargs)
+            self.values[key] = (probabilities, mask)
+            return probabilities
+
+        return call
+
+    def _attention_recorder(self, capture_key, original):
         def record(
             query,
-            key_tensor,
+            key,
             value,
             attention_mask=None,
             training=None,
@@ -128,9 +160,9 @@ class LayerCapture:
             **kwargs,
         ):
             output, scores = compute_attention(
-                original, query, key_tensor, value, attention_mask, training, **kwargs
+                original, query, key, value, attention_mask, training, **kwargs
             )
-            self.values[key] = (scores, attention_mask)
+            self.values[capture_key] = (scores, attention_mask)
             return output, scores
 
         return record

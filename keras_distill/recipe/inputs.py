@@ -18,6 +18,30 @@ GENERATED_INPUTS = 25_000
 VIEWS_PER_EXAMPLE_RANGE = (4, 32)
 
 
+_USE_THE_DISTILLER = (
+    "`distill()` covers one array input and one row of logits per example. For several named "
+    "inputs or outputs with positions (a causal LM, a tagger, segmentation), use the "
+    "`Distiller` directly: `Distiller(student, teacher, padding_mask_input=...)`, "
+    "`compile(...)`, `fit(x, y, sample_weight=...)` (see docs/sequences.md)."
+)
+
+
+def check_single_array(name, x):
+    """Raises for inputs `distill()` does not cover: a dict, list or tuple of inputs."""
+    if isinstance(x, dict) or (
+        isinstance(x, (list, tuple)) and x and all(np.ndim(leaf) >= 2 for leaf in x)
+    ):
+        kind = f"a dict of inputs {sorted(x)}" if isinstance(x, dict) else f"{len(x)} inputs"
+        raise ValueError(f"{_USE_THE_DISTILLER} Received: {name} with {kind}")
+
+
+def check_one_row_per_example(role, model):
+    """Raises when `model`'s output has positions `(batch, ..., classes)`."""
+    shape = tuple(getattr(model, "output_shape", ()) or ())
+    if len(shape) > 2 and all(not isinstance(dim, (list, tuple)) for dim in shape):
+        raise ValueError(f"{_USE_THE_DISTILLER} Received: {role} output shape={shape}")
+
+
 def labelled_arrays(name, x, y=None):
     """`(inputs, sparse labels)` from arrays or a finite `tf.data.Dataset` of `(x, y)`.
 
@@ -43,6 +67,7 @@ def labelled_arrays(name, x, y=None):
             f"`{name}` needs labels: pass them as `y`, or pass a tf.data.Dataset of (x, y) "
             f"batches. Received: {name} with shape {np.shape(x)} and y=None"
         )
+    check_single_array(name, x)
     x = np.asarray(x, np.float32)
     y = sparse_labels(name, y)
     if len(x) != len(y) or len(x) == 0:
@@ -58,6 +83,7 @@ def input_array(name, x):
     """Float32 inputs from an array or a finite, batched dataset of `x` (or `(x, ...)`)."""
     if isinstance(x, tf.data.Dataset):
         x = _read_dataset(name, x, labelled=False)
+    check_single_array(name, x)
     x = np.asarray(x, np.float32)
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(
@@ -165,6 +191,7 @@ def _read_dataset(name, dataset, labelled):
             raise ValueError(
                 f"`{name}` must yield (x, y) batches. Received: batches of {len(parts)} element(s)"
             )
+        check_single_array(name, parts[0])
         inputs.append(np.asarray(parts[0]))
         if labelled:
             labels.append(np.asarray(parts[1]))

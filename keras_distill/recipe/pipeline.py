@@ -1,10 +1,13 @@
 """`distill()`: the measured recipe in one call, never below the student alone on validation."""
 
+import dataclasses
 import time
 
 from keras_distill import _checks
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
+from keras_distill._options import TrainingOptions
 from keras_distill.data import transfer
 from keras_distill.distiller import Distiller
 from keras_distill.recipe import inputs
@@ -143,6 +146,8 @@ def distill(
     _checks.check_model("teacher", teacher)
     _checks.check_model("student", student)
     _checks.check_distinct(student, teacher)
+    inputs.check_one_row_per_example("teacher", teacher)
+    inputs.check_one_row_per_example("student", student)
     _checks.check_class_counts(student.output_shape, teacher.output_shape)
     settings = _check_settings(
         epochs=epochs,
@@ -169,7 +174,7 @@ def distill(
             "validation_split",
             DEFAULT_VALIDATION_SPLIT if validation_split is None else validation_split,
         )
-        (x_fit, y_fit), (x_val, y_val) = inputs.split(x, y, fraction, settings["seed"])
+        (x_fit, y_fit), (x_val, y_val) = inputs.split(x, y, fraction, settings.training.seed)
     else:
         (x_fit, y_fit), (x_val, y_val) = (x, y), inputs.pair("validation_data", validation_data)
     test = None if test_data is None else inputs.pair("test_data", test_data)
@@ -209,7 +214,7 @@ class _Recipe:
         x_val, y_val = self.validation
         self.say(
             f"distill: {len(y_fit):,} labelled examples to train on, {len(y_val):,} to "
-            f"validate, {len(s['candidates'])} (alpha, T) candidate(s), {GENERATION}"
+            f"validate, {len(s.candidates)} (alpha, T) candidate(s), {GENERATION}"
         )
         teacher = {
             "validation_accuracy": accuracy(self.teacher, x_val, y_val),
@@ -221,17 +226,15 @@ class _Recipe:
         self.phase(2, f"student alone: {self.summary(self.runs[-1])}")
 
         x_all, y_all, description = self.transfer_set()
-        cache = TeacherCache.build(
-            self.teacher, x_all, teacher_from_logits=s["teacher_from_logits"]
-        )
+        cache = TeacherCache.build(self.teacher, x_all, teacher_from_logits=s.teacher_from_logits)
         self.phase(3, f"the teacher labelled {len(x_all):,} inputs once ({description})")
 
         searched = [
-            self.distil(alpha, temperature, cache, x_all, y_all)
-            for alpha, temperature in s["candidates"]
+            self.train_candidate(alpha, temperature, cache, x_all, y_all)
+            for alpha, temperature in s.candidates
         ]
         scores = ", ".join(f"a={a:g} T={t:g}: {_pct(st.best)}" for (a, t), _, st, _ in searched)
-        self.phase(4, f"search ({s['search_epochs']} epochs each): {scores}")
+        self.phase(4, f"search ({s.search_epochs} epochs each): {scores}")
         distilled = self.finish_search(searched)
         self.phase(5, f"{self.runs[-1]['name']}: {self.summary(self.runs[-1])}")
 
@@ -248,15 +251,15 @@ class _Recipe:
         s = self.settings
         baseline = self.new_student()
         baseline.compile(
-            optimizer=keras.optimizers.Adam(s["learning_rate"]),
+            optimizer=s.training.new_optimizer(),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         stopper = self.stopper(baseline)
-        keras.utils.set_random_seed(s["seed"])
+        keras.utils.set_random_seed(s.training.seed)
         baseline.fit(
             *self.fit_data,
-            batch_size=s["batch_size"],
-            epochs=s["epochs"],
+            batch_size=s.training.batch_size,
+            epochs=s.training.epochs,
             shuffle=True,
             callbacks=[stopper],
             verbose=self.fit_verbose,
@@ -270,9 +273,9 @@ class _Recipe:
         (alpha, temperature), distiller, stopper, dataset = max(
             searched, key=lambda item: item[2].best
         )
-        remaining = self.settings["epochs"] - stopper.epochs
+        remaining = self.settings.training.epochs - stopper.epochs
         if remaining > 0 and not stopper.exhausted:
-            keras.utils.set_random_seed(self.settings["seed"] + 1)
+            keras.utils.set_random_seed(self.settings.training.seed + 1)
             distiller.fit(
                 dataset,
                 epochs=remaining,
@@ -299,31 +302,34 @@ class _Recipe:
         if self.extra is not None:
             extra, description = self.extra, f"transfer set: {len(self.extra):,} unlabeled inputs"
         else:
-            kind = inputs.view_kind(s["views"], x_fit)
-            copies = inputs.views_per_example(s["views_per_example"], len(x_fit))
-            extra = inputs.generated_views(x_fit, kind, copies, s["seed"])
+            kind = inputs.view_kind(s.views, x_fit)
+            copies = inputs.views_per_example(s.views_per_example, len(x_fit))
+            extra = inputs.generated_views(x_fit, kind, copies, s.training.seed)
             description = (
                 f"transfer set: {len(extra):,} generated {kind} views ({copies} per labelled input)"
             )
         x_all, y_all = transfer.transfer_set(x_fit, y_fit, extra)
         return x_all, y_all, description + " labelled by the teacher, plus the labelled inputs"
 
-    def distil(self, alpha, temperature, cache, x_all, y_all):
+    def train_candidate(self, alpha, temperature, cache, x_all, y_all):
+        """Distils a fresh student with one `(alpha, temperature)` candidate for `search_epochs`."""
         s = self.settings
         student = self.new_student()
         distiller = Distiller(student=student, teacher=cache)
         distiller.compile(
-            optimizer=keras.optimizers.Adam(s["learning_rate"]),
+            optimizer=s.training.new_optimizer(),
             alpha=alpha,
             temperature=temperature,
         )
         stopper = self.stopper(student)
-        dataset = cache.dataset(x_all, y_all, batch_size=s["transfer_batch_size"], seed=s["seed"])
-        keras.utils.set_random_seed(s["seed"])
+        dataset = cache.dataset(
+            x_all, y_all, batch_size=s.transfer_batch_size, seed=s.training.seed
+        )
+        keras.utils.set_random_seed(s.training.seed)
         # The cache's dataset shuffles itself; `shuffle=False` only silences Keras' notice.
         distiller.fit(
             dataset,
-            epochs=s["search_epochs"],
+            epochs=s.search_epochs,
             callbacks=[stopper],
             shuffle=False,
             verbose=self.fit_verbose,
@@ -347,24 +353,20 @@ class _Recipe:
         )
 
     def new_student(self):
-        model = _clone(self.student)
-        model.set_weights(self.initial_weights)
-        return model
+        return clone_with_weights(self.student, "student", self.initial_weights)
 
     def copy(self, model):
-        clone = _clone(model)
-        clone.set_weights(model.get_weights())
-        return clone
+        return clone_with_weights(model, "student")
 
     def stopper(self, model):
-        return BestOnValidation(model, *self.validation, patience=self.settings["patience"])
+        return BestOnValidation(model, *self.validation, patience=self.settings.patience)
 
     def test_accuracy(self, model):
         return None if self.test is None else accuracy(model, *self.test)
 
     @property
     def fit_verbose(self):
-        return 2 if self.settings["verbose"] == 2 else 0
+        return self.settings.training.verbose
 
     def report_settings(self, description, num_transfer):
         s = self.settings
@@ -374,19 +376,14 @@ class _Recipe:
             "num_test": None if self.test is None else int(len(self.test[1])),
             "num_transfer": int(num_transfer),
             "transfer_description": description,
-            **{
-                key: s[key]
-                for key in (
-                    "epochs",
-                    "search_epochs",
-                    "patience",
-                    "batch_size",
-                    "transfer_batch_size",
-                    "learning_rate",
-                    "seed",
-                )
-            },
-            "candidates": [list(pair) for pair in s["candidates"]],
+            "epochs": s.training.epochs,
+            "search_epochs": s.search_epochs,
+            "patience": s.patience,
+            "batch_size": s.training.batch_size,
+            "transfer_batch_size": s.transfer_batch_size,
+            "learning_rate": s.training.learning_rate,
+            "seed": s.training.seed,
+            "candidates": [list(pair) for pair in s.candidates],
             "seconds": round(time.perf_counter() - self.started, 1),
             "generation": GENERATION,
         }
@@ -401,7 +398,7 @@ class _Recipe:
         self.say(f"[{number}/{self.num_phases}] {text} ({self.elapsed()})")
 
     def say(self, text):
-        if self.settings["verbose"]:
+        if self.settings.verbose:
             print(text, flush=True)
 
     def elapsed(self):
@@ -439,39 +436,82 @@ def choose_student(baseline, distilled):
     return BASELINE, reason
 
 
-def _check_settings(**settings):
+@dataclasses.dataclass(frozen=True)
+class _RecipeSettings:
+    """The checked settings of one `distill()` run.
+
+    `training` holds what every student's training shares (epochs, batch size,
+    learning rate, seed, and Keras's own verbosity); `verbose` is the
+    recipe's (`1`: one line per phase).
+    """
+
+    training: TrainingOptions
+    search_epochs: int
+    patience: int
+    candidates: tuple
+    views: str
+    views_per_example: object
+    transfer_batch_size: int
+    teacher_from_logits: bool
+    verbose: int
+
+
+def _check_settings(
+    epochs,
+    search_epochs,
+    patience,
+    candidates,
+    views,
+    views_per_example,
+    batch_size,
+    transfer_batch_size,
+    learning_rate,
+    teacher_from_logits,
+    seed,
+    verbose,
+):
     """The keyword arguments of `distill()`, checked, with `search_epochs` filled in."""
-    for name in ("epochs", "patience", "batch_size", "transfer_batch_size"):
-        settings[name] = _checks.check_int(name, settings[name])
-    views = settings["views_per_example"]
-    if not (isinstance(views, str) and views == "auto"):
+    _checks.check_choice("verbose", verbose, (0, 1, 2))
+    training = TrainingOptions(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=_checks.check_int("seed", seed, minimum=0),
+        verbose=2 if verbose == 2 else 0,
+    )
+    patience = _checks.check_int("patience", patience)
+    transfer_batch_size = _checks.check_int("transfer_batch_size", transfer_batch_size)
+    if not (isinstance(views_per_example, str) and views_per_example == "auto"):
         try:
-            settings["views_per_example"] = _checks.check_int("views_per_example", views)
+            views_per_example = _checks.check_int("views_per_example", views_per_example)
         except ValueError:
             raise ValueError(
                 '`views_per_example` must be an integer >= 1 or "auto". '
-                f"Received: views_per_example={views!r}"
+                f"Received: views_per_example={views_per_example!r}"
             ) from None
-    settings["seed"] = _checks.check_int("seed", settings["seed"], minimum=0)
-    settings["learning_rate"] = _checks.check_positive_number(
-        "learning_rate", settings["learning_rate"]
-    )
-    _checks.check_choice("views", settings["views"], inputs.VIEW_KINDS)
-    _checks.check_teacher_from_logits(settings["teacher_from_logits"], None)
-    _checks.check_choice("verbose", settings["verbose"], (0, 1, 2))
-    settings["candidates"] = _check_candidates(settings["candidates"])
-    search = settings["search_epochs"]
-    if search is None:
-        several = len(settings["candidates"]) > 1
-        search = max(1, settings["epochs"] // 4) if several else settings["epochs"]
-    search = _checks.check_int("search_epochs", search)
-    if search > settings["epochs"]:
+    _checks.check_choice("views", views, inputs.VIEW_KINDS)
+    _checks.check_teacher_from_logits(teacher_from_logits, None)
+    candidates = _check_candidates(candidates)
+    if search_epochs is None:
+        several = len(candidates) > 1
+        search_epochs = max(1, training.epochs // 4) if several else training.epochs
+    search_epochs = _checks.check_int("search_epochs", search_epochs)
+    if search_epochs > training.epochs:
         raise ValueError(
-            f"`search_epochs` must not exceed `epochs` ({settings['epochs']}). "
-            f"Received: search_epochs={search}"
+            f"`search_epochs` must not exceed `epochs` ({training.epochs}). "
+            f"Received: search_epochs={search_epochs}"
         )
-    settings["search_epochs"] = search
-    return settings
+    return _RecipeSettings(
+        training=training,
+        search_epochs=search_epochs,
+        patience=patience,
+        candidates=tuple(candidates),
+        views=views,
+        views_per_example=views_per_example,
+        transfer_batch_size=transfer_batch_size,
+        teacher_from_logits=teacher_from_logits,
+        verbose=verbose,
+    )
 
 
 def _check_candidates(candidates):
@@ -497,17 +537,6 @@ def _check_label_range(name, labels, num_classes):
             f"The labels of `{name}` must be class indices in [0, {num_classes - 1}]. "
             f"Received: labels up to {int(labels.max())}"
         )
-
-
-def _clone(model):
-    try:
-        return keras.models.clone_model(model)
-    except Exception as error:  # noqa: BLE001 - Keras raises several types here.
-        raise ValueError(
-            "`student` must be a model Keras can clone (Sequential, functional, or a subclass "
-            "with get_config); distill() trains copies and leaves yours untouched. "
-            f"Received: student={model.name!r} ({type(error).__name__}: {error})"
-        ) from error
 
 
 def _candidate_name(alpha, temperature):

@@ -2,8 +2,11 @@
 
 import numpy as np
 
+from keras_distill import _checks
 from keras_distill._keras import keras
 from keras_distill.evaluation.outputs import model_outputs
+
+TIE_BREAKS = ("earlier", "later")
 
 
 def accuracy(model, x, y, batch_size=512):
@@ -29,6 +32,12 @@ class BestOnValidation(keras.callbacks.Callback):
         x_val: Validation inputs.
         y_val: Validation labels (class indices).
         patience: Epochs without improvement before stopping.
+        tie_break: `"earlier"` keeps the first epoch of equal best accuracy;
+            `"later"` lets an epoch that equals the best replace it (and
+            restart the patience): on a small validation set accuracy
+            plateaus, and keeping the earliest epoch of a plateau can stop
+            training long before the student has fitted. Defaults to
+            `"earlier"`.
 
     Attributes:
         best: Best validation accuracy so far (`-1` before the first epoch).
@@ -38,9 +47,10 @@ class BestOnValidation(keras.callbacks.Callback):
         exhausted: True once patience ran out.
     """
 
-    def __init__(self, model, x_val, y_val, patience):
+    def __init__(self, model, x_val, y_val, patience, tie_break="earlier"):
         super().__init__()
         self.student, self.x_val, self.y_val, self.patience = model, x_val, y_val, patience
+        self.tie_break = _checks.check_choice("tie_break", tie_break, TIE_BREAKS)
         self.best, self.best_epoch, self.epochs = -1.0, 0, 0
         self.best_weights = None
         self.curve = []
@@ -50,7 +60,8 @@ class BestOnValidation(keras.callbacks.Callback):
         self.epochs += 1
         value = accuracy(self.student, self.x_val, self.y_val)
         self.curve.append(value)
-        if value > self.best:
+        later = self.tie_break == "later" and value == self.best
+        if value > self.best or later:
             self.best, self.best_epoch = value, self.epochs
             self.best_weights = self.student.get_weights()
         elif self.epochs - self.best_epoch >= self.patience:

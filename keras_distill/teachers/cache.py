@@ -5,6 +5,15 @@ fingerprint of those inputs (their count, shapes, dtypes and a SHA-256 of
 their bytes). `cache.dataset(x, y)` pairs each example with its stored
 logits and refuses inputs whose fingerprint differs.
 
+Logits with positions, `(n, ..., classes)` (a causal LM's tokens, a
+segmentation's pixels), are stored per position. With `top_k`, only the `k`
+largest logits of each position are kept, with their class indices; the
+teacher's probability outside them is either dropped (the kept classes are
+renormalised: `top_k_rest="renormalize"`) or spread evenly over the other
+classes (`top_k_rest="uniform"`, which keeps each kept class's probability
+exact). `dataset()` expands the kept logits to full rows one batch at a time,
+so memory holds the top-k arrays and one batch of full logits.
+
 Random augmentation is refused by design: a stored output belongs to the
 exact input it was computed from, so the cache only serves the arrays it was
 built on, in a `tf.data` pipeline it builds itself (shuffling allowed,
@@ -30,6 +39,7 @@ INPUTS_KEY = "inputs"
 LOGITS_KEY = "teacher_logits"
 _MISSING_LOGIT = -1e4
 _STORAGE_DTYPES = ("float32", "float16")
+TOP_K_REST = ("renormalize", "uniform")
 
 
 def fingerprint(x):
@@ -63,19 +73,28 @@ class TeacherCache:
         ```
 
     Args:
-        logits: `(n, k)` stored logits (top-k values when `indices` is set).
+        logits: `(n, ..., k)` stored logits (top-k values when `indices` is set).
         num_examples: Number of inputs the cache was built on.
         digest: SHA-256 of those inputs.
         num_classes: Number of classes of the teacher.
-        indices: `(n, k)` class indices of the kept logits, or `None`.
+        indices: `(n, ..., k)` class indices of the kept logits, or `None`.
+        rest_logits: `(n, ...)`: with top-k, the logit given to every class
+            that was not kept (see `top_k_rest` in `build`), or `None` (very
+            low: the kept classes are renormalised).
     """
 
-    def __init__(self, logits, num_examples, digest, num_classes, indices=None):
+    def __init__(self, logits, num_examples, digest, num_classes, indices=None, rest_logits=None):
         self.logits = logits
         self.num_examples = int(num_examples)
         self.digest = str(digest)
         self.num_classes = int(num_classes)
         self.indices = indices
+        self.rest_logits = rest_logits
+
+    @property
+    def positions(self):
+        """The axes between examples and classes, e.g. `(sequence_length,)`; `()` per example."""
+        return tuple(self.logits.shape[1:-1])
 
     @classmethod
     def build(
@@ -88,45 +107,72 @@ class TeacherCache:
         teacher_from_logits=True,
         teacher_output=None,
         teacher_outputs=None,
+        top_k_rest="renormalize",
     ):
         """Runs `teacher` once over the input arrays `x` and stores its logits.
+
+        The teacher runs on `batch_size` examples at a time and only what is
+        stored of them is kept, so with `top_k` the full logits of the whole
+        set never exist at once.
 
         Args:
             teacher: Trained `keras.Model`.
             x: Input array (or dict/list of arrays), the whole dataset.
             batch_size: Inference batch size. Defaults to `256`.
             dtype: `"float32"` or `"float16"` storage. Defaults to `"float32"`.
-            top_k: Keep only the `k` largest logits per example (many
-                classes); the others count as zero probability. Defaults to
-                `None` (all).
+            top_k: Keep only the `k` largest logits per example or position
+                (many classes). Defaults to `None` (all).
             teacher_from_logits: Whether the teacher returns logits (`False`:
                 probabilities). Defaults to `True`.
             teacher_output: Name or index of the output to cache when the
                 teacher has several (as in the `Distiller`). Defaults to `None`.
             teacher_outputs: Deprecated: `"probabilities"` is
                 `teacher_from_logits=False`.
+            top_k_rest: With `top_k`, what happens to the teacher's
+                probability outside the kept classes: `"renormalize"` drops
+                it (the kept classes' probabilities are rescaled to sum to
+                1), `"uniform"` spreads it evenly over the other classes
+                (every kept probability stays exact). Defaults to
+                `"renormalize"`.
         """
         from_logits = _checks.check_teacher_from_logits(teacher_from_logits, teacher_outputs)
         _checks.check_choice("dtype", dtype, _STORAGE_DTYPES)
-        num_examples, digest = fingerprint(x)
-        # Eager calls in chunks: `predict` would trace once per batch shape of every new teacher.
-        outputs = model_outputs(teacher, x, batch_size, dtype="float32")
-        outputs = select_output(outputs, teacher_output, teacher, "teacher")
-        logits = np.asarray(outputs, np.float32)
-        cache_checks.check_storable(logits, dtype)
-        logits = np.asarray(logits_from(logits, from_logits), np.float32)
-        num_classes = logits.shape[-1]
-        indices = None
+        _checks.check_choice("top_k_rest", top_k_rest, TOP_K_REST)
+        batch_size = _checks.check_int("batch_size", batch_size)
         if top_k is not None:
-            _checks.check_int("top_k", top_k)
-            if top_k > num_classes:
-                raise ValueError(
-                    f"`top_k` must be an integer in [1, {num_classes}]. Received: top_k={top_k!r}"
+            top_k = _checks.check_int("top_k", top_k)
+        num_examples, digest = fingerprint(x)
+        first = tf.nest.map_structure(lambda leaf: leaf[:1], x)
+        outputs = select_output(teacher(first, training=False), teacher_output, teacher, "teacher")
+        num_classes = int(outputs.shape[-1])
+        if top_k is not None and top_k > num_classes:
+            raise ValueError(
+                f"`top_k` must be an integer in [1, {num_classes}]. Received: top_k={top_k!r}"
+            )
+        store = _batch_storer(teacher, teacher_output, from_logits, top_k, top_k_rest)
+        parts = []
+        for start in range(0, num_examples, batch_size):
+            chunk = tf.nest.map_structure(
+                lambda leaf: tf.convert_to_tensor(leaf[start : start + batch_size]), x
+            )
+            values, indices, rest, finite, largest = store(chunk)
+            if not bool(finite) or (
+                dtype == "float16" and float(largest) > cache_checks.FLOAT16_MAX
+            ):
+                outputs = model_outputs(teacher, chunk, batch_size, dtype="float32")
+                outputs = select_output(outputs, teacher_output, teacher, "teacher")
+                cache_checks.check_storable(np.asarray(outputs), dtype)
+            parts.append(
+                (
+                    values.numpy().astype(dtype),
+                    None if indices is None else indices.numpy(),
+                    None if rest is None else rest.numpy(),
                 )
-            top_k = int(top_k)
-            indices = np.argsort(-logits, axis=-1)[:, :top_k].astype(np.int32)
-            logits = np.take_along_axis(logits, indices, axis=-1)
-        return cls(logits.astype(dtype), num_examples, digest, num_classes, indices)
+            )
+        logits, indices, rest = (
+            None if part[0] is None else np.concatenate(part) for part in zip(*parts)
+        )
+        return cls(logits, num_examples, digest, num_classes, indices, rest)
 
     def check(self, x):
         """Raises unless `x` are the very inputs this cache was built on."""
@@ -140,13 +186,23 @@ class TeacherCache:
             )
 
     def full_logits(self, start=None, stop=None):
-        """Float32 `(n, num_classes)` logits (missing top-k classes filled very low)."""
+        """Float32 `(n, ..., num_classes)` logits of examples `start:stop`, top-k expanded.
+
+        Classes outside the top k get the stored rest logit (`"uniform"`) or
+        a very low one (`"renormalize"`).
+        """
         logits = self.logits[start:stop].astype(np.float32)
         if self.indices is None:
             return logits
-        full = np.full((len(logits), self.num_classes), _MISSING_LOGIT, np.float32)
+        rest = self._rest_logits(start, stop)
+        full = np.broadcast_to(rest[..., None], logits.shape[:-1] + (self.num_classes,)).copy()
         np.put_along_axis(full, self.indices[start:stop], logits, axis=-1)
         return full
+
+    def _rest_logits(self, start=None, stop=None):
+        if self.rest_logits is not None:
+            return self.rest_logits[start:stop].astype(np.float32)
+        return np.full(self.logits[start:stop].shape[:-1], _MISSING_LOGIT, np.float32)
 
     def dataset(self, x, y=None, sample_weight=None, batch_size=32, shuffle=True, seed=None):
         """A `tf.data.Dataset` of `({"inputs": x, "teacher_logits": t}, y[, w])` batches.
@@ -160,22 +216,47 @@ class TeacherCache:
             seed: Shuffle seed. Defaults to `None`.
         """
         self.check(x)
-        features = {INPUTS_KEY: x, LOGITS_KEY: self.full_logits()}
+        if self.indices is None:
+            features = {INPUTS_KEY: x, LOGITS_KEY: self.logits}
+        else:
+            features = {
+                INPUTS_KEY: x,
+                _VALUES_KEY: self.logits,
+                _INDICES_KEY: self.indices,
+                _REST_KEY: self._rest_logits(),
+            }
         element = (features,) if y is None else (features, y)
         if sample_weight is not None:
             element = (features, y, sample_weight)
         data = tf.data.Dataset.from_tensor_slices(element)
         if shuffle:
             data = data.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
-        return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        data = data.batch(batch_size)
+        num_classes = self.num_classes
+
+        def full_batch(features, *rest):
+            features = dict(features)
+            if _VALUES_KEY in features:
+                features[LOGITS_KEY] = expand_top_k(
+                    features.pop(_VALUES_KEY),
+                    features.pop(_INDICES_KEY),
+                    features.pop(_REST_KEY),
+                    num_classes,
+                )
+            features[LOGITS_KEY] = tf.cast(features[LOGITS_KEY], tf.float32)
+            return (features, *rest)
+
+        return data.map(full_batch).prefetch(tf.data.AUTOTUNE)
 
     def save(self, path):
         """Writes the cache to `path` (`.npz`) atomically."""
         with atomic_path(path, suffix=".npz") as temporary:
+            empty = np.zeros((0,), np.int32)
             np.savez(
                 temporary,
                 logits=self.logits,
-                indices=self.indices if self.indices is not None else np.zeros((0,), np.int32),
+                indices=self.indices if self.indices is not None else empty,
+                rest_logits=self.rest_logits if self.rest_logits is not None else empty,
                 meta=np.array([self.num_examples, self.num_classes], np.int64),
                 digest=np.array(self.digest),
             )
@@ -203,4 +284,73 @@ class TeacherCache:
                 f"Received: path={path!r}"
             ) from None
         logits, indices, num_examples, num_classes, digest = cache_checks.check_loaded(arrays, path)
-        return cls(logits, num_examples, digest, num_classes, indices)
+        rest = cache_checks.check_loaded_rest(arrays, logits, indices, path)
+        return cls(logits, num_examples, digest, num_classes, indices, rest)
+
+
+def _batch_storer(teacher, teacher_output, from_logits, top_k, top_k_rest):
+    """A compiled function: a batch of inputs -> `(values, indices, rest logits, finite,
+    largest |output|)` to store; `indices` and `rest` are `None` without top-k and with
+    `"renormalize"`."""
+
+    @tf.function(reduce_retracing=True)
+    def store(x):
+        outputs = select_output(teacher(x, training=False), teacher_output, teacher, "teacher")
+        raw = tf.cast(outputs, tf.float32)
+        finite = tf.reduce_all(tf.math.is_finite(raw))
+        largest = tf.reduce_max(tf.abs(raw))
+        logits = logits_from(raw, from_logits)
+        classes = logits.shape[-1]
+        if top_k is None:
+            return logits, None, None, finite, largest
+        values, indices = tf.math.top_k(logits, k=top_k)
+        if top_k_rest == "renormalize" or top_k == classes:
+            return values, indices, None, finite, largest
+        return values, indices, uniform_rest_logits(logits, values), finite, largest
+
+    return store
+
+
+def uniform_rest_logits(logits, kept):
+    """The logit that gives every class outside `kept` an equal share of the rest of the mass.
+
+    `r = log((1 - sum_kept p) / (K - k)) + logsumexp(z)`, so that a softmax
+    over the kept logits and `K - k` copies of `r` gives the kept classes
+    their exact teacher probabilities `p`. Floored at a very low logit when
+    the rest of the mass underflows.
+
+    Args:
+        logits: The full logits `(..., K)`.
+        kept: The kept ones `(..., k)`.
+    """
+    log_normalizer = tf.cast(tf.reduce_logsumexp(logits, axis=-1), tf.float64)
+    kept = tf.cast(kept, tf.float64)
+    kept_mass = tf.reduce_sum(tf.exp(kept - log_normalizer[..., None]), axis=-1)
+    rest_mass = tf.clip_by_value(1.0 - kept_mass, 0.0, 1.0) / float(
+        logits.shape[-1] - kept.shape[-1]
+    )
+    rest = tf.math.log(rest_mass) + log_normalizer
+    return tf.cast(tf.maximum(rest, log_normalizer + _MISSING_LOGIT), tf.float32)
+
+
+def expand_top_k(values, indices, rest_logits, num_classes):
+    """Full logits `(..., num_classes)` from top-k `values` and `indices` `(..., k)`.
+
+    Classes outside `indices` get `rest_logits` `(...)`.
+    """
+    values = tf.cast(values, tf.float32)
+    full_shape = tf.concat([tf.shape(values)[:-1], [num_classes]], axis=0)
+    full = tf.broadcast_to(tf.cast(rest_logits, tf.float32)[..., None], full_shape)
+    flat = tf.reshape(full, [-1, num_classes])
+    k = tf.shape(values)[-1]
+    rows = tf.repeat(tf.range(tf.shape(flat)[0]), k)
+    columns = tf.reshape(tf.cast(indices, tf.int32), [-1])
+    flat = tf.tensor_scatter_nd_update(
+        flat, tf.stack([rows, columns], axis=1), tf.reshape(values, [-1])
+    )
+    return tf.reshape(flat, full_shape)
+
+
+_VALUES_KEY = "teacher_top_k_values"
+_INDICES_KEY = "teacher_top_k_indices"
+_REST_KEY = "teacher_rest_logits"

@@ -71,8 +71,8 @@ class CachedTeacher:
         self.cache = cache
 
     def output_shape(self):
-        """`(None, num_classes)` of the cached logits."""
-        return (None, self.cache.num_classes)
+        """`(None, ..., num_classes)` of the cached logits."""
+        return (None, *self.cache.positions, self.cache.num_classes)
 
     def forward(self, x, capture=None):
         """`(student inputs, float32 cached logits, {})` of a cached batch."""

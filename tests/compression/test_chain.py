@@ -129,7 +129,7 @@ def test_report_markdown_and_lookup():
         {"generation": "x"},
     )
     assert report.to_markdown().splitlines()[2] == (
-        "| input | 0.5000 | 10 | 0.000 | n/a | n/a | n/a | n/a |"
+        "| input | 0.5000 | n/a | 10 | 0.000 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
     )
     with pytest.raises(KeyError, match="Existing stages are: \\['input'\\]"):
         report["prune"]

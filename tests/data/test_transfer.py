@@ -8,7 +8,7 @@ from keras_distill._keras import keras
 from keras_distill.data import transfer
 
 
-def test_transfer_set_trains_unlabelled_rows_on_distillation(data, teacher, student):
+def test_transfer_set_trains_unlabeled_rows_on_distillation(data, teacher, student):
     x, y = data
     x_all, y_all = transfer.transfer_set(x[:64], y[:64], x[64:])
     assert x_all.shape == x.shape and list(y_all[64:]) == [-1] * 64

@@ -330,3 +330,25 @@ def test_choice_of_the_student(alone, distilled, kept, says):
     name, reason = pipeline.choose_student(baseline, candidate)
     assert name == kept and says in reason
     assert ("underfit" in reason) == (says == "it may underfit")
+
+
+@pytest.mark.parametrize(
+    "tie_break,best_epoch,stopped_after",
+    [("earlier", 2, 4), ("later", 3, 5)],
+)
+def test_best_on_validation_tie_break(monkeypatch, tie_break, best_epoch, stopped_after):
+    from keras_distill.recipe import stopping
+
+    scores = iter([0.5, 0.7, 0.7, 0.6, 0.6, 0.6])
+    monkeypatch.setattr(stopping, "accuracy", lambda model, x, y: next(scores))
+    student = make_mlp(4, "tie")
+    stopper = stopping.BestOnValidation(student, None, None, patience=2, tie_break=tie_break)
+    stopper.set_model(student)
+    student.stop_training = False
+    epochs = 0
+    while not student.stop_training:
+        stopper.on_epoch_end(epochs)
+        epochs += 1
+    assert (stopper.best, stopper.best_epoch, epochs) == (0.7, best_epoch, stopped_after)
+    with pytest.raises(ValueError, match=r"`tie_break` must be one of \['earlier', 'later'\]"):
+        stopping.BestOnValidation(student, None, None, patience=2, tie_break="last")

@@ -170,7 +170,7 @@ def refusal(path, reason):
         (lambda a: a["logits"].__setitem__((9, 0), np.nan), "'logits' holds NaN or Inf (row 9)"),
         (
             lambda a: a.pop("meta"),
-            "the array 'meta' is missing (it holds ['digest', 'indices', 'logits'])",
+            "the array 'meta' is missing (it holds ['digest', 'indices', 'logits', 'rest_logits'])",
         ),
         (
             lambda a: a.update(logits=a["logits"][:10], indices=a["indices"][:10]),
@@ -178,7 +178,7 @@ def refusal(path, reason):
         ),
         (
             lambda a: a.update(logits=np.array(1.0)),
-            "'logits' must be a 2-D float array, not float64 of shape ()",
+            "'logits' must be a float array of 2 or more dimensions, not float64 of shape ()",
         ),
         (
             lambda a: a.update(meta=np.array(5)),

@@ -12,7 +12,9 @@ every training step, whatever Adam's moments would make of them.
 import numpy as np
 import tensorflow as tf
 
+from keras_distill._keras import all_layers
 from keras_distill._keras import keras
+from keras_distill._keras import kernel_variable
 
 # Kernel attributes pruned per layer class and its subclasses (tfmot's registry, plus
 # EinsumDense).
@@ -29,33 +31,17 @@ PRUNABLE_KERNELS = {
 }
 
 
-def all_layers(model):
-    """Every layer of `model`, nested models included (depth first, each once)."""
-    seen, stack, ordered = set(), list(reversed(model.layers)), []
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        ordered.append(layer)
-        if isinstance(layer, keras.Model):
-            stack.extend(reversed(layer.layers))
-    return ordered
-
-
 def prunable_kernels(model):
     """The kernel variables magnitude pruning acts on, in layer order."""
     kernels = []
     classes = [
         (getattr(keras.layers, name), attributes) for name, attributes in PRUNABLE_KERNELS.items()
     ]
-    for layer in all_layers(model):
+    for layer in all_layers(model, within_layers=False):
         found = [attributes for cls, attributes in classes if isinstance(layer, cls)]
         for attribute in found[0] if found else ():
-            variable = getattr(layer, "_" + attribute, None)
-            if not isinstance(variable, keras.Variable):
-                variable = getattr(layer, attribute, None)
-            if isinstance(variable, keras.Variable) and variable.trainable:
+            variable = kernel_variable(layer, attribute)
+            if variable is not None and variable.trainable:
                 kernels.append(variable)
     return kernels
 

@@ -1,5 +1,6 @@
 """Distillation-aware magnitude pruning on Keras 3: no wrapper layers, a plain model out."""
 
+from keras_distill._clone import clone_with_weights
 from keras_distill._keras import keras
 from keras_distill.compression import _training
 from keras_distill.compression.keras3.masks import Masks
@@ -42,28 +43,13 @@ class UpdateMasks(keras.callbacks.Callback):
         self.masks.remove()
 
 
-def prune_keras3(
-    student,
-    x,
-    y,
-    teacher,
-    schedule,
-    epochs,
-    batch_size,
-    optimizer,
-    alpha,
-    temperature,
-    callbacks,
-    validation_data,
-    verbose,
-    block_size=(1, 1),
-    scope="layer",
-):
-    """Trains a copy of `student` under magnitude masks; returns a plain, sparse copy.
+def prune_keras3(student, x, y, teacher, schedule, options, block_size=(1, 1), scope="layer"):
+    """Trains a copy of `student` under magnitude masks with `options` (a `TrainingOptions`);
+    returns a plain, sparse copy.
 
     See `keras_distill.compression.prune` for the arguments.
     """
-    model = _training.clone(student)
+    model = clone_with_weights(student, "student")
     kernels = prunable_kernels(model)
     if not kernels:
         raise ValueError(
@@ -72,18 +58,5 @@ def prune_keras3(
             f"Received: student={student.name!r}"
         )
     update = UpdateMasks(Masks(kernels), schedule, block_size, scope)
-    _training.fit(
-        model,
-        x,
-        y,
-        teacher=teacher,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        alpha=alpha,
-        temperature=temperature,
-        verbose=verbose,
-        callbacks=[update, *(callbacks or [])],
-        validation_data=validation_data,
-    )
-    return _training.clone(model)
+    _training.fit(model, x, y, teacher, options.replace(callbacks=(update, *options.callbacks)))
+    return clone_with_weights(model, "model")

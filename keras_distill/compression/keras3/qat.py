@@ -17,15 +17,14 @@ Exported with `model.export()` and converted from the SavedModel with
 representative data (`export_tflite(model, path, quantization="int8")`).
 """
 
-import itertools
-
 import numpy as np
 
+from keras_distill._keras import all_layers
 from keras_distill._keras import keras
+from keras_distill._keras import layer_edges
 from keras_distill.compression import _training
 from keras_distill.compression.keras3.fake_quant import FakeQuant
 from keras_distill.compression.keras3.masks import Masks
-from keras_distill.compression.keras3.masks import all_layers
 from keras_distill.compression.keras3.masks import prunable_kernels
 from keras_distill.compression.keras3.pruning import UpdateMasks
 from keras_distill.compression.keras3.quantized_layers import QUANTIZED_CLASSES
@@ -65,55 +64,20 @@ def unquantizable_layers_keras3(model):
     """
     return [
         (layer.name, type(layer).__name__)
-        for layer in all_layers(model)
+        for layer in all_layers(model, within_layers=False)
         if layer.weights
         and not isinstance(layer, keras.Model)
         and not _is_keras_class(layer, tuple(QUANTIZED_CLASSES) + _FLOAT_OK)
     ]
 
 
-def _edges(model):
-    """`(producers, consumers)`: layer name -> names of the layers it reads / feeds."""
-    producers, consumers = {}, {}
-    if isinstance(model, keras.Sequential):
-        names = [layer.name for layer in model.layers]
-        for before, after in itertools.pairwise(names):
-            producers.setdefault(after, []).append(before)
-            consumers.setdefault(before, []).append(after)
-        outputs = names[-1:]
-    else:
-        config = model.get_config()
-        for layer in config["layers"]:
-            for source in _histories(layer.get("inbound_nodes", [])):
-                producers.setdefault(layer["name"], []).append(source)
-                consumers.setdefault(source, []).append(layer["name"])
-        outputs = list(_histories(config.get("output_layers", []), lists=True))
-    for name in outputs:
-        consumers.setdefault(name, []).append(None)
-    return producers, consumers
-
-
-def _histories(value, lists=False):
-    """Layer names in `keras_history` entries (or `[name, node, index]` lists)."""
-    if isinstance(value, dict):
-        if "keras_history" in value:
-            yield value["keras_history"][0]
-            return
-        for item in value.values():
-            yield from _histories(item, lists)
-    elif isinstance(value, (list, tuple)):
-        if lists and len(value) == 3 and isinstance(value[0], str):
-            yield value[0]
-            return
-        for item in value:
-            yield from _histories(item, lists)
-
-
 def _fold_pairs(model):
     """`{id(layer): bn}` for each BatchNormalization `bn` that folds into `layer` before it."""
     pairs = {}
-    for sub in [model] + [layer for layer in all_layers(model) if isinstance(layer, keras.Model)]:
-        producers, consumers = _edges(sub)
+    for sub in [model] + [
+        layer for layer in all_layers(model, within_layers=False) if isinstance(layer, keras.Model)
+    ]:
+        producers, consumers = layer_edges(sub)
         layers = {layer.name: layer for layer in sub.layers}
         for layer in sub.layers:
             if not _is_keras_class(layer, ("BatchNormalization",)):
@@ -260,41 +224,14 @@ def _never(step):
     return False, 0.0
 
 
-def qat_keras3(
-    student,
-    x,
-    y,
-    teacher,
-    epochs,
-    batch_size,
-    optimizer,
-    alpha,
-    temperature,
-    preserve_sparsity,
-    callbacks,
-    validation_data,
-    verbose,
-):
-    """Builds the quantization-aware copy of `student` and trains it; see
+def qat_keras3(student, x, y, teacher, options, preserve_sparsity):
+    """Builds the quantization-aware copy of `student` and trains it with `options`; see
     `keras_distill.compression.quantization_aware_training` (which checked the layers)."""
     model = quantize_model(student)
-    callbacks = list(callbacks or [])
     if preserve_sparsity:
         kernels = prunable_kernels(model)
         masks = [(np.asarray(kernel) != 0).astype(np.float32) for kernel in kernels]
-        callbacks.insert(0, UpdateMasks(Masks(kernels, masks), _never))
-    _training.fit(
-        model,
-        x,
-        y,
-        teacher=teacher,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        alpha=alpha,
-        temperature=temperature,
-        verbose=verbose,
-        callbacks=callbacks,
-        validation_data=validation_data,
-    )
+        keep_zeros = UpdateMasks(Masks(kernels, masks), _never)
+        options = options.replace(callbacks=(keep_zeros, *options.callbacks))
+    _training.fit(model, x, y, teacher, options)
     return model

@@ -1,0 +1,214 @@
+"""One distillation step of a GPT-2-style pair: our Distiller against a minimal hand-written loop.
+
+Both compute the same masked loss per token, `(1-a) * CE + a * T^2 * KL`,
+averaged over the tokens of weight 1 (keras_hub's `CausalLMPreprocessor`
+weights), with the same models, optimizer and batches. Each repeat is one
+epoch of `--steps` steps; the two are alternated, and the table gives the
+minimum and the median of the repeats and the ratio of the minima. The peak
+resident memory of a fresh process doing the same steps is measured for
+both, and for the loss alone (logits given, no models).
+
+    python benchmarks/lm_step.py [--repeats 7] [--steps 4] [--vocabulary 8192] [--length 256]
+
+Keras 3 only (keras_hub).
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from keras_distill import Distiller
+from keras_distill._keras import keras
+
+ALPHA, TEMPERATURE = 0.5, 1.0  # T = 1, as language-model distillation usually runs
+OURS, LIMIT = "ours (Distiller)", "limit (hand-written masked loop)"
+
+
+def gpt2(vocabulary, length, layers, hidden, heads, seed):
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=vocabulary,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=hidden,
+        intermediate_dim=4 * hidden,
+        max_sequence_length=length,
+        dropout=0.0,
+    )
+    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+
+
+def models(args):
+    teacher = gpt2(args.vocabulary, args.length, 2, 128, 4, seed=1)
+    student = gpt2(args.vocabulary, args.length, 1, 64, 2, seed=2)
+    return teacher, student
+
+
+def batches(args):
+    rng = np.random.default_rng(0)
+    n = args.batch * args.steps
+    tokens = rng.integers(1, args.vocabulary, size=(n, args.length + 1)).astype("int32")
+    lengths = rng.integers(args.length // 2, args.length + 2, size=(n, 1))
+    mask = (np.arange(args.length + 1)[None] < lengths).astype("int32")
+    tokens = tokens * mask
+    x = {"token_ids": tokens[:, :-1], "padding_mask": mask[:, :-1]}
+    data = (x, tokens[:, 1:], mask[:, 1:].astype("float32"))
+    return tf.data.Dataset.from_tensor_slices(data).batch(args.batch).cache()
+
+
+def masked_loss(labels, teacher_logits, student_logits, weights):
+    """The reference loss: Hinton's mix per token, mean over tokens of weight > 0."""
+    log_q = tf.nn.log_softmax(student_logits)
+    ce = -tf.gather(log_q, labels, batch_dims=2)
+    log_p_t = tf.nn.log_softmax(teacher_logits / TEMPERATURE)
+    log_q_t = tf.nn.log_softmax(student_logits / TEMPERATURE)
+    kl = tf.reduce_sum(tf.exp(log_p_t) * (log_p_t - log_q_t), axis=-1) * TEMPERATURE**2
+    per_token = (1.0 - ALPHA) * ce + ALPHA * kl
+    return tf.math.divide_no_nan(tf.reduce_sum(per_token * weights), tf.reduce_sum(weights))
+
+
+class HandWritten(keras.Model):
+    """The minimal distillation step: teacher forward, student step on the masked loss."""
+
+    def __init__(self, student, teacher):
+        super().__init__()
+        self.student, self.teacher = student, teacher
+        self.teacher.trainable = False
+
+    def call(self, x):
+        return self.student(x)
+
+    def train_step(self, data):
+        x, y, weights = data
+        teacher_logits = self.teacher(x, training=False)
+        with tf.GradientTape() as tape:
+            student_logits = self.student(x, training=True)
+            loss = masked_loss(y, teacher_logits, student_logits, weights)
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+
+def build(kind, args):
+    teacher, student = models(args)
+    if kind == "ours":
+        model = Distiller(student=student, teacher=teacher)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), alpha=ALPHA, temperature=TEMPERATURE)
+    else:
+        model = HandWritten(student, teacher)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    return model
+
+
+def time_alternated(args):
+    data = batches(args)
+    runs = {OURS: build("ours", args), LIMIT: build("limit", args)}
+    for model in runs.values():
+        model.fit(data, epochs=1, verbose=0)  # trace and warm up
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, model in runs.items():
+            start = time.perf_counter()
+            model.fit(data, epochs=1, verbose=0)
+            times[name].append((time.perf_counter() - start) * 1000.0 / args.steps)
+    return times
+
+
+def kl_precision(args):
+    """Which precision `distillation_kl` takes on the first batch (it depends on the logits)."""
+    from keras_distill import losses
+
+    teacher, student = models(args)
+    x, _, _ = next(iter(batches(args)))
+    spreads = [
+        float(tf.reduce_min(losses._spread(tf.cast(model(x), tf.float32))))
+        for model in (teacher, student)
+    ]
+    scale = max(spreads) / TEMPERATURE
+    path = "float32" if scale >= losses._FLOAT32_SCALE else "float64"
+    return f"smallest tempered logit spread {scale:.2f}: the KL runs in {path}"
+
+
+def memory_child(kind, args):
+    """In a fresh process: the peak resident memory (MiB) of `kind` doing `--steps` steps."""
+    if kind == "loss":  # The loss and its gradient alone, on given logits.
+        rng = np.random.default_rng(0)
+        shape = (args.batch, args.length, args.vocabulary)
+        teacher = tf.constant(rng.normal(size=shape).astype("float32"))
+        student = tf.Variable(rng.normal(size=shape).astype("float32"))
+        labels = tf.constant(rng.integers(0, args.vocabulary, size=shape[:2]).astype("int32"))
+        weights = tf.ones(shape[:2])
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with tf.GradientTape() as tape:
+            loss = masked_loss(labels, teacher, student, weights)
+        tape.gradient(loss, student)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print((peak - before) / 1024.0)
+        return
+    build(kind, args).fit(batches(args), epochs=1, verbose=0)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+
+
+def peak_memory(args):
+    result = {}
+    for kind in ("ours", "limit", "loss"):
+        command = [sys.executable, __file__, "--memory-child", kind]
+        for flag in ("steps", "batch", "vocabulary", "length"):
+            command += [f"--{flag}", str(getattr(args, flag))]
+        output = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        ).stdout
+        result[kind] = float(output.strip().splitlines()[-1])
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--vocabulary", type=int, default=8192)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--memory-child", choices=("ours", "limit", "loss"))
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child, args)
+        return
+    times = time_alternated(args)
+    print(kl_precision(args))
+    print(
+        f"GPT-2-style pair (teacher 2x128, student 1x64), vocabulary {args.vocabulary}, "
+        f"sequence {args.length}, batch {args.batch}; {args.steps} steps per repeat, "
+        f"{args.repeats} repeats, alternated"
+    )
+    print()
+    print("| run | ms/step (min / median) |")
+    print("|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {min(values):.0f} / {statistics.median(values):.0f} |")
+    ratio = min(times[OURS]) / min(times[LIMIT])
+    print(f"\nratio of minima, ours / limit: {ratio:.2f} (goal <= 1.10)")
+    memory = peak_memory(args)
+    print()
+    print("| peak resident memory | MiB |")
+    print("|---|---|")
+    print(f"| {OURS}, fresh process, {args.steps} steps | {memory['ours']:.0f} |")
+    print(f"| {LIMIT}, fresh process, {args.steps} steps | {memory['limit']:.0f} |")
+    print(f"| the loss and its gradient alone (growth during the step) | {memory['loss']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
