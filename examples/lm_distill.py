@@ -118,7 +118,7 @@ def main(argv=None):
     print(f"corpus: {len(train[1])} train windows, {len(test[1])} test windows of {args.seq}")
 
     if args.teacher_path and os.path.exists(args.teacher_path):
-        teacher = keras.models.load_model(args.teacher_path)
+        teacher = keras.models.load_model(args.teacher_path, compile=False)
         print(f"teacher: loaded {args.teacher_path}")
     else:
         teacher = train_alone(
