@@ -52,6 +52,7 @@ from keras_distill.matching import feature_losses
 from keras_distill.recipe import RecipeReport
 from keras_distill.recipe import distill
 from keras_distill.schedules import DistillationScheduler
+from keras_distill.teachers import ShardedTeacherCache
 from keras_distill.teachers import TeacherCache
 
 __version__ = "0.1.0"
@@ -68,6 +69,7 @@ __all__ = [
     "ParityError",
     "RecipeReport",
     "Report",
+    "ShardedTeacherCache",
     "StopOnNonFinite",
     "TeacherCache",
     "augment",

@@ -16,6 +16,7 @@ PUBLIC_API = [
     "ParityError",
     "RecipeReport",
     "Report",
+    "ShardedTeacherCache",
     "StopOnNonFinite",
     "TeacherCache",
     "augment",

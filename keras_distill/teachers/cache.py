@@ -37,7 +37,10 @@ from keras_distill.teachers import cache_checks
 
 INPUTS_KEY = "inputs"
 LOGITS_KEY = "teacher_logits"
-_MISSING_LOGIT = -1e4
+TOP_K_VALUES_KEY = "teacher_top_k_values"
+TOP_K_INDICES_KEY = "teacher_top_k_indices"
+REST_LOGITS_KEY = "teacher_rest_logits"
+MISSING_LOGIT = -1e4
 _STORAGE_DTYPES = ("float32", "float16")
 TOP_K_REST = ("renormalize", "uniform")
 
@@ -194,15 +197,16 @@ class TeacherCache:
         logits = self.logits[start:stop].astype(np.float32)
         if self.indices is None:
             return logits
-        rest = self._rest_logits(start, stop)
+        rest = self.full_rest_logits(start, stop)
         full = np.broadcast_to(rest[..., None], logits.shape[:-1] + (self.num_classes,)).copy()
         np.put_along_axis(full, self.indices[start:stop], logits, axis=-1)
         return full
 
-    def _rest_logits(self, start=None, stop=None):
+    def full_rest_logits(self, start=None, stop=None):
+        """With top-k: the logit of the classes not kept, `(n, ...)` (very low if renormalised)."""
         if self.rest_logits is not None:
             return self.rest_logits[start:stop].astype(np.float32)
-        return np.full(self.logits[start:stop].shape[:-1], _MISSING_LOGIT, np.float32)
+        return np.full(self.logits[start:stop].shape[:-1], MISSING_LOGIT, np.float32)
 
     def dataset(self, x, y=None, sample_weight=None, batch_size=32, shuffle=True, seed=None):
         """A `tf.data.Dataset` of `({"inputs": x, "teacher_logits": t}, y[, w])` batches.
@@ -221,9 +225,9 @@ class TeacherCache:
         else:
             features = {
                 INPUTS_KEY: x,
-                _VALUES_KEY: self.logits,
-                _INDICES_KEY: self.indices,
-                _REST_KEY: self._rest_logits(),
+                TOP_K_VALUES_KEY: self.logits,
+                TOP_K_INDICES_KEY: self.indices,
+                REST_LOGITS_KEY: self.full_rest_logits(),
             }
         element = (features,) if y is None else (features, y)
         if sample_weight is not None:
@@ -231,22 +235,11 @@ class TeacherCache:
         data = tf.data.Dataset.from_tensor_slices(element)
         if shuffle:
             data = data.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
-        data = data.batch(batch_size)
-        num_classes = self.num_classes
-
-        def full_batch(features, *rest):
-            features = dict(features)
-            if _VALUES_KEY in features:
-                features[LOGITS_KEY] = expand_top_k(
-                    features.pop(_VALUES_KEY),
-                    features.pop(_INDICES_KEY),
-                    features.pop(_REST_KEY),
-                    num_classes,
-                )
-            features[LOGITS_KEY] = tf.cast(features[LOGITS_KEY], tf.float32)
-            return (features, *rest)
-
-        return data.map(full_batch).prefetch(tf.data.AUTOTUNE)
+        return (
+            data.batch(batch_size)
+            .map(full_logits_batch(self.num_classes))
+            .prefetch(tf.data.AUTOTUNE)
+        )
 
     def save(self, path):
         """Writes the cache to `path` (`.npz`) atomically."""
@@ -330,7 +323,26 @@ def uniform_rest_logits(logits, kept):
         logits.shape[-1] - kept.shape[-1]
     )
     rest = tf.math.log(rest_mass) + log_normalizer
-    return tf.cast(tf.maximum(rest, log_normalizer + _MISSING_LOGIT), tf.float32)
+    return tf.cast(tf.maximum(rest, log_normalizer + MISSING_LOGIT), tf.float32)
+
+
+def full_logits_batch(num_classes):
+    """A `tf.data` map function: a batch whose features hold top-k values, indices and rest
+    logits (or full logits) -> the same batch with float32 full logits under `LOGITS_KEY`."""
+
+    def full_batch(features, *rest):
+        features = dict(features)
+        if TOP_K_VALUES_KEY in features:
+            features[LOGITS_KEY] = expand_top_k(
+                features.pop(TOP_K_VALUES_KEY),
+                features.pop(TOP_K_INDICES_KEY),
+                features.pop(REST_LOGITS_KEY),
+                num_classes,
+            )
+        features[LOGITS_KEY] = tf.cast(features[LOGITS_KEY], tf.float32)
+        return (features, *rest)
+
+    return full_batch
 
 
 def expand_top_k(values, indices, rest_logits, num_classes):
@@ -349,8 +361,3 @@ def expand_top_k(values, indices, rest_logits, num_classes):
         flat, tf.stack([rows, columns], axis=1), tf.reshape(values, [-1])
     )
     return tf.reshape(flat, full_shape)
-
-
-_VALUES_KEY = "teacher_top_k_values"
-_INDICES_KEY = "teacher_top_k_indices"
-_REST_KEY = "teacher_rest_logits"

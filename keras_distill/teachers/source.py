@@ -12,6 +12,7 @@ from keras_distill._outputs import logits_from
 from keras_distill._outputs import select_output
 from keras_distill._outputs import static_output_shape
 from keras_distill.teachers import cache as cache_lib
+from keras_distill.teachers.sharded_cache import ShardedTeacherCache
 
 
 class LiveTeacher:
@@ -87,7 +88,7 @@ class CachedTeacher:
 
 def teacher_source(teacher, from_logits=True, output=None):
     """The `LiveTeacher` or `CachedTeacher` for a `keras.Model` or a `TeacherCache`."""
-    if isinstance(teacher, cache_lib.TeacherCache):
+    if isinstance(teacher, (cache_lib.TeacherCache, ShardedTeacherCache)):
         return CachedTeacher(teacher)
     return LiveTeacher(teacher, from_logits=from_logits, output=output)
 

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import np_log_softmax
 
 from keras_distill import Distiller
+from keras_distill import ShardedTeacherCache
 from keras_distill import TeacherCache
 from keras_distill._keras import keras
 
@@ -100,3 +102,57 @@ def test_top_k_rest_must_be_a_known_choice():
     tokens, _, _ = token_data(n=4)
     with pytest.raises(ValueError, match=r"top_k_rest.*Received: top_k_rest='spread'"):
         TeacherCache.build(teacher, tokens, top_k=2, top_k_rest="spread")
+
+
+@pytest.mark.parametrize("rest", [None, "renormalize", "uniform"])
+def test_a_sharded_cache_streams_what_the_in_memory_cache_holds(tmp_path, rest):
+    teacher = tagger("teacher", 8, 1)
+    tokens, labels, weights = token_data(n=23)
+    options = {} if rest is None else {"top_k": TOP_K, "top_k_rest": rest}
+    memory = TeacherCache.build(teacher, tokens, dtype="float16", **options)
+    sharded = ShardedTeacherCache.build(
+        teacher, tokens, tmp_path / "cache", examples_per_shard=5, dtype="float16", **options
+    )
+    assert len(sharded.shards) == 5 and sharded.positions == (LENGTH,)
+    reopened = ShardedTeacherCache.open(tmp_path / "cache")
+    batches = list(reopened.dataset(tokens, labels, weights, batch_size=4, shuffle_buffer=0))
+    streamed = np.concatenate([features["teacher_logits"].numpy() for features, _, _ in batches])
+    # The same values; the rest logits may differ by an ulp (computed in batches of other sizes).
+    np.testing.assert_allclose(streamed, memory.full_logits(), rtol=1e-6)
+    np.testing.assert_array_equal(
+        np.concatenate([features["inputs"].numpy() for features, _, _ in batches]), tokens
+    )
+    np.testing.assert_array_equal(np.concatenate([w.numpy() for _, _, w in batches]), weights)
+
+
+def test_distilling_from_a_sharded_cache_equals_the_live_teacher(tmp_path):
+    teacher = tagger("teacher", 8, 1)
+    tokens, labels, weights = token_data()
+    cache = ShardedTeacherCache.build(
+        teacher, tokens, tmp_path / "cache", examples_per_shard=7, dtype="float32"
+    )
+    histories = []
+    for source, data in (
+        (teacher, None),
+        (cache, cache.dataset(tokens, labels, weights, batch_size=8, shuffle_buffer=0)),
+    ):
+        student = tagger("student", 4, 2)
+        distiller = Distiller(student=student, teacher=source)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1), alpha=0.5, temperature=2.0)
+        if data is None:
+            data = tf.data.Dataset.from_tensor_slices((tokens, labels, weights)).batch(8)
+        histories.append(distiller.fit(data, epochs=2, verbose=0).history)
+    for name in ("loss", "student_loss", "distillation_loss"):
+        np.testing.assert_allclose(histories[1][name], histories[0][name], rtol=1e-5)
+
+
+def test_a_sharded_cache_refuses_other_inputs_and_missing_shards(tmp_path):
+    teacher = tagger("teacher", 8, 1)
+    tokens, _, _ = token_data(n=10)
+    folder = tmp_path / "cache"
+    cache = ShardedTeacherCache.build(teacher, tokens, folder, examples_per_shard=4, top_k=2)
+    with pytest.raises(ValueError, match=r"not the ones the teacher cache was built on"):
+        cache.dataset(tokens[::-1].copy())
+    (folder / "shard-00001.npz").unlink()
+    with pytest.raises(ValueError, match=r"the shard 'shard-00001.npz' is missing"):
+        ShardedTeacherCache.open(folder)
