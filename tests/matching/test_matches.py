@@ -196,7 +196,8 @@ def test_total_loss_adds_weighted_matches(teacher_student_images=None):
     np.testing.assert_allclose(logs["loss"], base["loss"] + 2.0 * mse, rtol=1e-5)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+# XLA with attention matches is also run by tests/zoo/test_text.py::test_bert_fit_with_xla.
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_attention_transfer_between_transformers(jit_compile):
     tokens, y = token_data()
     teacher_layers = ["t_mha_0", "t_mha_1", "t_mha_2", "t_mha_3"]

@@ -151,6 +151,7 @@ def test_causal_lm_hidden_state_and_attention_matches_skip_padding(hub, family, 
     record(f"{family}CausalLM", "hidden-state and attention matches")
 
 
+@pytest.mark.slow  # XLA on positions is in the default tier through tests/test_positions.py.
 def test_causal_lm_trains_alike_on_numpy_tf_data_and_xla(hub, record):
     x, y, weights = lm_batch(n=16)
     dataset = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(8)
