@@ -530,7 +530,9 @@ class Distiller(keras.Model):
         weights = self._position_weights(x, sample_weight, student_logits)
         components = self._distillation_components(y, student_logits, teacher_logits, weights)
         if _positions.has_positions(student_logits):
-            components[_COUNTED] = _keras.global_sum(tf.reduce_sum(weights))
+            labels, mask = self._labels_and_mask(y, student_logits)
+            counted = weights if labels is None else weights * mask
+            components[_COUNTED] = _keras.global_sum(tf.reduce_sum(counted))
         for match in self.matches:
             value = self._match_value(match, student_features, teacher_features, weights)
             components[match.name] = value

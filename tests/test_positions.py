@@ -328,3 +328,20 @@ def test_config_round_trip_keeps_the_position_settings():
         "padding_mask",
         CLASSES,
     )
+
+
+def test_the_epoch_loss_is_the_mean_over_every_counted_position_of_the_epoch():
+    teacher, student = tagger("teacher", 16, 1), tagger("student", 4, 2)
+    tokens, labels, padding = token_data(n=16)
+    labels = np.where(padding > 0, labels, IGNORE).astype("int32")
+    distiller = compiled(Distiller(student=student, teacher=teacher, label_mask_value=IGNORE))
+    got = distiller.evaluate(tokens, labels, batch_size=5, verbose=0, return_dict=True)
+    expected = np_position_losses(
+        logits_of(teacher, tokens),
+        logits_of(student, tokens),
+        labels,
+        np.ones(labels.shape),
+        ALPHA,
+        TEMPERATURE,
+    )
+    assert_close(got, expected)  # batches of 5, 5, 5 and 1 rows with different counts
