@@ -529,10 +529,6 @@ class Distiller(keras.Model):
         student_logits, teacher_logits = self._logits_pair(student_outputs, teacher_logits)
         weights = self._position_weights(x, sample_weight, student_logits)
         components = self._distillation_components(y, student_logits, teacher_logits, weights)
-        if _positions.has_positions(student_logits):
-            labels, mask = self._labels_and_mask(y, student_logits)
-            counted = weights if labels is None else weights * mask
-            components[_COUNTED] = _keras.global_sum(tf.reduce_sum(counted))
         for match in self.matches:
             value = self._match_value(match, student_features, teacher_features, weights)
             components[match.name] = value
@@ -554,11 +550,30 @@ class Distiller(keras.Model):
         return _positions.fill_missing_labels(labels, mask, logits), mask
 
     def _distillation_components(self, y, student_logits, teacher_logits, weights):
+        """The logits terms; with positions, also the batch's counted weight under `_COUNTED`."""
         labels, mask = self._labels_and_mask(y, student_logits)
-        if labels is not None and _positions.has_positions(student_logits):
+        positions = _positions.has_positions(student_logits)
+        if labels is not None and positions:
             weights = weights * mask  # A position without a label does not count.
-        if self.convention == KERAS_IO:
+        if self.convention == KERAS_IO and not positions:
             return self._keras_io_components(labels, student_logits, teacher_logits, weights, mask)
+        total_weight = _keras.global_sum(tf.reduce_sum(weights))
+        if self.convention == KERAS_IO:
+            components = self._keras_io_components(
+                labels, student_logits, teacher_logits, weights, mask
+            )
+        else:
+            components = self._hinton_components(
+                labels, mask, student_logits, teacher_logits, weights, total_weight
+            )
+        if positions:
+            components[_COUNTED] = total_weight
+        return components
+
+    def _hinton_components(
+        self, labels, mask, student_logits, teacher_logits, weights, total_weight
+    ):
+        """`(1 - alpha) * H + alpha * D` where labelled, `D` alone where not."""
         target = None
         if labels is not None and self.distillation_loss.needs_target:
             teacher_top1 = tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
@@ -567,7 +582,6 @@ class Distiller(keras.Model):
         distillation = self.distillation_loss.per_example(
             teacher_logits, student_logits, self._temperature, target
         )
-        total_weight = _keras.global_sum(tf.reduce_sum(weights))
         if labels is None:
             zero = tf.zeros_like(total_weight)
             mean_distillation = _positions.weighted_mean(distillation, weights, total_weight)
@@ -577,7 +591,6 @@ class Distiller(keras.Model):
                 "loss": mean_distillation,
             }
         hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
-        # (1 - alpha) * H + alpha * D where labelled, D alone where not.
         per_position = distillation + mask * (1.0 - self._alpha) * (hard - distillation)
         return {
             "student_loss": _positions.weighted_mean(hard, weights * mask),
