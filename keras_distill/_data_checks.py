@@ -1,28 +1,26 @@
-"""Checks of each batch inside the compiled train and test steps.
+"""The checks of every batch inside the compiled train and test steps of a `Distiller`.
 
 The first-batch checks (`Distiller.fit`) see one batch; these see every batch,
 at the cost of a few reductions per step: sparse labels are whole class
 indices in range (or the missing-label value), a teacher declared to return
-probabilities does, and `x`, the sample weights, the teacher's logits, the
-loss and the gradients are finite. A failed check stops the step
-*before* the weights change, with an `InvalidArgumentError` that
-`reraise_as_value_error` turns into a `ValueError` at the `fit`/`evaluate`
-boundary.
+probabilities does, a padding mask holds values in [0, 1], and `x`, the
+sample weights, the teacher's logits, the loss and the gradients are finite.
 
-XLA (`jit_compile=True`, Keras 3's default on GPUs) compiles no assertions
-and no strings. There each check is a number: the first failure of a run is
-written to a `Record` (which check, its row and value, the step), the
-update of that batch and of every later batch is skipped (the weights stay
-those before the bad batch), and the `Position` callback raises the same
-`ValueError` at the end of the epoch (`evaluate`: at its end), after one
-scalar read per epoch instead of one per batch. Under XLA with several
-replicas (multi-GPU) the in-step checks are skipped.
-"""
+Each `Distiller` owns one `StepChecks`. A check is a number, not a string:
+the first failure of a run is written to its `Record` (which check, its
+row and value, the step), from which the `ValueError` is written in Python.
+In graph and eager mode an assertion then stops the step before the weights
+change, and `StepChecks.reporting` turns it into that `ValueError` at the
+`fit`/`evaluate` boundary. XLA (`jit_compile=True`, Keras 3's default on
+GPUs) compiles no assertions: the update of the failed batch and of every
+later batch is skipped (the weights stay those before the bad batch), and the
+`Position` callback raises the same `ValueError` at the end of the epoch
+(`evaluate`: at its end), after one scalar read per epoch instead of one per
+batch. Under XLA with several replicas (multi-GPU) the in-step checks are
+skipped."""
 
 import contextlib
 import contextvars
-import re
-import string
 from typing import NamedTuple
 
 import numpy as np
@@ -32,16 +30,13 @@ from keras_distill._keras import keras
 from keras_distill.callbacks import StopOnNonFinite
 from keras_distill.teachers import cache as cache_lib
 
-PREFIX = "keras_distill: "
 _ONE_VALUE = ("loss", "gradients")
 _EVALUATION = "an evaluation batch"
 _TRAINING_STEP = "training step {}"
 # Numbers a check can report: its row, its value, the number of classes and the last class.
 _MAX_FIELDS = 4
-_CONVERTING = contextvars.ContextVar("keras_distill_converting", default=False)
-_STEP = re.compile(r"training step (\d+)")
-# Graph mode: "assertion failed: [keras_distill: ...]"; eager: "Summarized data: b'...'".
-_MESSAGE = re.compile(re.escape(PREFIX) + r"(.*?Received: .*?)(?=\]\s|\]$|['\"]\s|['\"]$)")
+_REPORTING = contextvars.ContextVar("keras_distill_reporting", default=False)
+_ALL_KINDS = ("labels", "finite")
 
 
 def is_sparse(labels, logits):
@@ -141,11 +136,12 @@ def finite_findings(named_values):
             first = tf.argmin(tf.cast(finite, tf.int32), output_type=tf.int32)
             one_value = argument in _ONE_VALUE
             at_row = "" if one_value else ", row {row} of the batch"
+            in_row = "" if one_value else " in row {row}"
             template = (
                 f"{description} is NaN or Inf in {{where}}{at_row}. Training stopped before "
                 "this batch changed any weight. Remove or fix the bad rows (lower the learning "
                 "rate if the loss overflows), or pass `compile(data_checks=False)` to skip these "
-                f"checks. Received: {argument} with a non-finite value{at_row[:-13]}"
+                f"checks. Received: {argument} with a non-finite value{in_row}"
             )
             fields = {} if one_value else {"row": first}
             findings.append(Finding(tf.reduce_all(finite), template, fields))
@@ -192,24 +188,6 @@ def mask_finding(mask, argument):
     return Finding(tf.reduce_all(allowed), template, fields)
 
 
-@_plain_python
-def assertions(findings, where):
-    """Graph and eager mode: an assertion per finding; only the first failure raises.
-
-    Args:
-        findings: Findings in the order of precedence.
-        where: Words for the position (a string tensor).
-    """
-    checks = []
-    earlier_passed = tf.constant(True)
-    for finding in findings:
-        first_failure = tf.logical_or(finding.ok, tf.logical_not(earlier_passed))
-        message = tf.strings.join([PREFIX] + _message_parts(finding, where))
-        checks.append(tf.debugging.Assert(first_failure, [message], summarize=1))
-        earlier_passed = tf.logical_and(earlier_passed, finding.ok)
-    return checks
-
-
 def after(checks, values):
     """`values` (a nest, `None` leaves allowed) that can only be read once `checks` passed."""
     if not checks:
@@ -222,52 +200,103 @@ def after(checks, values):
         )
 
 
-def prepare_fit(model, fit_kwargs):
-    """Chooses the checks for `model.fit(**fit_kwargs)` and adds a `Position` callback.
+class StepChecks:
+    """The checks of every batch of one `Distiller`, and the record of a run's first failure.
 
-    Returns:
-        The `Position` callback, or `None` when `callbacks` is not a list.
+    Args:
+        label_mask_value: The missing-label value, always allowed.
+        padding_mask_input: The name of the padding mask input, checked to
+            hold values in [0, 1], or `None`.
+        teacher_from_logits: `False` when the teacher is declared to return
+            probabilities (checked to sum to 1).
     """
-    callbacks = fit_kwargs.get("callbacks")
-    use_kinds(model, callbacks if isinstance(callbacks, (list, tuple)) else [])
-    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
-        return None
-    position = Position()
-    # First, so that a failure recorded under XLA stops the run before other callbacks see it.
-    fit_kwargs["callbacks"] = [position] + list(callbacks or [])
-    return position
 
+    def __init__(self, label_mask_value, padding_mask_input, teacher_from_logits):
+        self.label_mask_value = label_mask_value
+        self.padding_mask_input = padding_mask_input
+        self.teacher_from_logits = teacher_from_logits
+        self.enabled = True
+        self.kinds = _ALL_KINDS
+        # Created under the strategy scope the Distiller is built in.
+        self.record = Record()
 
-def use_kinds(model, callbacks):
-    """Chooses the checks for the next `fit`; retraces the steps when the choice changed.
+    def choose(self, callbacks):
+        """Chooses the checks for the next `fit`; True when the choice changed.
 
-    Finiteness is left to a `StopOnNonFinite` callback when one is given (it
-    stops and restores weights itself).
-    """
-    kinds = ("labels", "finite") if getattr(model, "data_checks", True) else ()
-    if any(isinstance(callback, StopOnNonFinite) for callback in callbacks or []):
-        kinds = tuple(kind for kind in kinds if kind != "finite")
-    if getattr(model, "_data_check_kinds", None) not in (None, kinds):
-        model.train_function = model.test_function = None
-    model._data_check_kinds = kinds
+        Finiteness is left to a `StopOnNonFinite` callback when one is given
+        (it stops and restores weights itself).
+        """
+        kinds = _ALL_KINDS if self.enabled else ()
+        if any(isinstance(callback, StopOnNonFinite) for callback in callbacks or []):
+            kinds = tuple(kind for kind in kinds if kind != "finite")
+        changed = kinds != self.kinds
+        self.kinds = kinds
+        return changed
+
+    def active_kinds(self, model):
+        """The chosen checks, or none under XLA with several replicas.
+
+        There the optimizer synchronises the replicas, which a conditional
+        update in each replica cannot hold.
+        """
+        if _is_xla(model) and model.distribute_strategy.num_replicas_in_sync > 1:
+            return ()
+        return self.kinds
+
+    def guard(self, model, training):
+        """The `StepGuard` of one train (`training=True`) or test step of `model`."""
+        return StepGuard(self, model, training)
+
+    @contextlib.contextmanager
+    def reporting(self, model, position=None):
+        """Turns a failed check inside `fit`/`evaluate` of `model` into a `ValueError`.
+
+        Args:
+            model: The `Distiller`.
+            position: The fit's `Position` callback, to name the epoch and batch.
+        """
+        outermost = not _REPORTING.get()
+        token = _REPORTING.set(True)
+        if outermost:  # `fit` reports what its validation finds.
+            self.record.reset()
+        try:
+            yield
+        except tf.errors.InvalidArgumentError:
+            if not outermost or self.record.failure(model.distribute_strategy) is None:
+                raise
+            self.raise_recorded(model, position)
+        finally:
+            _REPORTING.reset(token)
+        if outermost:
+            self.raise_recorded(model, position)
+
+    def raise_recorded(self, model, position=None):
+        """Raises the `ValueError` of the run's recorded failure, if any, and resets the record."""
+        failure = self.record.failure(model.distribute_strategy)
+        if failure is None:
+            return
+        self.record.reset()
+        where = position.where(failure) if position is not None else _plain_where(failure)
+        raise ValueError(failure.message(where)) from None
 
 
 class StepGuard:
-    """The checks of one train or test step of a `Distiller`, in the mode its compilation allows.
+    """The checks of one train or test step, in the mode its compilation allows.
 
-    Graph and eager mode: assertions that stop the step before the weights
-    change. XLA: findings written to the model's `Record`, and an update
-    that runs only while no batch of the run has failed.
+    Graph and eager mode: a failure is recorded, then an assertion stops the
+    step before the weights change. XLA: the failure is recorded, and the
+    update runs only while no batch of the run has failed.
 
     Args:
-        model: The `Distiller`: its chosen checks, `jit_compile`, optimizer.
+        checks: The Distiller's `StepChecks`.
+        model: The `Distiller`: `jit_compile`, optimizer, strategy.
         training: Whether this is a training step.
     """
 
-    def __init__(self, model, training):
-        self.model, self.training = model, training
-        self.kinds = _kinds(model)
-        self.xla = bool(self.kinds) and getattr(model, "jit_compile", False) is True
+    def __init__(self, checks, model, training):
+        self.checks, self.model, self.training = checks, model, training
+        self.kinds = checks.active_kinds(model)
+        self.xla = bool(self.kinds) and _is_xla(model)
         self.findings = []
 
     @_plain_python
@@ -276,7 +305,7 @@ class StepGuard:
         if "labels" not in self.kinds or y is None or isinstance(y, (dict, list, tuple)):
             return y
         labels = tf.convert_to_tensor(y)
-        finding = label_finding(labels, teacher_logits, self.model.label_mask_value)
+        finding = label_finding(labels, teacher_logits, self.checks.label_mask_value)
         return self._checked([finding] if finding else [], labels)
 
     @_plain_python
@@ -284,10 +313,10 @@ class StepGuard:
         """`values` once the batch `data`, the teacher's outputs, `loss` and `gradients` passed.
 
         With the `"labels"` kind: a teacher declared to return probabilities
-        does. With `"finite"`: `x`, the sample weights, the teacher's logits,
-        the loss and the gradients are finite. Gradients are not checked when
-        the optimizer scales the loss (mixed precision), which skips
-        non-finite steps itself.
+        does, and a padding mask holds values in [0, 1]. With `"finite"`:
+        `x`, the sample weights, the teacher's logits, the loss and the
+        `gradients` are finite. Gradients are not checked when the optimizer
+        scales the loss (mixed precision), which skips non-finite steps itself.
         """
         if not self.kinds:
             return values
@@ -295,35 +324,15 @@ class StepGuard:
         cached = cache_lib.is_cached_batch(x)
         x = x[cache_lib.INPUTS_KEY] if cached else x
         findings = []
-        declared_probabilities = getattr(self.model, "teacher_from_logits", True) is False
-        if "labels" in self.kinds and declared_probabilities and not cached:
-            findings.append(probability_finding(teacher_logits))
-        mask_input = getattr(self.model, "padding_mask_input", None)
-        if "labels" in self.kinds and isinstance(x, dict) and mask_input in x:
-            findings.append(mask_finding(x[mask_input], mask_input))
+        if "labels" in self.kinds:
+            if self.checks.teacher_from_logits is False and not cached:
+                findings.append(probability_finding(teacher_logits))
+            mask_input = self.checks.padding_mask_input
+            if isinstance(x, dict) and mask_input in x:
+                findings.append(mask_finding(x[mask_input], mask_input))
         if "finite" in self.kinds:
-            named = [
-                ("`x`", "x", x),
-                ("`sample_weight`", "sample_weight", sample_weight),
-                ("The teacher's output", "teacher outputs", teacher_logits),
-                (
-                    "The loss (its inputs are finite, so it overflowed)",
-                    "loss",
-                    tf.reshape(loss, [1]),
-                ),
-            ]
-            gradients = [g for g in gradients if g is not None]
-            if gradients and not _scales_loss(self.model.optimizer):
-                parts = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients]
-                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in parts])
-                named.append(
-                    (
-                        "A gradient (the loss is finite, but its gradient overflowed)",
-                        "gradients",
-                        tf.where(finite, 0.0, float("nan"))[None],
-                    )
-                )
-            findings += finite_findings(named)
+            findings += finite_findings(self._finite_values(x, sample_weight, teacher_logits, loss))
+            findings += self._gradient_findings(gradients)
         return self._checked(findings, values)
 
     @_plain_python
@@ -332,7 +341,7 @@ class StepGuard:
         if not self.xla:
             apply(gradients)
             return
-        passed = self.record()
+        passed = self._record(self.findings)
 
         def run(values):
             apply(values)
@@ -341,56 +350,94 @@ class StepGuard:
         tf.cond(passed, lambda: run(gradients), lambda: tf.constant(False))
 
     @_plain_python
-    def record(self):
-        """XLA: writes the first failure of the run to the `Record`; True while none failed."""
-        if not self.xla:
-            return tf.constant(True)
-        record = self.model._data_check_record
-        clean = tf.equal(record.kind, 0)
-        passed = tf.constant(True)
-        if self.findings:
-            oks = tf.stack([finding.ok for finding in self.findings])
-            passed = tf.reduce_all(oks)
-            first = tf.argmin(tf.cast(oks, tf.int32), output_type=tf.int32)
-            kinds = tf.constant([record.kind_of(finding) for finding in self.findings], tf.int32)
-            fields = tf.stack([record.numbers(finding) for finding in self.findings])
-            step = self.model.optimizer.iterations if self.training else -1
-            record.write(
-                tf.logical_and(clean, tf.logical_not(passed)),
-                tf.gather(kinds, first),
-                tf.gather(fields, first),
-                tf.cast(step, tf.int64),
-            )
-        if not self.training:
-            record.test_batches.assign_add(1)
-        return tf.logical_and(passed, clean)
+    def finish(self):
+        """Ends a test step: under XLA, records its findings; counts evaluation batches."""
+        if self.xla:
+            self._record(self.findings)
+        if not self.training and self.kinds:
+            self.checks.record.test_batches.assign_add(1)
+
+    def _finite_values(self, x, sample_weight, teacher_logits, loss):
+        return [
+            ("`x`", "x", x),
+            ("`sample_weight`", "sample_weight", sample_weight),
+            ("The teacher's output", "teacher outputs", teacher_logits),
+            ("The loss (its inputs are finite, so it overflowed)", "loss", tf.reshape(loss, [1])),
+        ]
+
+    def _gradient_findings(self, gradients):
+        gradients = [g for g in gradients if g is not None]
+        if not gradients or _scales_loss(self.model.optimizer):
+            return []
+        parts = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in parts])
+        description = "A gradient (the loss is finite, but its gradient overflowed)"
+        return finite_findings([(description, "gradients", tf.where(finite, 0.0, np.nan)[None])])
 
     def _checked(self, findings, values):
         if self.xla:
             self.findings += findings
             return values
-        where = position(self.model.optimizer.iterations if self.training else None)
-        return after(assertions(findings, where), values)
+        if not findings:
+            return values
+        passed = self._record(findings)
+        check = tf.debugging.Assert(passed, ["keras_distill: a data check failed"], summarize=1)
+        return after([check], values)
+
+    def _record(self, findings):
+        """Writes the first failure among `findings` if the run has none yet; True while none."""
+        record = self.checks.record
+        clean = tf.equal(record.kind, 0)
+        if not findings:
+            return clean
+        oks = tf.stack([finding.ok for finding in findings])
+        passed = tf.reduce_all(oks)
+        first = tf.argmin(tf.cast(oks, tf.int32), output_type=tf.int32)
+        kinds = tf.constant([record.kind_of(finding) for finding in findings], tf.int32)
+        fields = tf.stack([record.numbers(finding) for finding in findings])
+        step = self.model.optimizer.iterations if self.training else -1
+        new = tf.logical_and(clean, tf.logical_not(passed))
+        writes = record.write(new, tf.gather(kinds, first), tf.gather(fields, first), step)
+        with tf.control_dependencies(writes):
+            return tf.logical_and(passed, clean)
+
+
+class Failure(NamedTuple):
+    """A recorded failure: its template, its fields (Python text), and where it happened.
+
+    Attributes:
+        template: The message with `{where}` and field names.
+        texts: `{field name: text}`.
+        step: The training step, or `None` for an evaluation batch.
+        test_batch: The index of the evaluation batch (training: `None`).
+    """
+
+    template: str
+    texts: dict
+    step: "int | None"
+    test_batch: "int | None"
+
+    def message(self, where):
+        return self.template.format(where=where, **self.texts)
 
 
 class Record:
-    """XLA: the first failed check of a `fit` or `evaluate`, in variables the step can write.
+    """The first failed check of a `fit` or `evaluate`, in variables the step can write.
 
     `kind` is 0 while every check passed, else the index (from 1) of the
     failed check's template; `values` are its fields; `step` the training
-    step (-1: an evaluation batch, `test_batch` its index). Kept out of the
-    model's tracked weights.
+    step (-1: an evaluation batch, `test_batch` its index). Each replica
+    keeps its own copy (synchronised on read). Kept out of the model's
+    tracked weights.
     """
 
     def __init__(self):
         self.templates = []
-        self.kind = tf.Variable(0, dtype=tf.int32, trainable=False, name="failed_check")
-        self.values = tf.Variable(
-            tf.zeros([_MAX_FIELDS], tf.float64), trainable=False, name="failed_values"
-        )
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="failed_step")
-        self.test_batch = tf.Variable(0, dtype=tf.int64, trainable=False, name="failed_batch")
-        self.test_batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="test_batches")
+        self.kind = _replica_variable(0, tf.int32, "failed_check")
+        self.values = _replica_variable(tf.zeros([_MAX_FIELDS], tf.float64), None, "failed_values")
+        self.step = _replica_variable(0, tf.int64, "failed_step")
+        self.test_batch = _replica_variable(0, tf.int64, "failed_batch")
+        self.test_batches = _replica_variable(0, tf.int64, "test_batches")
 
     def kind_of(self, finding):
         """The index (from 1) of `finding`'s template and field types, added when new."""
@@ -407,54 +454,110 @@ class Record:
         return tf.stack(values + [tf.constant(0.0, tf.float64)] * (_MAX_FIELDS - len(values)))
 
     def write(self, new, kind, values, step):
-        self.kind.assign(tf.where(new, kind, self.kind))
-        self.values.assign(tf.where(new, values, self.values))
-        self.step.assign(tf.where(new, step, self.step))
-        self.test_batch.assign(tf.where(new, self.test_batches, self.test_batch))
+        """Writes a failure where `new` is true; returns the write operations."""
+        return [
+            self.kind.assign(tf.where(new, kind, self.kind)),
+            self.values.assign(tf.where(new, values, self.values)),
+            self.step.assign(tf.where(new, tf.cast(step, tf.int64), self.step)),
+            self.test_batch.assign(tf.where(new, self.test_batches, self.test_batch)),
+        ]
 
     def reset(self):
         for variable in (self.kind, self.step, self.test_batch, self.test_batches):
             variable.assign(tf.zeros_like(variable))
 
-    def message(self):
-        """The failure's message (position: "training step N" or an evaluation batch), or None."""
-        kind = int(self.kind.numpy())
-        if kind == 0:
-            return None
-        template, types = self.templates[kind - 1]
-        numbers = dict(zip((name for name, _ in types), self.values.numpy()))
-        texts = {name: _python_text(numbers[name], dtype) for name, dtype in types}
-        step = int(self.step.numpy())
-        where = _EVALUATION if step < 0 else _TRAINING_STEP.format(step)
-        return template.format(where=where, **texts)
-
-
-def record_for(model):
-    """The model's `Record` under XLA with checks on, reset for a new run; else `None`."""
-    if not _kinds(model) or getattr(model, "jit_compile", False) is not True:
+    def failure(self, strategy):
+        """The first replica's recorded `Failure`, or `None` while every check passed."""
+        local = strategy.experimental_local_results
+        replicas = zip(*(local(v) for v in (self.kind, self.values, self.step, self.test_batch)))
+        for kind, values, step, test_batch in replicas:
+            kind = int(kind.numpy())
+            if kind == 0:
+                continue
+            template, types = self.templates[kind - 1]
+            numbers = dict(zip((name for name, _ in types), values.numpy()))
+            texts = {name: _python_text(numbers[name], dtype) for name, dtype in types}
+            step = int(step.numpy())
+            evaluation = step < 0
+            return Failure(
+                template,
+                texts,
+                None if evaluation else step,
+                int(test_batch.numpy()) if evaluation else None,
+            )
         return None
-    record = getattr(model, "_data_check_record", None)
-    if record is None:
-        with model.distribute_strategy.scope():
-            record = Record()
-        # A plain attribute: neither Keras nor tf.train.Checkpoint tracks it.
-        object.__setattr__(model, "_data_check_record", record)
-    record.reset()
-    return record
 
 
-def raise_recorded(model, position=None):
-    """Raises the `ValueError` of a failure recorded under XLA, if any."""
-    record = getattr(model, "_data_check_record", None)
-    text = None if record is None else record.message()
-    if text is None:
-        return
-    if position is not None:
-        evaluation = int(record.step.numpy()) < 0
-        position.test_batch = int(record.test_batch.numpy()) if evaluation else None
-        text = position.describe(text)
-    record.reset()
-    raise ValueError(text)
+def _replica_variable(initial_value, dtype, name):
+    """A non-trainable variable with one copy per replica (a plain variable on one device)."""
+    return tf.Variable(
+        initial_value,
+        dtype=dtype,
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+    )
+
+
+def _plain_where(failure):
+    """Words for the failure's position without a fit: the training step, or an evaluation."""
+    return _EVALUATION if failure.step is None else _TRAINING_STEP.format(failure.step)
+
+
+class Position(keras.callbacks.Callback):
+    """Remembers the epoch and the optimizer's step count at its start, to name batches.
+
+    Args:
+        checks: The Distiller's `StepChecks`; under XLA a recorded failure is
+            raised at the end of the epoch.
+    """
+
+    def __init__(self, checks):
+        super().__init__()
+        self.checks = checks
+        self.epoch = None
+        self.first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_test_begin(self, logs=None):
+        self.checks.record.test_batches.assign(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checks.raise_recorded(self.model, self)
+
+    def where(self, failure):
+        """Words for the failure's position: epoch, batch and step, or the validation batch."""
+        if self.epoch is None:
+            return _plain_where(failure)
+        if failure.step is None:
+            return f"validation batch {failure.test_batch} (`validation_data`, epoch {self.epoch})"
+        batch = failure.step - self.first_step
+        return f"epoch {self.epoch}, batch {batch} (training step {failure.step})"
+
+
+def fit_callbacks(checks, callbacks):
+    """Chooses the checks for a `fit` with `callbacks`; returns its callbacks and `Position`.
+
+    Returns:
+        `(callbacks, position, retrace)`: the callbacks with a `Position`
+        first (so that a failure recorded under XLA stops the run before
+        other callbacks see it), the `Position` (`None` when `callbacks` is
+        not a list), and whether the steps must be traced again.
+    """
+    is_list = callbacks is None or isinstance(callbacks, (list, tuple))
+    retrace = checks.choose(list(callbacks or []) if is_list else [])
+    if not is_list:
+        return callbacks, None, retrace
+    position = Position(checks)
+    return [position] + list(callbacks or []), position, retrace
+
+
+def _is_xla(model):
+    return getattr(model, "jit_compile", False) is True
 
 
 def _scales_loss(optimizer):
@@ -462,121 +565,9 @@ def _scales_loss(optimizer):
     return "LossScaleOptimizer" in [cls.__name__ for cls in type(optimizer).__mro__]
 
 
-def _kinds(model):
-    """The checks chosen for `model` (`"labels"`, `"finite"`), from `data_checks` and callbacks.
-
-    None under XLA with several replicas: there the optimizer synchronises
-    the replicas, which a conditional update in each replica cannot hold.
-    """
-    if (
-        getattr(model, "jit_compile", False) is True
-        and model.distribute_strategy.num_replicas_in_sync > 1
-    ):
-        return ()
-    default = ("labels", "finite") if getattr(model, "data_checks", True) else ()
-    return getattr(model, "_data_check_kinds", default)
-
-
-def position(step=None):
-    """Words for the batch's position: the global training step, or an evaluation batch."""
-    if step is None:
-        return tf.constant(_EVALUATION)
-    return tf.strings.join([_TRAINING_STEP.format(""), _text(step)])
-
-
-class Position(keras.callbacks.Callback):
-    """Remembers the epoch and the optimizer's step count at its start, to name batches."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch = None
-        self.first_step = 0
-        self.test_batch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.first_step = int(self.model.optimizer.iterations.numpy())
-        self.test_batch = None
-
-    def on_test_begin(self, logs=None):
-        record = getattr(self.model, "_data_check_record", None)
-        if record is not None:
-            record.test_batches.assign(0)
-
-    def on_test_batch_begin(self, batch, logs=None):
-        self.test_batch = batch
-
-    def on_epoch_end(self, epoch, logs=None):
-        raise_recorded(self.model, self)
-
-    def describe(self, text):
-        """`text` with "training step N" spelled as epoch, batch and step, and with the
-        validation batch named."""
-        if self.epoch is None:
-            return text
-        if self.test_batch is not None:
-            text = text.replace(
-                _EVALUATION,
-                f"validation batch {self.test_batch} (`validation_data`, epoch {self.epoch})",
-            )
-
-        def spell(match):
-            step = int(match.group(1))
-            return f"epoch {self.epoch}, batch {step - self.first_step} (training step {step})"
-
-        return _STEP.sub(spell, text)
-
-
-@contextlib.contextmanager
-def reraise_as_value_error(model, position=None):
-    """Turns a failed check inside `fit`/`evaluate` of `model` into a `ValueError`.
-
-    Graph and eager mode: the failed assertion's message. XLA: the failure
-    written to the model's `Record`, which is reset when the run starts.
-
-    Args:
-        model: The `Distiller`.
-        position: The fit's `Position` callback, to name the epoch and batch.
-    """
-    outermost = not _CONVERTING.get()
-    token = _CONVERTING.set(True)
-    if outermost:  # `fit` converts what its validation raises.
-        record_for(model)
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as error:
-        match = _MESSAGE.search(str(error))
-        if match is None or not outermost:
-            raise
-        text = match.group(1).replace("\\'", "'")
-        raise ValueError(position.describe(text) if position else text) from None
-    finally:
-        _CONVERTING.reset(token)
-    if outermost:
-        raise_recorded(model, position)
-
-
-def _text(value):
-    """A scalar tensor as a string tensor, floats in their shortest exact form."""
-    value = tf.convert_to_tensor(value)
-    if value.dtype.is_floating:
-        return tf.strings.as_string(value, shortest=True)
-    return tf.strings.as_string(value)
-
-
-def _message_parts(finding, where):
-    """The pieces of `finding`'s message as string tensors, `{where}` replaced by `where`."""
-    parts = []
-    for literal, name, _, _ in string.Formatter().parse(finding.template):
-        parts.append(literal)
-        if name is not None:
-            parts.append(where if name == "where" else _text(finding.fields[name]))
-    return parts
-
-
 def _python_text(number, dtype):
-    """`number` (recorded as float64) written as `_text` writes a tensor of `dtype`."""
+    """`number` (recorded as float64) in the shortest exact form of `dtype` ("1.7", "7")."""
     if dtype.startswith(("int", "uint")):
         return str(int(number))
-    text = str(getattr(np, dtype, np.float64)(number))  # NumPy's shortest form, as TensorFlow's.
+    text = str(getattr(np, dtype, np.float64)(number))
     return text[:-2] if text.endswith(".0") else text

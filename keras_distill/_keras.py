@@ -104,6 +104,8 @@ PRIVATE_APIS = {
     "Tensor._keras_mask": "positions left out of compiled metrics (with_metric_mask)",
     "Layer._kernel": "Keras 3 only: the variable behind a kernel property (kernel_variable)",
     "Functional config inbound_nodes": "Keras 3 only: which layer feeds which (layer_edges)",
+    "Model.train_function": "the traced train and test steps, dropped to retrace them "
+    "(forget_compiled_steps)",
 }
 
 ATTENTION_METHOD = "_compute_attention"
@@ -218,6 +220,11 @@ def compiled_metric_objects(model):
         return list(compiled.metrics) if compiled is not None else []
     compiled = getattr(model, "_compile_metrics", None)
     return [compiled] if compiled is not None else []
+
+
+def forget_compiled_steps(model):
+    """Drops `model`'s traced train and test steps, so that the next `fit` traces them again."""
+    model.train_function = model.test_function = None
 
 
 def with_metric_mask(values, mask):

@@ -179,6 +179,9 @@ class Distiller(keras.Model):
         self._adapters_built = False
         self._build_adapters(self._static_feature_shapes())
         self._first_batch_checked = False
+        self._step_checks = _data_checks.StepChecks(
+            self.label_mask_value, self.padding_mask_input, self.teacher_from_logits
+        )
         self.built = True  # Student and teacher are built; adapters are built from their shapes.
 
     def compile(
@@ -249,8 +252,9 @@ class Distiller(keras.Model):
             self.distillation_loss_fn = distillation_loss_fn or keras.losses.KLDivergence()
         else:
             self.student_loss_fn = self.distillation_loss_fn = None
+        data_checks = _checks.check_bool("data_checks", data_checks)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-        self.data_checks = _checks.check_bool("data_checks", data_checks)
+        self._step_checks.enabled = data_checks
         self.alpha = alpha
         self.temperature = temperature
 
@@ -271,6 +275,11 @@ class Distiller(keras.Model):
     @temperature.setter
     def temperature(self, value):
         self._temperature.assign(_checks.check_temperature(value))
+
+    @property
+    def data_checks(self):
+        """Whether every batch is checked inside the compiled step (`compile(data_checks=)`)."""
+        return self._step_checks.enabled
 
     @property
     def metrics(self):
@@ -299,19 +308,24 @@ class Distiller(keras.Model):
         y = _checks.check_fit_arguments(self, x, y, kwargs.get("class_weight"))
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
-        position = _data_checks.prepare_fit(self, kwargs)
-        with _data_checks.reraise_as_value_error(self, position):
+        callbacks, position, retrace = _data_checks.fit_callbacks(
+            self._step_checks, kwargs.get("callbacks")
+        )
+        kwargs["callbacks"] = callbacks
+        if retrace:
+            _keras.forget_compiled_steps(self)
+        with self._step_checks.reporting(self, position):
             history = super().fit(x, y, *args, **kwargs)
         return history
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         y = _checks.labels_as_array(y)
-        with _data_checks.reraise_as_value_error(self):
+        with self._step_checks.reporting(self):
             results = super().evaluate(x, y, *args, **kwargs)
         return results
 
     def train_step(self, data):
-        guard = _data_checks.StepGuard(self, training=True)
+        guard = self._step_checks.guard(self, training=True)
         x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
         y = guard.labels(y, teacher_logits)
@@ -331,7 +345,7 @@ class Distiller(keras.Model):
             scaled = _keras.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
         gradients = guard.values(
-            data, teacher_logits, components["loss"], gradients, gradients=gradients
+            data, teacher_logits, components["loss"], values=gradients, gradients=gradients
         )
         guard.update(
             lambda values: _keras.apply_gradients(self.optimizer, values, variables), gradients
@@ -340,7 +354,7 @@ class Distiller(keras.Model):
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 
     def test_step(self, data):
-        guard = _data_checks.StepGuard(self, training=False)
+        guard = self._step_checks.guard(self, training=False)
         x, y, sample_weight = _keras.unpack_x_y_sample_weight(data)
         x, teacher_logits, teacher_features = self._teacher_forward(x)
         y = guard.labels(y, teacher_logits)
@@ -349,8 +363,8 @@ class Distiller(keras.Model):
         components = self._loss_components(
             x, y, student_outputs, teacher_logits, sample_weight, student_features, teacher_features
         )
-        components = guard.values(data, teacher_logits, components["loss"], components)
-        guard.record()
+        components = guard.values(data, teacher_logits, components["loss"], values=components)
+        guard.finish()
         self._track(components, teacher_logits)
         return self.compute_metrics(x, y, student_outputs, sample_weight)
 

@@ -299,7 +299,7 @@ class LogitMSE(DistillationLoss):
 class DecoupledKD(DistillationLoss):
     """`keras.losses.Loss` for `decoupled_kd`.
 
-    Without hard labels (`target=None`, e.g. used on its own or on unlabelled
+    Without hard labels (`target=None`, e.g. used on its own or on unlabeled
     examples) the teacher's top-1 class is the target.
 
     Args:

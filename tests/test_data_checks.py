@@ -39,11 +39,12 @@ def label_message(step, row, value, where=None):
 
 def finite_message(what, argument, step, row=None):
     at_row = "" if row is None else f", row {row} of the batch"
+    in_row = "" if row is None else f" in row {row}"
     return (
         f"{what} is NaN or Inf in epoch 0, batch {step} (training step {step}){at_row}. "
         "Training stopped before this batch changed any weight. Remove or fix the bad rows "
         "(lower the learning rate if the loss overflows), or pass `compile(data_checks=False)` "
-        f"to skip these checks. Received: {argument} with a non-finite value{at_row[:-13]}"
+        f"to skip these checks. Received: {argument} with a non-finite value{in_row}"
     )
 
 

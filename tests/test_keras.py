@@ -54,6 +54,13 @@ def test_every_private_keras_api_still_exists():
         assert hasattr(attention, "_flash_attention")
     model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
     model.fit(np.ones((2, 4, 8)), np.ones((2, 4, 8)), verbose=0)
+    # Model.train_function: the traced step, traced again after it is dropped.
+    traced = model.train_function
+    assert callable(traced)
+    _keras.forget_compiled_steps(model)
+    assert model.train_function is None and model.test_function is None
+    model.fit(np.ones((2, 4, 8)), np.ones((2, 4, 8)), verbose=0)
+    assert callable(model.train_function) and model.train_function is not traced
     metric_names = [m.name for m in _keras.compiled_metric_objects(model)]
     assert metric_names, "the compiled metrics are not found"
     if not _keras.IS_LEGACY:  # `Model._compile_metrics` holds the compiled metrics.
@@ -90,6 +97,7 @@ def test_every_private_keras_api_still_exists():
         "Layer._kernel",
         "Functional config inbound_nodes",
         "Tensor._keras_mask",
+        "Model.train_function",
     }
 
 
@@ -135,7 +143,6 @@ def test_all_layers_enters_layers_or_only_models():
 # Modules that still read private attributes of other objects (their owners are changing them).
 _PRIVATE_READS_ALLOWED = {
     "_keras.py",  # The one home of private Keras APIs.
-    "_data_checks.py",  # Sets and reads its own state on the model; to be owned by the Distiller.
 }
 # Private reads of objects that are not Keras's, each with its reason.
 _OTHER_LIBRARIES_PRIVATE_READS = {

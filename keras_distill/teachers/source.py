@@ -46,7 +46,7 @@ class LiveTeacher:
         teacher does not run.
         """
         if cache_lib.is_cached_batch(x):
-            return CachedTeacher.forward(self, x)
+            return cached_batch(x)
         with capture.recording() as captured:
             outputs = self.model(x, training=False)
         outputs = select_output(outputs, self.output, self.model, "teacher")
@@ -82,8 +82,13 @@ class CachedTeacher:
                 "This Distiller reads the teacher's outputs from a TeacherCache: train it on "
                 "`cache.dataset(x, y)`. Received: a batch without cached teacher logits"
             )
-        logits = tf.cast(x[cache_lib.LOGITS_KEY], tf.float32)
-        return x[cache_lib.INPUTS_KEY], logits, {}
+        return cached_batch(x)
+
+
+def cached_batch(x):
+    """`(student inputs, float32 cached logits, {})` of a batch from `TeacherCache.dataset`."""
+    logits = tf.cast(x[cache_lib.LOGITS_KEY], tf.float32)
+    return x[cache_lib.INPUTS_KEY], logits, {}
 
 
 def teacher_source(teacher, from_logits=True, output=None):
