@@ -3,7 +3,7 @@
 A batch of token ids `(batch, length)` holds one prompt per row, its first
 `prompt_lengths[i]` tokens. `sample_continuations` fills every later
 position with a token sampled from the model at temperature `T`,
-`softmax(z / T)`, one position at a time with the model's key/value cache
+`softmax(z / T)` (Gumbel-max), one position at a time with the model's key/value cache
 (`call_with_cache`), in a `tf.while_loop` that works in graph mode and under
 XLA. `continuation_masks` says which positions of the result count: a
 generated token counts up to and including the first end token of its row;
@@ -11,6 +11,9 @@ tokens after it are padding.
 """
 
 import tensorflow as tf
+
+_ALGORITHM = "philox"
+"""One random algorithm on every device and under XLA, so that a seed draws the same."""
 
 
 def cache_shape(model, length, batch_size=1):
@@ -25,8 +28,13 @@ def cache_shape(model, length, batch_size=1):
 def step_seed(seed, step, stream):
     """A stateless seed `(2,)` for one training step and one random stream of it."""
     seed = tf.constant([seed, 0], tf.int64)
-    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int64))
-    return tf.random.experimental.stateless_fold_in(seed, stream)
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int64), alg=_ALGORITHM)
+    return tf.random.experimental.stateless_fold_in(seed, stream, alg=_ALGORITHM)
+
+
+def uniform(seed):
+    """A scalar drawn uniformly from `[0, 1)`."""
+    return tf.random.stateless_uniform([], seed, alg=_ALGORITHM)
 
 
 def sample_continuations(
@@ -77,10 +85,10 @@ def sample_continuations(
         logits = tf.cast(logits[:, 0], tf.float32)
         if num_classes is not None:
             logits = logits[:, :num_classes]
-        position_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(index, tf.int64))
-        sampled = tf.random.stateless_categorical(
-            logits / temperature, 1, seed=position_seed, dtype=tf.int32
-        )[:, 0]
+        position_seed = tf.random.experimental.stateless_fold_in(
+            seed, tf.cast(index, tf.int64), alg=_ALGORITHM
+        )
+        sampled = _gumbel_max_sample(logits / temperature, position_seed)
         generating = index >= prompt_lengths
         new = tf.where(generating, sampled, tokens[:, index])
         tokens = tf.where(tf.equal(positions, index)[None, :], new[:, None], tokens)
@@ -123,3 +131,14 @@ def continuation_masks(token_ids, prompt_lengths, end_token_id=None, stop_at=Non
     padding = tf.cast(tf.logical_not(stopped), tf.float32)
     next_counts = tf.pad(tf.cast(counted[:, 1:], tf.float32), [[0, 0], [0, 1]])
     return padding, next_counts
+
+
+def _gumbel_max_sample(logits, seed):
+    """One class per row drawn from `softmax(logits)`: `argmax(logits + G)` with Gumbel noise
+    `G = -log(-log(U))` (exact, and compiles under XLA, unlike `stateless_categorical`)."""
+    tiny = tf.experimental.numpy.finfo(logits.dtype.as_numpy_dtype).tiny
+    uniform = tf.random.stateless_uniform(
+        tf.shape(logits), seed, minval=tiny, maxval=1.0, alg=_ALGORITHM
+    )
+    gumbel = -tf.math.log(-tf.math.log(uniform))
+    return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)

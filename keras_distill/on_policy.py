@@ -229,9 +229,7 @@ class OnPolicyDistiller(Distiller):
             return _unpack(student()), tf.constant(True)
         if self.lmbda == 0.0:
             return _unpack(other()), tf.constant(False)
-        draw = tf.random.stateless_uniform(
-            [], _generation.step_seed(self._sampling_seed, step, _DRAW)
-        )
+        draw = _generation.uniform(_generation.step_seed(self._sampling_seed, step, _DRAW))
         on_policy = draw < self.lmbda
         return _unpack(tf.cond(on_policy, student, other)), on_policy
 
