@@ -379,3 +379,19 @@ def test_keras_hub_tokenizers_that_differ(hub):
     )
     with pytest.raises(ValueError, match=r"different token ids for the same text"):
         OnPolicyDistiller(student, teacher)
+
+
+def test_config_round_trip():
+    settings = dict(
+        lmbda=0.0,
+        seq_kd=False,
+        prompt_length=3,
+        max_new_tokens=2,
+        generation_temperature=0.7,
+        end_token_id=5,
+        seed=4,
+    )
+    distiller = OnPolicyDistiller(plain_lm("student"), plain_lm("teacher"), **settings)
+    rebuilt = OnPolicyDistiller.from_config(distiller.get_config())
+    assert isinstance(rebuilt, OnPolicyDistiller)
+    assert {name: getattr(rebuilt, name) for name in settings} == settings
