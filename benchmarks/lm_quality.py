@@ -15,7 +15,13 @@ held-out test split (files never seen in training):
 - **R** = (CE_alone - CE_kd) / (CE_alone - CE_teacher), per seed (the same
   seed's student alone), the share of the teacher-student gap recovered.
 
-    python benchmarks/lm_quality.py [--seeds 0,1,2] [--steps 200] [--losses kl,reverse_kl,jsd]
+    python benchmarks/lm_quality.py [--seeds 0,1,2] [--steps 200] [--losses kl,reverse_kl,jsd,gkd]
+
+`gkd` is on-policy distillation (`OnPolicyDistiller`): with probability
+`--gkd-lmbda` a step keeps the first `--gkd-prompt` bytes of each window and
+trains on the student's own continuation (sampled at T = 1, cut at the
+end-of-file token), otherwise on the window; the loss is the generalized JSD
+with `--gkd-beta`, mixed with cross-entropy on the data's steps by `alpha`.
 
 The defaults (teacher 4 layers x 128, student 2 x 64, 600 and 200 steps) are sized for a
 30-minute budget on 2 CPU cores; `--teacher-width 256 --student-width 128` costs about four
@@ -35,9 +41,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_distill import Distiller  # noqa: E402
+from keras_distill import OnPolicyDistiller  # noqa: E402
 from keras_distill import losses  # noqa: E402
 from keras_distill._keras import keras  # noqa: E402
 from keras_distill.data import text  # noqa: E402
+
+GKD = "gkd"
+"""The on-policy row: `OnPolicyDistiller` with the generalized JSD (Agarwal et al. 2024)."""
 
 
 def gpt2(layers, width, seq, seed):
@@ -86,10 +96,23 @@ def train_alone(model, data, args, steps, seed, peak):
 
 
 def distil(student, teacher, data, args, loss_name, seed):
-    distiller = Distiller(student=student, teacher=teacher, padding_mask_input="padding_mask")
+    if loss_name == GKD:
+        distiller = OnPolicyDistiller(
+            student=student,
+            teacher=teacher,
+            padding_mask_input="padding_mask",
+            lmbda=args.gkd_lmbda,
+            prompt_length=args.gkd_prompt or args.seq // 2,
+            end_token_id=text.END_OF_TEXT,
+            seed=seed,
+        )
+        loss = losses.GeneralizedJSD(beta=args.gkd_beta)
+    else:
+        distiller = Distiller(student=student, teacher=teacher, padding_mask_input="padding_mask")
+        loss = losses.get(loss_name)
     distiller.compile(
         optimizer=keras.optimizers.Adam(schedule(args.steps, args.lr)),
-        distillation_loss=losses.get(loss_name),
+        distillation_loss=loss,
         alpha=args.alpha,
         temperature=1.0,
     )
@@ -138,6 +161,11 @@ def main():
     parser.add_argument("--test-bytes", type=int, default=60_000)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--gkd-lmbda", type=float, default=0.5, help="gkd: on-policy share")
+    parser.add_argument("--gkd-beta", type=float, default=0.5, help="gkd: the JSD's beta")
+    parser.add_argument(
+        "--gkd-prompt", type=int, default=0, help="gkd: prompt bytes (0: half the window)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.losses.split(",")

@@ -4,11 +4,16 @@ Both compute the same masked loss per token, `(1-a) * CE + a * T^2 * KL`,
 averaged over the tokens of weight 1 (keras_hub's `CausalLMPreprocessor`
 weights), with the same models, optimizer and batches. Each repeat is one
 epoch of `--steps` steps; the two are alternated, and the table gives the
-minimum and the median of the repeats and the ratio of the minima. The peak
+minimum and the median of the repeats, the tokens per second at the minimum
+(padding included) and the ratio of the minima. A second table times the
+Distiller reading a top-k `TeacherCache` (no teacher runs; the batch's top-k
+logits expanded to full rows) against the student trained alone with the same
+masked cross-entropy, on the same batches. The peak
 resident memory of a fresh process doing the same steps is measured for
 both, and for the loss alone (logits given, no models).
 
     python benchmarks/lm_step.py [--repeats 7] [--steps 4] [--vocabulary 8192] [--length 256]
+                                 [--top-k 32] [--no-memory]
 
 Keras 3 only (keras_hub).
 """
@@ -29,6 +34,7 @@ from keras_distill._keras import keras
 
 ALPHA, TEMPERATURE = 0.5, 1.0  # T = 1, as language-model distillation usually runs
 OURS, LIMIT = "ours (Distiller)", "limit (hand-written masked loop)"
+CACHED, ALONE = "ours, top-k teacher cache", "student alone (masked cross-entropy)"
 
 
 def gpt2(vocabulary, length, layers, hidden, heads, seed):
@@ -53,7 +59,8 @@ def models(args):
     return teacher, student
 
 
-def batches(args):
+def arrays(args):
+    """`(x, y, sample_weight)` of `--steps` batches, right-padded as keras_hub yields them."""
     rng = np.random.default_rng(0)
     n = args.batch * args.steps
     tokens = rng.integers(1, args.vocabulary, size=(n, args.length + 1)).astype("int32")
@@ -61,8 +68,11 @@ def batches(args):
     mask = (np.arange(args.length + 1)[None] < lengths).astype("int32")
     tokens = tokens * mask
     x = {"token_ids": tokens[:, :-1], "padding_mask": mask[:, :-1]}
-    data = (x, tokens[:, 1:], mask[:, 1:].astype("float32"))
-    return tf.data.Dataset.from_tensor_slices(data).batch(args.batch).cache()
+    return x, tokens[:, 1:], mask[:, 1:].astype("float32")
+
+
+def batches(args):
+    return tf.data.Dataset.from_tensor_slices(arrays(args)).batch(args.batch).cache()
 
 
 def masked_loss(labels, teacher_logits, student_logits, weights):
@@ -119,18 +129,49 @@ def build(kind, args):
     return model
 
 
-def time_alternated(args):
-    data = batches(args)
-    runs = {OURS: build("ours", args), LIMIT: build("limit", args)}
-    for model in runs.values():
+def time_alternated(args, runs):
+    """`{name: [ms per step of each repeat]}` of `runs = {name: (model, dataset)}`."""
+    for model, data in runs.values():
         model.fit(data, epochs=1, verbose=0)  # trace and warm up
     times = {name: [] for name in runs}
     for _ in range(args.repeats):
-        for name, model in runs.items():
+        for name, (model, data) in runs.items():
             start = time.perf_counter()
             model.fit(data, epochs=1, verbose=0)
             times[name].append((time.perf_counter() - start) * 1000.0 / args.steps)
     return times
+
+
+def cached_and_alone(args):
+    """The Distiller reading a top-k `TeacherCache` (no teacher runs), and the student
+    trained alone on the same batches with the masked cross-entropy."""
+    from keras_distill import TeacherCache
+
+    x, y, weights = arrays(args)
+    teacher, student = models(args)
+    cache = TeacherCache.build(teacher, x, batch_size=args.batch, top_k=args.top_k)
+    cached = Distiller(student=student, teacher=cache)
+    cached.compile(optimizer=keras.optimizers.Adam(1e-4), alpha=ALPHA, temperature=TEMPERATURE)
+    cached_data = cache.dataset(x, y, weights, batch_size=args.batch, shuffle=False)
+    _, alone = models(args)
+    alone.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[],
+    )
+    return {CACHED: (cached, cached_data), ALONE: (alone, batches(args))}
+
+
+def print_times(times, args):
+    tokens = args.batch * args.length
+    print("| run | ms/step (min / median) | tokens/s (at the min) |")
+    print("|---|---|---|")
+    for name, values in times.items():
+        best = min(values)
+        print(
+            f"| {name} | {best:.0f} / {statistics.median(values):.0f} | "
+            f"{tokens / best * 1000.0:,.0f} |"
+        )
 
 
 def kl_precision(args):
@@ -197,12 +238,17 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--vocabulary", type=int, default=8192)
     parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--top-k", type=int, default=32, help="logits kept per token")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--memory-child", choices=("ours", "limit", "loss", "our_loss"))
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(args.memory_child, args)
         return
-    times = time_alternated(args)
+    data = batches(args)
+    times = time_alternated(
+        args, {OURS: (build("ours", args), data), LIMIT: (build("limit", args), data)}
+    )
     print(kl_precision(args))
     print(
         f"GPT-2-style pair (teacher 2x128, student 1x64), vocabulary {args.vocabulary}, "
@@ -210,12 +256,18 @@ def main(argv=None):
         f"{args.repeats} repeats, alternated"
     )
     print()
-    print("| run | ms/step (min / median) |")
-    print("|---|---|")
-    for name, values in times.items():
-        print(f"| {name} | {min(values):.0f} / {statistics.median(values):.0f} |")
+    print_times(times, args)
     ratio = min(times[OURS]) / min(times[LIMIT])
     print(f"\nratio of minima, ours / limit: {ratio:.2f} (goal <= 1.10)")
+    print()
+    times = time_alternated(args, cached_and_alone(args))
+    print(f"Top-{args.top_k} teacher cache (`top_k_rest='renormalize'`) against the student alone")
+    print()
+    print_times(times, args)
+    ratio = min(times[CACHED]) / min(times[ALONE])
+    print(f"\nratio of minima, cached / alone: {ratio:.2f} (goal <= 1.15)")
+    if args.no_memory:
+        return
     memory = peak_memory(args)
     print()
     print("| peak resident memory | MiB |")

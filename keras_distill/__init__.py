@@ -49,6 +49,7 @@ from keras_distill.matching import AttentionMatch
 from keras_distill.matching import FeatureAdapter
 from keras_distill.matching import FeatureMatch
 from keras_distill.matching import feature_losses
+from keras_distill.on_policy import OnPolicyDistiller
 from keras_distill.recipe import RecipeReport
 from keras_distill.recipe import distill
 from keras_distill.schedules import DistillationScheduler
@@ -66,6 +67,7 @@ __all__ = [
     "FeatureAdapter",
     "FeatureMatch",
     "GENERATION",
+    "OnPolicyDistiller",
     "ParityError",
     "RecipeReport",
     "Report",

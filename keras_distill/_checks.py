@@ -654,3 +654,97 @@ def check_kept_fraction(name, value):
     """Returns `value` as a float, or raises unless it lies in `(0, 1]`."""
     expected = "a number in (0, 1], the fraction of channels kept"
     return _check_real(name, value, lambda v: 0.0 < v <= 1.0, expected)
+
+
+def check_lmbda(lmbda):
+    """Returns on-policy distillation's `lmbda` as a float, or raises unless it lies in `[0, 1]`."""
+    return check_unit_interval(
+        "lmbda",
+        lmbda,
+        hint="the probability that a batch is the student's own samples: 0 never, 1 always",
+    )
+
+
+def check_generator(name, model, purpose):
+    """Raises `TypeError` unless `model` is a keras_hub causal LM that can generate.
+
+    Args:
+        name: The argument's name, for the message.
+        model: The model to check.
+        purpose: What the generation is for, e.g. `"lmbda=0.5"`, for the message.
+    """
+    backbone = getattr(model, "backbone", None)
+    if (
+        not callable(getattr(model, "generate", None))
+        or not callable(getattr(model, "call_with_cache", None))
+        or backbone is None
+        or any(getattr(backbone, a, None) is None for a in ("num_layers", "hidden_dim"))
+    ):
+        raise TypeError(
+            f"`{name}` must be a causal language model that can generate (`generate` and "
+            "`call_with_cache`, e.g. a keras_hub `GPT2CausalLM`, `LlamaCausalLM` or "
+            f"`GemmaCausalLM`), because {purpose} samples continuations from it. Use the "
+            "`Distiller` (or `lmbda=0` without `seq_kd`) to distil on the data alone. "
+            f"Received: {name}={type(model).__module__}.{type(model).__name__}"
+        )
+
+
+def check_sequence_fits(name, model, length, received):
+    """Raises unless `length` positions fit the position embedding of `model`'s backbone.
+
+    Models without `backbone.max_sequence_length` (rotary positions) pass.
+    `received` names the arguments or data that set `length`, for the message.
+    """
+    built_for = getattr(getattr(model, "backbone", None), "max_sequence_length", None)
+    if built_for is not None and length > built_for:
+        raise ValueError(
+            f"Generation would run to position {length}, but the {name}'s backbone holds at "
+            f"most {built_for} positions (`max_sequence_length`). Shorten the sequences (e.g. "
+            "the preprocessor's `sequence_length`) or lower `prompt_length` and "
+            f"`max_new_tokens`. Received: {received}"
+        )
+
+
+TOKENIZER_PROBE = "The quick brown fox jumps over the lazy dog. 0123456789 {[(+-*/=)]}\n"
+"""Text both tokenizers of a teacher and student encode when their preprocessors are known."""
+
+
+def check_same_tokenizer(student, teacher):
+    """Raises unless the models' tokenizers agree, where both models carry one.
+
+    A keras_hub task model keeps its tokenizer at `model.preprocessor.tokenizer`.
+    Compared: the vocabulary size, the ids of `TOKENIZER_PROBE`, and the end
+    token id. Models without a preprocessor are not checked here (their logits'
+    class counts still are).
+    """
+    tokenizers = [
+        getattr(getattr(m, "preprocessor", None), "tokenizer", None) for m in (student, teacher)
+    ]
+    if any(t is None for t in tokenizers):
+        return
+    fix = (
+        "Token-level distillation compares the two models' distributions token by token, so "
+        "both must use one tokenizer: build the student's preprocessor from the teacher's "
+        "tokenizer (e.g. `student.preprocessor = teacher.preprocessor`) and size the "
+        "student's vocabulary from it."
+    )
+    sizes = [int(t.vocabulary_size()) for t in tokenizers]
+    if sizes[0] != sizes[1]:
+        raise ValueError(
+            "The student's and the teacher's tokenizers have different vocabularies. "
+            f"{fix} Received: student vocabulary_size={sizes[0]}, teacher "
+            f"vocabulary_size={sizes[1]}"
+        )
+    ids = [np.asarray(t(TOKENIZER_PROBE)).reshape(-1).tolist() for t in tokenizers]
+    if ids[0] != ids[1]:
+        raise ValueError(
+            "The student's and the teacher's tokenizers give different token ids for the "
+            f"same text {TOKENIZER_PROBE[:20]!r}... {fix} Received: student ids "
+            f"{ids[0][:8]}, teacher ids {ids[1][:8]}"
+        )
+    ends = [getattr(t, "end_token_id", None) for t in tokenizers]
+    if ends[0] != ends[1]:
+        raise ValueError(
+            f"The student's and the teacher's tokenizers end text with different tokens. {fix} "
+            f"Received: student end_token_id={ends[0]}, teacher end_token_id={ends[1]}"
+        )

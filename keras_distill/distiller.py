@@ -152,6 +152,7 @@ class Distiller(keras.Model):
             self.teacher_source.output_shape(),
             self.shared_classes,
         )
+        _checks.check_same_tokenizer(student, self.teacher)
         self._alpha = self.add_weight(
             name="alpha", shape=(), dtype="float32", initializer="zeros", trainable=False
         )
@@ -605,12 +606,16 @@ class Distiller(keras.Model):
                 "loss": mean_distillation,
             }
         hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
-        per_position = distillation + mask * (1.0 - self._alpha) * (hard - distillation)
+        per_position = distillation + mask * self._hard_label_share() * (hard - distillation)
         return {
             "student_loss": _positions.weighted_mean(hard, weights * mask),
             "distillation_loss": _positions.weighted_mean(distillation, weights, total_weight),
             "loss": _positions.weighted_mean(per_position, weights, total_weight),
         }
+
+    def _hard_label_share(self):
+        """`1 - alpha`: the hard-label term's share of the loss where a position has a label."""
+        return 1.0 - self._alpha
 
     def _match_value(self, match, student_features, teacher_features, weights):
         student = student_features[(match.student_layer, match.kind)]

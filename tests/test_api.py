@@ -13,6 +13,7 @@ PUBLIC_API = [
     "FeatureAdapter",
     "FeatureMatch",
     "GENERATION",
+    "OnPolicyDistiller",
     "ParityError",
     "RecipeReport",
     "Report",

@@ -11,6 +11,7 @@ from keras_distill._checks import check_choice
 from keras_distill._checks import check_int
 from keras_distill._checks import check_path
 from keras_distill._files import atomic_path
+from keras_distill._generation import cache_shape
 from keras_distill.compression.export import _configure_and_convert
 from keras_distill.compression.litert import load_interpreter
 from keras_distill.compression.litert import tflite_ops
@@ -184,11 +185,7 @@ def _max_sequence_length(model, max_sequence_length):
 
 def _cache_shape(model, max_sequence_length):
     """`(1, layers, 2, length, key/value heads, head dim)`, read from the backbone."""
-    backbone = model.backbone
-    query_heads = getattr(backbone, "num_query_heads", None) or backbone.num_heads
-    kv_heads = getattr(backbone, "num_key_value_heads", None) or query_heads
-    head_dim = getattr(backbone, "head_dim", None) or backbone.hidden_dim // query_heads
-    return (1, int(backbone.num_layers), 2, max_sequence_length, int(kv_heads), int(head_dim))
+    return cache_shape(model, max_sequence_length, batch_size=1)
 
 
 class _GenerationFunctions:
