@@ -28,6 +28,9 @@ _HIGH_T_SCALE = 1e-4
 _FLOAT32_SCALE = 0.5
 """From this `max |z - mean(z)| / T` at every position (and finite logits), the KL runs in
 float32."""
+_FLOAT32_TEMPERATURE = 1.0
+"""Up to this temperature, finite logits spread less than `_FLOAT32_SCALE` (untrained language
+models) also run in float32, in the form that keeps nearly equal distributions exact."""
 
 
 def distillation_kl(teacher_logits, student_logits, temperature=1.0):
@@ -40,9 +43,12 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
     (`max |z - mean(z)| / T >= 0.5`, as for trained classifiers and language
     models at usual temperatures), it runs in float32, where the distributions
     differ by far more than float32's resolution (absolute error about
-    `1e-7 * T^2 * log(num_classes)`). At higher temperatures it runs in
-    float64: the tempered distributions then differ by about `1/T`, which
-    float32 cannot resolve. Where they are tiny (below `1e-4`), even float64
+    `1e-7 * T^2 * log(num_classes)`). Less spread logits at `T <= 1` (untrained
+    language models) also run in float32, as `log1p(E_p[expm1(-c)])` with
+    `c` the centred tempered logit difference, which keeps nearly equal
+    distributions exact. At higher temperatures it runs in float64: the
+    tempered distributions then differ by about `1/T`, which float32 cannot
+    resolve. Where they are tiny (below `1e-4`), even float64
     cancels, and the quadratic expansion
     `T^2 * KL = 1/2 * sum_k p_t^T[k] (d[k] - sum_j p_t^T[j] d[j])^2` with
     `d = z_t - z_s` is used instead (relative error below `1e-4`); it is the
@@ -76,11 +82,16 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
     safe_teacher = tf.where(tf.math.is_finite(teacher), teacher, tf.zeros_like(teacher))
     safe_student = tf.where(tf.math.is_finite(student), student, tf.zeros_like(student))
     scale = tf.maximum(_spread(safe_teacher), _spread(safe_student)) / temperature32
-    in_float32 = finite & tf.reduce_all(scale >= _FLOAT32_SCALE)
+    spread_enough = tf.reduce_all(scale >= _FLOAT32_SCALE)
+    flat_in_float32 = finite & (temperature32 <= _FLOAT32_TEMPERATURE)
     return tf.cond(
-        in_float32,
+        finite & spread_enough,
         lambda: _kl_float32(teacher, student, temperature32),
-        lambda: _kl_float64(teacher, student, temperature),
+        lambda: tf.cond(
+            flat_in_float32,
+            lambda: _kl_flat_float32(teacher, student, temperature32),
+            lambda: _kl_float64(teacher, student, temperature),
+        ),
     )
 
 
@@ -89,6 +100,23 @@ def _kl_float32(teacher, student, temperature):
     log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
     log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
     kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
+    return kl * temperature**2
+
+
+def _kl_flat_float32(teacher, student, temperature):
+    """`T^2 * KL(p || q)` of finite logits spread by less than `_FLOAT32_SCALE`, in float32.
+
+    `KL = log E_p[exp(-c)]` with `c = d - E_p[d]` and `d = (z_t - z_s) / T`
+    centred on its mean (the KL ignores constant shifts), computed as
+    `log1p(E_p[expm1(-c)])`: nearly equal distributions keep their digits
+    instead of cancelling in `log p - log q`. Here `|c| < 2`, so `exp` is safe.
+    """
+    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
+    p_teacher = tf.exp(log_p_teacher)
+    difference = (teacher - student) / temperature
+    difference -= tf.reduce_mean(difference, axis=-1, keepdims=True)
+    centred = difference - tf.reduce_sum(p_teacher * difference, axis=-1, keepdims=True)
+    kl = tf.math.log1p(tf.reduce_sum(p_teacher * tf.math.expm1(-centred), axis=-1))
     return kl * temperature**2
 
 

@@ -51,6 +51,15 @@ def test_distillation_kl_matches_numpy(logits, temperature):
     np.testing.assert_allclose(got, np_kl(teacher, student, temperature), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [0.05, 0.01])
+def test_distillation_kl_of_nearly_flat_logits_at_temperature_one(scale):
+    """Untrained language models: a large vocabulary, logits within a few hundredths."""
+    rng = np.random.default_rng(3)
+    teacher, student = (rng.normal(scale=scale, size=(4, 8192)).astype("float32") for _ in "ts")
+    got = losses.distillation_kl(teacher, student, 1.0).numpy()
+    np.testing.assert_allclose(got, np_kl(teacher, student, 1.0), rtol=1e-5)
+
+
 def long_kl(teacher, student, temperature):
     """`np_kl` in extended precision (80-bit on x86, else float64)."""
     teacher, student = (np.asarray(z, np.longdouble) / temperature for z in (teacher, student))
