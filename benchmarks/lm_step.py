@@ -185,7 +185,12 @@ def kl_precision(args):
         for model in (teacher, student)
     ]
     scale = max(spreads) / TEMPERATURE
-    path = "float32" if scale >= losses._FLOAT32_SCALE else "float64"
+    if scale >= losses._FLOAT32_SCALE:
+        path = "float32"
+    elif TEMPERATURE <= losses._FLOAT32_TEMPERATURE:
+        path = "float32, in the form for nearly flat logits"
+    else:
+        path = "float64"
     return f"smallest tempered logit spread {scale:.2f}: the KL runs in {path}"
 
 
