@@ -132,17 +132,24 @@ def split(x, y, fraction, seed):
     return (x[fit], y[fit]), (x[val], y[val])
 
 
-def view_kind(kind, x):
-    """The kind of generated views for inputs `x`: `"auto"` picks by rank.
+def view_kind(kind, x, image_shape=None):
+    """The kind of generated views for inputs `x`: `"auto"` picks by the input's kind.
 
-    Rank-3 inputs `(n, length, channels)` get `"signal"` views (shift, scale,
-    noise); every other rank (vectors, flat signals, images) gets `"munge"`
-    (`transfer.munge`), which needs no knowledge of the input kind. On
-    MNIST-1D both beat the student alone by far, signal views slightly more;
-    on scikit-learn digits and breast cancer MUNGE gave the largest gains of
-    the kinds measured (`docs/quality.md`).
+    Images, `(n, height, width, channels)` inputs or flat inputs declared
+    with `image_shape`, get `"image"` views (`augment.image_views`: random
+    translations and noise, labelled by the teacher, so both models see the
+    same view). Rank-3 inputs `(n, length, channels)` get `"signal"` views
+    (shift, scale, noise). Every other input (tables, feature vectors) gets
+    `"munge"` (`transfer.munge`), which needs no knowledge of the input
+    kind. On MNIST-1D signal and MUNGE views both beat the student alone by
+    far, signal views slightly more; on scikit-learn's breast-cancer table
+    MUNGE gave the largest gains of the kinds measured (`docs/quality.md`).
     """
-    return ("signal" if x.ndim == 3 else "munge") if kind == "auto" else kind
+    if kind != "auto":
+        return kind
+    if image_shape is not None or x.ndim == 4:
+        return "image"
+    return "signal" if x.ndim == 3 else "munge"
 
 
 def views_per_example(requested, num_examples):
@@ -153,28 +160,30 @@ def views_per_example(requested, num_examples):
     return int(min(high, max(low, -(-GENERATED_INPUTS // num_examples))))
 
 
-def generated_views(x, kind, copies, seed):
-    """`copies` views of every input: MUNGE, mixup, signal or image augmentation (no labels).
+def generated_views(x, kind, copies, seed, image_shape=None):
+    """`copies` views of every input: MUNGE, mixup, signal or image views (no labels).
 
     Args:
         x: Labelled inputs.
         kind: `"munge"`, `"mixup"`, `"signal"` or `"image"` (see `view_kind`).
         copies: Views per input.
         seed: Seed of the views (the result is the same for the same seed).
+        image_shape: Shape of one image when `x` holds flat images (image
+            views only). Defaults to `None`.
 
     Returns:
         A float32 array of `copies * len(x)` inputs.
     """
     if kind == "munge":
         return transfer.munge(x, copies, seed=seed)
+    if kind == "image":
+        return augment.image_views(x, copies, image_shape=image_shape, seed=seed)
     tf.random.set_seed(seed)
     repeated = np.concatenate([x] * copies)
     if kind == "mixup":
         views = augment.mixup(repeated)
-    elif kind == "signal":
-        views = augment.signal_augmentation()(repeated)
     else:
-        views = augment.image_augmentation(max_translation=1)(repeated)
+        views = augment.signal_augmentation()(repeated)
     return np.asarray(views, np.float32)
 
 
