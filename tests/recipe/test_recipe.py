@@ -114,6 +114,9 @@ def test_the_kept_run_is_refit_on_every_labelled_example(recipe_run, splits):
     assert numpy_accuracy(best, x_test, y_test) == pytest.approx(refit["test_accuracy"])
     trained = sum(run["epochs"] for run in report.runs)
     assert report.settings["total_epochs"] == trained + refit["epochs"]
+    # The documented bound: alone and plain KD up to E each, the search 2 * S + E - S, refit E.
+    epochs, search = FAST["epochs"], 2
+    assert report.settings["total_epochs"] <= 2 * epochs + 2 * search + epochs - search + epochs
     assert report.settings["seconds"] > 0
     assert (
         f"Refit: {report.kept} trained again on all 192 labelled examples ({expected} inputs) "
