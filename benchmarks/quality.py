@@ -17,9 +17,12 @@ order; the data split is fixed per dataset, so differences are paired.
     python benchmarks/quality.py --distill --out outputs/quality_distill.json
 
 `--distill` measures the one call `keras_distill.distill()` against the
-student alone it trains and against plain KD with the Distiller's defaults
-(alpha 0.5, T 4, labelled data only, the same early stopping), on MNIST-1D,
-digits and scikit-learn's breast-cancer table.
+student alone and plain KD with the Distiller's defaults (alpha 0.5, T 4,
+labelled data only), each trained on all labelled examples for the epoch
+count its early-stopped run inside `distill()` found, on MNIST-1D, digits,
+scikit-learn's breast-cancer table, and two datasets held out of tuning:
+flattened digits on a 20x20 canvas (`canvas`, CNN teacher) and generated
+majority sequences (`sequence`, transformer teacher).
 
 `--recipe` runs the recommended recipe with hyperparameters selected on a
 validation split carved from the training data (never the test set): the
