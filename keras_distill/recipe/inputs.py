@@ -16,6 +16,8 @@ VIEW_KINDS = ("auto", "munge", "mixup", "signal", "image")
 # views_per_example="auto": about this many generated inputs, within the bounds below.
 GENERATED_INPUTS = 25_000
 VIEWS_PER_EXAMPLE_RANGE = (4, 32)
+# views="auto": images with both sides at least this long get image views, smaller ones MUNGE.
+IMAGE_VIEWS_MIN_SIDE = 16
 
 
 _USE_THE_DISTILLER = (
@@ -135,20 +137,23 @@ def split(x, y, fraction, seed):
 def view_kind(kind, x, image_shape=None):
     """The kind of generated views for inputs `x`: `"auto"` picks by the input's kind.
 
-    Images, `(n, height, width, channels)` inputs or flat inputs declared
-    with `image_shape`, get `"image"` views (`augment.image_views`: random
-    translations and noise, labelled by the teacher, so both models see the
-    same view). Rank-3 inputs `(n, length, channels)` get `"signal"` views
-    (shift, scale, noise). Every other input (tables, feature vectors) gets
+    Images of at least 16x16 pixels, `(n, height, width, channels)` inputs
+    or flat inputs declared with `image_shape`, get `"image"` views
+    (`augment.image_views`: random translations and noise, labelled by the
+    teacher, so both models see the same view). Smaller images get
+    `"munge"`: on scikit-learn's 8x8 digits MUNGE recovered 72% of the
+    teacher's lead and image views 40% (2 seeds), where on flattened
+    20x20 digits image views recovered 87% (5 seeds, `docs/quality.md`).
+    Rank-3 inputs `(n, length, channels)` get `"signal"` views (shift,
+    scale, noise). Every other input (tables, feature vectors) gets
     `"munge"` (`transfer.munge`), which needs no knowledge of the input
-    kind. On MNIST-1D signal and MUNGE views both beat the student alone by
-    far, signal views slightly more; on scikit-learn's breast-cancer table
-    MUNGE gave the largest gains of the kinds measured (`docs/quality.md`).
+    kind.
     """
     if kind != "auto":
         return kind
     if image_shape is not None or x.ndim == 4:
-        return "image"
+        shape = tuple(image_shape) if image_shape is not None else x.shape[1:]
+        return "image" if min(shape[:2]) >= IMAGE_VIEWS_MIN_SIDE else "munge"
     return "signal" if x.ndim == 3 else "munge"
 
 

@@ -68,9 +68,10 @@ def distill(
        `-1`: distillation term only). Without `unlabeled`, `views_per_example`
        generated views of every labelled input take their place (`views`:
        by default image views, random translations and noise, for images
-       and for flat inputs declared with `image_shape`; signal views for
-       `(n, length, channels)` inputs; MUNGE, `data.transfer.munge`, for
-       everything else). The teacher labels the transfer set once
+       of at least 16x16 pixels, flat ones declared with `image_shape`
+       included; signal views for `(n, length, channels)` inputs; MUNGE,
+       `data.transfer.munge`, for everything else, smaller images
+       included). The teacher labels the transfer set once
        (`TeacherCache`), so teacher and student see the same views; no
        teacher runs while the students train.
     5. Search: a copy of `student` per `(alpha, temperature)` candidate
@@ -129,9 +130,11 @@ def distill(
             (features drawn near each input's nearest neighbour),
             `"signal"` (shift, scale, noise), `"mixup"`, `"image"`
             (translation and noise, `data.augment.image_views`), or
-            `"auto"`: image views for `(n, height, width, channels)` inputs
-            or with `image_shape`, signal views for `(n, length, channels)`
-            inputs, MUNGE otherwise. Defaults to `"auto"`.
+            `"auto"`: image views for images of at least 16x16 pixels
+            (`(n, height, width, channels)` inputs, or flat ones with
+            `image_shape`), signal views for `(n, length, channels)`
+            inputs, MUNGE otherwise (see `inputs.view_kind`). Defaults to
+            `"auto"`.
         views_per_example: Generated views per labelled input, or
             `"auto"`: enough for about 25,000 generated inputs, at least 4
             and at most 32 per labelled input (on scikit-learn digits, 4
@@ -231,7 +234,7 @@ def distill(
                 f"`{name}` must have the example shape of `x` {x_fit.shape[1:]}. "
                 f"Received: {name} inputs of shape {values.shape}"
             )
-    if image_shape is not None or inputs.view_kind(views, x_fit) == "image":
+    if image_shape is not None or views == "image":
         settings = dataclasses.replace(
             settings, image_shape=_checks.check_image_shape(image_shape, x_fit.shape[1:])
         )

@@ -53,7 +53,8 @@ def recipe_run(trained_teacher, splits):
             y,
             validation_data=validation,
             test_data=test,
-            image_shape=(2, 4),  # The 8 features read as a 2x4 image: image views.
+            views="image",
+            image_shape=(2, 4),  # The 8 features read as a 2x4 image.
             views_per_example=2,
             candidates=((0.5, 1.0), (0.9, 2.0)),
             search_epochs=2,
@@ -266,8 +267,11 @@ def test_generated_views():
     signals = np.random.default_rng(0).normal(size=(6, 20, 1)).astype("float32")
     assert inputs.view_kind("auto", signals) == "signal"
     assert inputs.view_kind("auto", x) == "munge"
-    assert inputs.view_kind("auto", x[:, :, None, None]) == "image"
-    assert inputs.view_kind("auto", x, image_shape=(2, 4, 1)) == "image"
+    assert inputs.view_kind("auto", x[:, :, None, None]) == "munge"  # An 8x1 image is small.
+    assert inputs.view_kind("auto", np.zeros((2, 16, 20, 3))) == "image"
+    assert inputs.view_kind("auto", np.zeros((2, 8, 8, 1))) == "munge"
+    assert inputs.view_kind("auto", np.zeros((2, 400)), image_shape=(20, 20, 1)) == "image"
+    assert inputs.view_kind("auto", x, image_shape=(2, 4, 1)) == "munge"
     assert inputs.view_kind("mixup", x) == "mixup"
     munge = inputs.generated_views(signals, "munge", 3, seed=1)
     assert munge.shape == (18, 20, 1) and munge.dtype == np.float32
