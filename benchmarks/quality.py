@@ -17,9 +17,12 @@ order; the data split is fixed per dataset, so differences are paired.
     python benchmarks/quality.py --distill --out outputs/quality_distill.json
 
 `--distill` measures the one call `keras_distill.distill()` against the
-student alone it trains and against plain KD with the Distiller's defaults
-(alpha 0.5, T 4, labelled data only, the same early stopping), on MNIST-1D,
-digits and scikit-learn's breast-cancer table.
+student alone and plain KD with the Distiller's defaults (alpha 0.5, T 4,
+labelled data only), each trained on all labelled examples for the epoch
+count its early-stopped run inside `distill()` found, on MNIST-1D, digits,
+scikit-learn's breast-cancer table, and two datasets held out of tuning:
+flattened digits on a 20x20 canvas (`canvas`, CNN teacher) and generated
+majority sequences (`sequence`, transformer teacher).
 
 `--recipe` runs the recommended recipe with hyperparameters selected on a
 validation split carved from the training data (never the test set): the
@@ -544,21 +547,128 @@ def breast_cancer():
     return (x[:cut], y[:cut]), (x[cut:], y[cut:])
 
 
+def canvas_digits():
+    """Flattened 20x20 images: scikit-learn's digits, doubled to 16x16, at a random place.
+
+    Each 8x8 digit is enlarged 2x (each pixel a 2x2 block) and put at a random
+    offset (0 to 4 pixels down and right) on a 20x20 canvas, with Gaussian
+    noise (std 0.05); the images are flattened to 400 values, as a table of
+    pixels. 1,797 images, 1,000 labelled and 797 to test (split at random
+    with seed 0).
+    """
+    (x_a, y_a), (x_b, y_b) = datasets.digits(train_fraction=0.5, seed=0)
+    images, labels = np.concatenate([x_a, x_b])[..., 0], np.concatenate([y_a, y_b])
+    rng = np.random.default_rng(0)
+    big = np.kron(images, np.ones((2, 2), "float32"))
+    canvas = rng.normal(0.0, 0.05, (len(big), 20, 20)).astype("float32")
+    for index, (dy, dx) in enumerate(rng.integers(0, 5, size=(len(big), 2))):
+        canvas[index, dy : dy + 16, dx : dx + 16] += big[index]
+    x = canvas.reshape(len(big), 400)
+    order = rng.permutation(len(labels))
+    train, test = order[:1000], order[1000:]
+    return (x[train], labels[train]), (x[test], labels[test])
+
+
+def canvas_teacher():
+    inputs = keras.Input((400,))
+    x = keras.layers.Reshape((20, 20, 1))(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalMaxPooling2D()(x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="cnn_teacher")
+
+
+def canvas_student():
+    inputs = keras.Input((400,))
+    x = keras.layers.Dense(64, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="mlp_student")
+
+
+SEQUENCE_LENGTH, SEQUENCE_CHANNELS, SEQUENCE_CLASSES = 16, 8, 4
+
+
+def majority_sequences(num_examples=2000, seed=0):
+    """Generated sequences whose class is the most frequent of 4 patterns among 16 steps.
+
+    Four fixed random unit vectors in 8 channels are the patterns. A
+    sequence of class `c` has 6 steps of pattern `c` and 10 steps of the
+    other three (at most 4 each), in random order, plus Gaussian noise (std
+    0.6). The class does not depend on where the steps are, which a
+    transformer with pooling gets and an MLP on the flat sequence must learn.
+    1,000 labelled sequences and 1,000 to test.
+    """
+    rng = np.random.default_rng(seed)
+    patterns = rng.normal(size=(SEQUENCE_CLASSES, SEQUENCE_CHANNELS))
+    patterns /= np.linalg.norm(patterns, axis=1, keepdims=True)
+    labels = rng.integers(0, SEQUENCE_CLASSES, num_examples)
+    x = np.empty((num_examples, SEQUENCE_LENGTH, SEQUENCE_CHANNELS), "float32")
+    for index, label in enumerate(labels):
+        others = [c for c in range(SEQUENCE_CLASSES) if c != label]
+        steps = [label] * 7 + [c for c in others for _ in range(3)]
+        x[index] = patterns[rng.permutation(steps)]
+    x += rng.normal(0.0, 0.4, x.shape).astype("float32")
+    half = num_examples // 2
+    return (x[:half], labels[:half].astype("int32")), (x[half:], labels[half:].astype("int32"))
+
+
+def sequence_teacher():
+    """One transformer encoder block (2 heads, width 32) with learned positions, mean-pooled."""
+    inputs = keras.Input((SEQUENCE_LENGTH, SEQUENCE_CHANNELS))
+    x = keras.layers.Dense(32)(inputs)
+    positions = keras.layers.Embedding(SEQUENCE_LENGTH, 32)(np.arange(SEQUENCE_LENGTH)[None])
+    x = x + positions
+    attended = keras.layers.MultiHeadAttention(num_heads=2, key_dim=16)(x, x)
+    x = keras.layers.LayerNormalization()(x + attended)
+    hidden = keras.layers.Dense(64, activation="relu")(x)
+    x = keras.layers.LayerNormalization()(x + keras.layers.Dense(32)(hidden))
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(SEQUENCE_CLASSES)(x), name="transformer")
+
+
+def sequence_student():
+    inputs = keras.Input((SEQUENCE_LENGTH, SEQUENCE_CHANNELS))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(SEQUENCE_CLASSES)(x), name="mlp_student")
+
+
+# Datasets that `--distill` runs once with the defaults fixed beforehand: never used to choose
+# anything in distill() (its views, their number, the candidates).
+HELD_OUT = ("canvas", "sequence")
+
+
 def distill_setup(name, args):
     """Data, models and the budget of each dataset for `--distill`."""
+    common = {"extra": None, "image_shape": None, "views": (args.views, args.views_per_example)}
     if name == "cancer":
         (x, y), (x_test, y_test) = breast_cancer()
-        return {
-            "data": (x, y, x_test, y_test),
-            "extra": None,
-            "teacher": cancer_teacher,
-            "student": cancer_student,
-            "teacher_epochs": 50,
-            "batch_size": 32,
-            "max_epochs": args.max_epochs or 150,
-            "patience": 20,
-            "views": (args.views, args.views_per_example),
-        }
+        return dict(
+            common,
+            data=(x, y, x_test, y_test),
+            teacher=cancer_teacher,
+            student=cancer_student,
+            teacher_epochs=50,
+            batch_size=32,
+            max_epochs=args.max_epochs or 150,
+            patience=20,
+        )
+    if name in HELD_OUT:
+        canvas = name == "canvas"
+        (x, y), (x_test, y_test) = canvas_digits() if canvas else majority_sequences()
+        return dict(
+            common,
+            data=(x, y, x_test, y_test),
+            teacher=canvas_teacher if canvas else sequence_teacher,
+            student=canvas_student if canvas else sequence_student,
+            image_shape=(20, 20, 1) if canvas else None,
+            teacher_epochs=40,
+            batch_size=64,
+            max_epochs=args.max_epochs or 40,
+            patience=10,
+        )
     setup = load(name, args)
     if args.no_unlabeled:
         setup["extra"] = None
@@ -567,6 +677,7 @@ def distill_setup(name, args):
         max_epochs=args.max_epochs or (60 if name == "mnist1d" else 150),
         patience=10 if name == "mnist1d" else 20,
         views=(args.views, args.views_per_example),
+        image_shape=None,
     )
     return setup
 
@@ -576,22 +687,28 @@ def _views_per_example(text):
 
 
 def run_distill_seed(setup, seed):
-    """Teacher, `distill()` (its student alone and its kept student) and plain KD, one seed."""
+    """Teacher, `distill()`, and the student alone and plain KD trained as `distill()` refits.
+
+    Every model sees all labelled examples `(x, y)`: the teacher trains on them;
+    `distill()` gets them with `validation_split=0.2` and refits its kept run
+    on all of them; "student alone" and "plain KD" (the `Distiller` with its
+    default loss, alpha 0.5 and T 4, labelled inputs only) train on all of
+    them for the epoch count at which their early-stopped runs inside
+    `distill()` were best on its validation split, from the same initial
+    weights and seed.
+    """
     x, y, x_test, y_test = setup["data"]
-    (x_fit, y_fit), (x_val, y_val) = validation_split(x, y)
     batch = setup["batch_size"]
-    teacher = train_alone(
-        setup["teacher"], 1000 + seed, x_fit, y_fit, setup["teacher_epochs"], batch
-    )
+    teacher = train_alone(setup["teacher"], 1000 + seed, x, y, setup["teacher_epochs"], batch)
     keras.utils.set_random_seed(seed)
     student = setup["student"]()
     initial = student.get_weights()
     best, report = distill(
         teacher,
         student,
-        x_fit,
-        y_fit,
-        validation_data=(x_val, y_val),
+        x,
+        y,
+        validation_split=0.2,
         unlabeled=setup["extra"],
         test_data=(x_test, y_test),
         epochs=setup["max_epochs"],
@@ -599,35 +716,40 @@ def run_distill_seed(setup, seed):
         batch_size=batch,
         views=setup["views"][0],
         views_per_example=_views_per_example(setup["views"][1]),
+        image_shape=setup["image_shape"],
         seed=seed,
         verbose=0,
     )
-    # Plain KD with the Distiller's defaults, the same start and the same early stopping.
-    plain = keras.models.clone_model(student)
-    plain.set_weights(initial)
-    stopper = BestOnValidation(plain, x_val, y_val, setup["patience"])
+
+    def fresh():
+        model = keras.models.clone_model(student)
+        model.set_weights(initial)
+        return model
+
+    started = time.perf_counter()
+    alone_epochs = report["student alone"]["best_epoch"]
+    alone = train_alone(lambda: fresh(), seed, x, y, alone_epochs, batch)
+    alone_seconds = time.perf_counter() - started
+    plain_run = next(run for run in report.runs if run["stage"] == "plain")
+    started = time.perf_counter()
+    plain = fresh()
     keras.utils.set_random_seed(seed)
-    distil(
-        None,
-        teacher,
-        seed,
-        (x_fit, y_fit),
-        setup["max_epochs"],
-        batch,
-        alpha=0.5,
-        temperature=4.0,
-        callbacks=[stopper],
-        student=plain,
-    )
+    distil(None, teacher, seed, (x, y), plain_run["best_epoch"], batch, 0.5, 4.0, student=plain)
+    plain_seconds = time.perf_counter() - started
     results = {
         "teacher": accuracy(teacher, x_test, y_test),
-        "student alone": report["student alone"]["test_accuracy"],
+        "student alone": accuracy(alone, x_test, y_test),
         "plain KD a=0.5 T=4": accuracy(plain, x_test, y_test),
         "distill()": accuracy(best, x_test, y_test),
         "distill() kept a distilled student": float(report.distilled),
-        "student alone (validation)": report["student alone"]["validation_accuracy"],
-        "plain KD a=0.5 T=4 (validation)": accuracy(plain, x_val, y_val),
-        "distill() (validation)": accuracy(best, x_val, y_val),
+        "distill() kept plain KD": float(report.kept == plain_run["name"]),
+        "student alone, 80% split (distill()'s baseline)": report["student alone"]["test_accuracy"],
+        "distill(), kept student before the refit": report[report.kept]["test_accuracy"],
+        "epochs of student alone": alone_epochs,
+        "epochs of plain KD": plain_run["best_epoch"],
+        "epochs of distill() (all runs)": report.settings["total_epochs"],
+        "seconds of student alone": alone_seconds,
+        "seconds of plain KD": plain_seconds,
         "seconds of distill()": report.settings["seconds"],
     }
     return results, report.kept
@@ -635,37 +757,49 @@ def run_distill_seed(setup, seed):
 
 def distill_markdown(name, per_seed, table):
     """Test accuracy, paired difference to the student alone and R (mean +- se over seeds)."""
+    held_out = " (held out of tuning)" if name in HELD_OUT else ""
     lines = [
-        f"### {name} ({len(per_seed)} seeds): distill() vs the student alone vs plain KD",
+        f"### {name}{held_out} ({len(per_seed)} seeds): distill() vs the student alone vs plain KD",
         "",
-        "| run | test accuracy | vs alone (paired) | R per seed (mean +- se) | R of means |",
-        "|---|---|---|---|---|",
+        "| run | test accuracy | vs alone (paired) | vs plain KD (paired) | R of means | "
+        "epochs | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
+    epochs = {
+        "student alone": "epochs of student alone",
+        "plain KD a=0.5 T=4": "epochs of plain KD",
+        "distill()": "epochs of distill() (all runs)",
+    }
     for run in ("teacher", "student alone", "plain KD a=0.5 T=4", "distill()"):
         cell = f"{100 * table[run]['mean']:.2f} +- {100 * table[run]['se']:.2f}"
-        if run in ("teacher", "student alone"):
-            lines.append(f"| {run} | {cell} | | | |")
+        if run == "teacher":
+            lines.append(f"| {run} | {cell} | | | | | |")
+            continue
+        cost = (
+            f"{table[epochs[run]]['mean']:.0f} | "
+            f"{table['seconds of ' + run.split(' a=')[0]]['mean']:.1f}"
+        )
+        if run == "student alone":
+            lines.append(f"| {run} | {cell} | | | | {cost} |")
             continue
         diff, se, recovery = gap_stats(per_seed, table, run, "student alone", "teacher")
-        ratios = [
-            (r[run] - r["student alone"]) / (r["teacher"] - r["student alone"])
-            for r in per_seed
-            if r["teacher"] - r["student alone"] > 0
-        ]
-        spread = (
-            f"{np.mean(ratios):.2f} +- {np.std(ratios, ddof=1) / np.sqrt(len(ratios)):.2f}"
-            if len(ratios) > 1
-            else "-"
-        )
+        versus = ""
+        if run == "distill()":
+            plain_diff, plain_se, _ = gap_stats(
+                per_seed, table, run, "plain KD a=0.5 T=4", "teacher"
+            )
+            versus = f"{100 * plain_diff:+.2f} +- {100 * plain_se:.2f}"
         lines.append(
-            f"| {run} | {cell} | {100 * diff:+.2f} +- {100 * se:.2f} | {spread} | {recovery:.2f} |"
+            f"| {run} | {cell} | {100 * diff:+.2f} +- {100 * se:.2f} | {versus} | "
+            f"{recovery:.2f} | {cost} |"
         )
     kept = table["distill() kept a distilled student"]["mean"]
+    plain = table["distill() kept plain KD"]["mean"]
     lines.append("")
     lines.append(
         f"distill() kept a distilled student in {kept * len(per_seed):.0f} of "
-        f"{len(per_seed)} seeds; seconds per call: "
-        f"{table['seconds of distill()']['mean']:.0f}."
+        f"{len(per_seed)} seeds (plain KD in {plain * len(per_seed):.0f}). Epochs: the refit's "
+        "for the student alone and plain KD, every run's and the refit's for distill()."
     )
     return "\n".join(lines)
 
@@ -705,8 +839,8 @@ def main(argv=None):
         "--datasets",
         nargs="+",
         default=None,
-        choices=["mnist1d", "digits", "cancer"],
-        help="defaults to mnist1d and digits (and cancer with --distill)",
+        choices=["mnist1d", "digits", "cancer", "canvas", "sequence"],
+        help="defaults to mnist1d and digits (and cancer, canvas, sequence with --distill)",
     )
     parser.add_argument(
         "--epochs",
@@ -787,9 +921,11 @@ def main(argv=None):
     parser.add_argument("--out", default="outputs/quality.json")
     args = parser.parse_args(argv)
     if args.datasets is None:
-        args.datasets = ["mnist1d", "digits"] + (["cancer"] if args.distill else [])
-    if "cancer" in args.datasets and not args.distill:
-        parser.error("--datasets cancer needs --distill")
+        more = ["cancer", *HELD_OUT] if args.distill else []
+        args.datasets = ["mnist1d", "digits", *more]
+    only_distill = {"cancer", *HELD_OUT}.intersection(args.datasets)
+    if only_distill and not args.distill:
+        parser.error(f"--datasets {' '.join(sorted(only_distill))} needs --distill")
     if args.transfer_size is None:
         args.transfer_size = 40000 if args.recipe or args.distill else 4000
     if args.quick:

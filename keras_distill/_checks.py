@@ -748,3 +748,38 @@ def check_same_tokenizer(student, teacher):
             f"The student's and the teacher's tokenizers end text with different tokens. {fix} "
             f"Received: student end_token_id={ends[0]}, teacher end_token_id={ends[1]}"
         )
+
+
+def check_image_shape(image_shape, example_shape):
+    """`(height, width, channels)` of one image, or raises naming `image_shape`.
+
+    Args:
+        image_shape: `(height, width)` or `(height, width, channels)` of
+            positive integers, or `None` when the examples are images
+            already (`example_shape` of rank 3).
+        example_shape: The shape of one example as given, e.g. `(784,)`.
+    """
+    example_shape = tuple(int(d) for d in example_shape)
+    size = int(np.prod(example_shape))
+    if image_shape is None:
+        if len(example_shape) == 3:
+            return example_shape
+        raise ValueError(
+            "Image views need images: examples of shape (height, width, channels), or "
+            "`image_shape` to read flat examples as images, e.g. image_shape=(28, 28, 1). "
+            f"Received: image_shape=None for examples of shape {example_shape}"
+        )
+    try:
+        dims = tuple(image_shape)
+    except TypeError:
+        dims = ()
+    valid = len(dims) in (2, 3) and all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in dims
+    )
+    if not valid or int(np.prod(dims)) != size:
+        raise ValueError(
+            "`image_shape` must be (height, width) or (height, width, channels) of integers "
+            f">= 1 whose product is the number of values in one example ({size}, from "
+            f"examples of shape {example_shape}). Received: image_shape={image_shape!r}"
+        )
+    return tuple(int(d) for d in dims) + ((1,) if len(dims) == 2 else ())

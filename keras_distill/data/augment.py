@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from keras_distill._checks import check_image_shape
 from keras_distill._checks import check_number
 
 
@@ -96,6 +97,91 @@ def image_augmentation(max_translation=1, noise_std=0.0):
         return batch
 
     return augment
+
+
+def translate(images, shifts):
+    """Each image moved by its own whole-pixel shift, with zeros where nothing moves in.
+
+    `out[i, r, c] = images[i, r - dy_i, c - dx_i]` where that pixel exists,
+    `0` otherwise (a crop of the zero-padded image).
+
+    Args:
+        images: `(n, height, width, channels)` array.
+        shifts: `(n, 2)` integer `(dy, dx)` per image; positive moves down
+            and right.
+
+    Returns:
+        A float32 array shaped like `images`.
+    """
+    images = np.asarray(images, np.float32)
+    shifts = np.asarray(shifts, np.int64).reshape(len(images), 2)
+    _, height, width, _ = images.shape
+    limit = int(np.abs(shifts).max(initial=0))
+    padded = np.pad(images, [(0, 0), (limit, limit), (limit, limit), (0, 0)])
+    rows = limit - shifts[:, 0, None] + np.arange(height)[None]
+    cols = limit - shifts[:, 1, None] + np.arange(width)[None]
+    picked = np.take_along_axis(padded, rows[:, :, None, None], axis=1)
+    return np.take_along_axis(picked, cols[:, None, :, None], axis=2)
+
+
+def default_max_translation(image_shape):
+    """Largest shift of `image_views` by default: an eighth of the shorter side, at least 1."""
+    return max(1, min(image_shape[0], image_shape[1]) // 8)
+
+
+def image_views(x, copies, image_shape=None, max_translation=None, noise_std=0.05, seed=0):
+    """Fixed random views of images for a teacher to label: translations and noise.
+
+    Each of the `copies` views of an image is the image translated by a
+    uniform whole-pixel shift `(dy, dx)` in `[-m, m]^2` (zero fill, as a
+    random crop of the zero-padded image; `translate`) plus Gaussian noise
+    of standard deviation `noise_std * std(x)`. Built once in NumPy, the
+    views are what both the teacher (which labels them, e.g. in a
+    `TeacherCache`) and the student see: the consistent "function matching"
+    setting of Beyer et al. (2022), with a fixed set of views.
+
+    Args:
+        x: Images `(n, height, width, channels)`, or any `(n, ...)` array
+            whose examples hold `prod(image_shape)` values.
+        copies: Views per image, an integer >= 1.
+        image_shape: `(height, width)` or `(height, width, channels)` of
+            one example when `x` is not already `(n, h, w, c)` (e.g.
+            flattened images). Defaults to `None`.
+        max_translation: `m`, the largest shift in pixels. Defaults to
+            `None` (`default_max_translation`: an eighth of the shorter
+            side, at least 1).
+        noise_std: Noise scale relative to the standard deviation of `x`.
+            Defaults to `0.05`.
+        seed: Seed of the shifts and the noise. Defaults to `0`.
+
+    Returns:
+        A float32 array of `copies * n` views shaped like `x` (views of
+        input `i` at rows `i, i + n, i + 2n, ...`).
+
+    Example:
+        ```python
+        views = image_views(x_flat, copies=16, image_shape=(28, 28, 1))
+        ```
+
+    References:
+        Beyer, Zhai, Royer, Markeeva, Anil & Kolesnikov, "Knowledge
+        distillation: A good teacher is patient and consistent", CVPR 2022.
+        https://arxiv.org/abs/2106.05237
+    """
+    x = np.asarray(x, np.float32)
+    copies = check_number("copies", copies, minimum=1, integer=True)
+    noise_std = check_number("noise_std", noise_std, minimum=0)
+    shape = check_image_shape(image_shape, x.shape[1:])
+    if max_translation is None:
+        max_translation = default_max_translation(shape)
+    m = check_number("max_translation", max_translation, minimum=0, integer=True)
+    rng = np.random.default_rng(seed)
+    images = np.concatenate([x] * copies).reshape((-1,) + shape)
+    views = translate(images, rng.integers(-m, m + 1, size=(len(images), 2)))
+    if noise_std:
+        scale = noise_std * float(x.std())
+        views = views + rng.normal(0.0, scale, views.shape).astype(np.float32)
+    return views.reshape((-1,) + x.shape[1:])
 
 
 def mixup(batch, alpha=1.0):

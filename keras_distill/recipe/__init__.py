@@ -1,9 +1,10 @@
 """The safe path in one call: `distill()` runs the measured recipe, never below the student alone.
 
-`distill(teacher, student, x, y)` trains the student alone with early
-stopping, distils copies of it on a teacher-labelled transfer set for a few
-`(alpha, temperature)` candidates, and returns the better student on
-validation with a `RecipeReport` that says what was tried and why.
+`distill(teacher, student, x, y)` trains the student alone and plain KD with
+early stopping, distils copies of the student on a teacher-labelled transfer
+set for a few `(alpha, temperature)` candidates, keeps the best on
+validation, trains that choice again on all labelled examples, and returns
+it with a `RecipeReport` that says what was tried and why.
 """
 
 from keras_distill.recipe.pipeline import distill

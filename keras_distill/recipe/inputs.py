@@ -16,6 +16,8 @@ VIEW_KINDS = ("auto", "munge", "mixup", "signal", "image")
 # views_per_example="auto": about this many generated inputs, within the bounds below.
 GENERATED_INPUTS = 25_000
 VIEWS_PER_EXAMPLE_RANGE = (4, 32)
+# views="auto": images with both sides at least this long get image views, smaller ones MUNGE.
+IMAGE_VIEWS_MIN_SIDE = 16
 
 
 _USE_THE_DISTILLER = (
@@ -132,17 +134,27 @@ def split(x, y, fraction, seed):
     return (x[fit], y[fit]), (x[val], y[val])
 
 
-def view_kind(kind, x):
-    """The kind of generated views for inputs `x`: `"auto"` picks by rank.
+def view_kind(kind, x, image_shape=None):
+    """The kind of generated views for inputs `x`: `"auto"` picks by the input's kind.
 
-    Rank-3 inputs `(n, length, channels)` get `"signal"` views (shift, scale,
-    noise); every other rank (vectors, flat signals, images) gets `"munge"`
-    (`transfer.munge`), which needs no knowledge of the input kind. On
-    MNIST-1D both beat the student alone by far, signal views slightly more;
-    on scikit-learn digits and breast cancer MUNGE gave the largest gains of
-    the kinds measured (`docs/quality.md`).
+    Images of at least 16x16 pixels, `(n, height, width, channels)` inputs
+    or flat inputs declared with `image_shape`, get `"image"` views
+    (`augment.image_views`: random translations and noise, labelled by the
+    teacher, so both models see the same view). Smaller images get
+    `"munge"`: on scikit-learn's 8x8 digits MUNGE recovered 72% of the
+    teacher's lead and image views 40% (2 seeds), where on flattened
+    20x20 digits image views recovered 87% (5 seeds, `docs/quality.md`).
+    Rank-3 inputs `(n, length, channels)` get `"signal"` views (shift,
+    scale, noise). Every other input (tables, feature vectors) gets
+    `"munge"` (`transfer.munge`), which needs no knowledge of the input
+    kind.
     """
-    return ("signal" if x.ndim == 3 else "munge") if kind == "auto" else kind
+    if kind != "auto":
+        return kind
+    if image_shape is not None or x.ndim == 4:
+        shape = tuple(image_shape) if image_shape is not None else x.shape[1:]
+        return "image" if min(shape[:2]) >= IMAGE_VIEWS_MIN_SIDE else "munge"
+    return "signal" if x.ndim == 3 else "munge"
 
 
 def views_per_example(requested, num_examples):
@@ -153,28 +165,30 @@ def views_per_example(requested, num_examples):
     return int(min(high, max(low, -(-GENERATED_INPUTS // num_examples))))
 
 
-def generated_views(x, kind, copies, seed):
-    """`copies` views of every input: MUNGE, mixup, signal or image augmentation (no labels).
+def generated_views(x, kind, copies, seed, image_shape=None):
+    """`copies` views of every input: MUNGE, mixup, signal or image views (no labels).
 
     Args:
         x: Labelled inputs.
         kind: `"munge"`, `"mixup"`, `"signal"` or `"image"` (see `view_kind`).
         copies: Views per input.
         seed: Seed of the views (the result is the same for the same seed).
+        image_shape: Shape of one image when `x` holds flat images (image
+            views only). Defaults to `None`.
 
     Returns:
         A float32 array of `copies * len(x)` inputs.
     """
     if kind == "munge":
         return transfer.munge(x, copies, seed=seed)
+    if kind == "image":
+        return augment.image_views(x, copies, image_shape=image_shape, seed=seed)
     tf.random.set_seed(seed)
     repeated = np.concatenate([x] * copies)
     if kind == "mixup":
         views = augment.mixup(repeated)
-    elif kind == "signal":
-        views = augment.signal_augmentation()(repeated)
     else:
-        views = augment.image_augmentation(max_translation=1)(repeated)
+        views = augment.signal_augmentation()(repeated)
     return np.asarray(views, np.float32)
 
 

@@ -3,6 +3,8 @@
 import dataclasses
 import time
 
+import numpy as np
+
 from keras_distill import _checks
 from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
@@ -19,6 +21,8 @@ from keras_distill.teachers.cache import TeacherCache
 
 DEFAULT_CANDIDATES = ((0.5, 1.0), (0.5, 2.0), (0.9, 2.0))
 DEFAULT_VALIDATION_SPLIT = 0.2
+# The candidate every run includes: the Distiller with its default loss, labelled inputs only.
+PLAIN_KD = "plain KD"
 # Train accuracy less than this above validation accuracy: the student alone may underfit.
 UNDERFIT_GAP = 0.02
 
@@ -38,6 +42,8 @@ def distill(
     candidates=DEFAULT_CANDIDATES,
     views="auto",
     views_per_example="auto",
+    image_shape=None,
+    refit=True,
     batch_size=128,
     transfer_batch_size=256,
     learning_rate=2e-3,
@@ -55,26 +61,45 @@ def distill(
     2. Baseline: a copy of `student` trains alone on the labels
        (cross-entropy, Adam), with early stopping on validation accuracy
        (`patience` epochs, at most `epochs`), best weights restored.
-    3. Transfer set: the labelled inputs plus `unlabeled` inputs (label
+    3. Plain KD: a copy of `student` trains with the `Distiller`'s default
+       loss (`alpha=0.5`, `T=4`) on the labelled inputs only, with the same
+       early stopping: the two-line path, always among the candidates.
+    4. Transfer set: the labelled inputs plus `unlabeled` inputs (label
        `-1`: distillation term only). Without `unlabeled`, `views_per_example`
-       generated views of every labelled input take their place
-       (`views`: MUNGE, see `data.transfer.munge`, or signal views for
-       rank-3 inputs by default). The teacher labels the transfer set
-       once (`TeacherCache`); no teacher runs while the students train.
-    4. Search: a copy of `student` per `(alpha, temperature)` candidate
+       generated views of every labelled input take their place (`views`:
+       by default image views, random translations and noise, for images
+       of at least 16x16 pixels, flat ones declared with `image_shape`
+       included; signal views for `(n, length, channels)` inputs; MUNGE,
+       `data.transfer.munge`, for everything else, smaller images
+       included). The teacher labels the transfer set once
+       (`TeacherCache`), so teacher and student see the same views; no
+       teacher runs while the students train.
+    5. Search: a copy of `student` per `(alpha, temperature)` candidate
        trains with `L = (1 - alpha) * H(y, s) + alpha * T^2 * KL(t/T || s/T)`
        for `search_epochs` with the same early stopping. The candidate with
        the best validation accuracy (the first on a tie) continues up to
        `epochs` in all.
-    5. Choice: the distilled student is kept only if its validation accuracy
-       is strictly higher than the student alone's; otherwise the student
-       alone is returned and the report says so. The returned model is never
-       worse on validation than the baseline trained here.
+    6. Choice: the better of plain KD and the searched candidate (plain KD
+       on a tie) is kept only if its validation accuracy is strictly higher
+       than the student alone's; otherwise the student alone is kept and
+       the report says so. The kept student is never worse on validation
+       than the student alone or plain KD trained here.
+    7. Refit (`refit=True`): the kept run's settings train a fresh copy of
+       `student` on every labelled example (`x`, and the validation
+       examples) for the epoch count at which the kept run was best on
+       validation, with the transfer set rebuilt from all of them. The
+       refit student is returned; `report.refit` says which run was refit,
+       on how many examples, for how many epochs. Its validation accuracy
+       is no longer a held-out measure (it trained on those examples); the
+       report's validation accuracies are those of the runs that chose.
 
     Every student starts from the weights `student` has now (the copies are
-    paired); `student` itself is not changed. Epoch budget: the baseline
-    trains at most `epochs`, the distillation at most
-    `len(candidates) * search_epochs + epochs - search_epochs` epochs in all.
+    paired); `student` itself is not changed. Epoch budget: the student
+    alone and plain KD train at most `epochs` each, the search at most
+    `len(candidates) * search_epochs + epochs - search_epochs` epochs in
+    all, the refit at most `epochs`; `patience` ends each run earlier.
+    `report.settings` gives `total_epochs` (every run and the refit) and
+    `seconds` (the wall time of the whole call).
 
     Args:
         teacher: Trained `keras.Model` (outputs logits, or probabilities with
@@ -104,14 +129,26 @@ def distill(
         views: Generated views when `unlabeled` is `None`: `"munge"`
             (features drawn near each input's nearest neighbour),
             `"signal"` (shift, scale, noise), `"mixup"`, `"image"`
-            (translation), or `"auto"`: signal views for `(n, length,
-            channels)` inputs, MUNGE otherwise. Defaults to `"auto"`.
+            (translation and noise, `data.augment.image_views`), or
+            `"auto"`: image views for images of at least 16x16 pixels
+            (`(n, height, width, channels)` inputs, or flat ones with
+            `image_shape`), signal views for `(n, length, channels)`
+            inputs, MUNGE otherwise (see `inputs.view_kind`). Defaults to
+            `"auto"`.
         views_per_example: Generated views per labelled input, or
             `"auto"`: enough for about 25,000 generated inputs, at least 4
             and at most 32 per labelled input (on scikit-learn digits, 4
             views gave no gain, 16 recovered 45% of the teacher's lead and
             32 recovered 58%; see `docs/quality.md`). Defaults to `"auto"`.
-        batch_size: Batch size of the student alone. Defaults to `128`.
+        image_shape: `(height, width)` or `(height, width, channels)` when
+            the inputs are flattened images, e.g. `(28, 28, 1)` for rows of
+            784 pixels: they then get image views. Defaults to `None`.
+        refit: Train the kept run's settings again on all labelled examples
+            for its best epoch count, and return that student (step 7).
+            `False` returns the kept student as trained on `x` alone.
+            Defaults to `True`.
+        batch_size: Batch size of the student alone and of plain KD.
+            Defaults to `128`.
         transfer_batch_size: Batch size on the transfer set. Defaults to
             `256`.
         learning_rate: Adam's learning rate for every student. Defaults to
@@ -162,6 +199,7 @@ def distill(
         teacher_from_logits=teacher_from_logits,
         seed=seed,
         verbose=verbose,
+        refit=refit,
     )
     if validation_data is not None and validation_split is not None:
         raise ValueError(
@@ -175,8 +213,10 @@ def distill(
             DEFAULT_VALIDATION_SPLIT if validation_split is None else validation_split,
         )
         (x_fit, y_fit), (x_val, y_val) = inputs.split(x, y, fraction, settings.training.seed)
+        labelled = (x, y)
     else:
         (x_fit, y_fit), (x_val, y_val) = (x, y), inputs.pair("validation_data", validation_data)
+        labelled = (np.concatenate([x, x_val]), np.concatenate([y, y_val]))
     test = None if test_data is None else inputs.pair("test_data", test_data)
     extra = None if unlabeled is None else inputs.input_array("unlabeled", unlabeled)
     num_classes = student.output_shape[-1]
@@ -194,19 +234,26 @@ def distill(
                 f"`{name}` must have the example shape of `x` {x_fit.shape[1:]}. "
                 f"Received: {name} inputs of shape {values.shape}"
             )
-    return _Recipe(teacher, student, settings, (x_fit, y_fit), (x_val, y_val), test, extra).run()
+    if image_shape is not None or views == "image":
+        settings = dataclasses.replace(
+            settings, image_shape=_checks.check_image_shape(image_shape, x_fit.shape[1:])
+        )
+    return _Recipe(
+        teacher, student, settings, (x_fit, y_fit), (x_val, y_val), test, extra, labelled
+    ).run()
 
 
 class _Recipe:
     """The state of one `distill()` run: data, settings, progress and trained students."""
 
-    def __init__(self, teacher, student, settings, fit, validation, test, extra):
+    def __init__(self, teacher, student, settings, fit, validation, test, extra, labelled):
         self.teacher, self.student, self.settings = teacher, student, settings
         self.fit_data, self.validation, self.test, self.extra = fit, validation, test, extra
+        self.labelled = labelled
         self.initial_weights = student.get_weights()
         self.runs = []
         self.started = time.perf_counter()
-        self.num_phases = 5
+        self.num_phases = 7 if settings.refit else 6
 
     def run(self):
         s = self.settings
@@ -222,51 +269,99 @@ class _Recipe:
         }
         self.phase(1, f"teacher: validation accuracy {_pct(teacher['validation_accuracy'])}")
 
-        baseline = self.train_baseline()
+        models = {BASELINE: self.train_baseline()}
         self.phase(2, f"student alone: {self.summary(self.runs[-1])}")
+        plain = self.train_plain()
+        models[self.runs[-1]["name"]] = plain
+        self.phase(3, f"{self.runs[-1]['name']} (labelled inputs): {self.summary(self.runs[-1])}")
 
-        x_all, y_all, description = self.transfer_set()
-        cache = TeacherCache.build(self.teacher, x_all, teacher_from_logits=s.teacher_from_logits)
-        self.phase(3, f"the teacher labelled {len(x_all):,} inputs once ({description})")
+        x_all, y_all, description = self.transfer_set(*self.fit_data)
+        cache = self.label(x_all)
+        self.phase(4, f"the teacher labelled {len(x_all):,} inputs once ({description})")
 
         searched = [
             self.train_candidate(alpha, temperature, cache, x_all, y_all)
             for alpha, temperature in s.candidates
         ]
         scores = ", ".join(f"a={a:g} T={t:g}: {_pct(st.best)}" for (a, t), _, st, _ in searched)
-        self.phase(4, f"search ({s.search_epochs} epochs each): {scores}")
-        distilled = self.finish_search(searched)
-        self.phase(5, f"{self.runs[-1]['name']}: {self.summary(self.runs[-1])}")
+        self.phase(5, f"search ({s.search_epochs} epochs each): {scores}")
+        final = self.finish_search(searched)
+        models[self.runs[-1]["name"]] = final
+        self.phase(6, f"{self.runs[-1]['name']}: {self.summary(self.runs[-1])}")
 
-        kept, reason = choose_student(self.runs[0], self.runs[-1])
+        baseline_run, plain_run, final_run = self.runs[0], self.runs[1], self.runs[-1]
+        kept, reason = choose_student(baseline_run, [plain_run, final_run])
         settings = self.report_settings(description, len(x_all))
         report = RecipeReport(self.runs, teacher, kept, reason, settings)
-        report.baseline_model = self.copy(baseline)
-        report.distilled_model = self.copy(distilled)
+        report.baseline_model = self.copy(models[BASELINE])
+        best_distilled = max([plain_run, final_run], key=lambda r: r["validation_accuracy"])
+        report.distilled_model = self.copy(models[best_distilled["name"]])
+        report.chosen_model = self.copy(models[kept])
+        best = report.chosen_model
+        if s.refit:
+            best, report.refit = self.refit(report[kept])
+            self.phase(7, self.refit_summary(report.refit))
+        report.settings["total_epochs"] = sum(r["epochs"] for r in self.runs) + (
+            report.refit["epochs"] if report.refit else 0
+        )
+        report.settings["seconds"] = round(time.perf_counter() - self.started, 1)
         self.say(f"kept: {kept}. {reason} ({self.elapsed()})")
-        return self.copy(baseline if kept == BASELINE else distilled), report
+        return self.copy(best), report
 
-    def train_baseline(self):
-        """The student alone: cross-entropy on the labels, early-stopped on validation."""
+    def train_baseline(self, data=None, epochs=None):
+        """The student alone: cross-entropy on the labels, early-stopped on validation.
+
+        With `epochs`, trains exactly that many epochs on `data` instead (the refit).
+        """
         s = self.settings
         baseline = self.new_student()
         baseline.compile(
             optimizer=s.training.new_optimizer(),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-        stopper = self.stopper(baseline)
+        stopper = None if epochs else self.stopper(baseline)
         keras.utils.set_random_seed(s.training.seed)
         baseline.fit(
-            *self.fit_data,
+            *(data or self.fit_data),
             batch_size=s.training.batch_size,
-            epochs=s.training.epochs,
+            epochs=epochs or s.training.epochs,
             shuffle=True,
-            callbacks=[stopper],
+            callbacks=[stopper] if stopper else [],
             verbose=self.fit_verbose,
         )
-        self.record(BASELINE, None, None, baseline, stopper, "baseline")
-        self.runs[-1]["train_accuracy"] = accuracy(baseline, *self.fit_data)
+        if stopper:
+            self.record(BASELINE, None, None, baseline, stopper, "baseline")
+            self.runs[-1]["train_accuracy"] = accuracy(baseline, *self.fit_data)
         return baseline
+
+    def train_plain(self, data=None, epochs=None):
+        """Plain KD: the `Distiller`'s default loss on the labelled inputs only.
+
+        Early-stopped on validation up to `epochs` like the student alone; with
+        `epochs`, trains exactly that many on `data` instead (the refit).
+        """
+        x, y = data or self.fit_data
+        cache = self.label(x)
+        student = self.new_student()
+        distiller = Distiller(student=student, teacher=cache)
+        distiller.compile(optimizer=self.settings.training.new_optimizer())
+        stopper = None if epochs else self.stopper(student)
+        dataset = cache.dataset(
+            x, y, batch_size=self.settings.training.batch_size, seed=self.settings.training.seed
+        )
+        keras.utils.set_random_seed(self.settings.training.seed)
+        distiller.fit(
+            dataset,
+            epochs=epochs or self.settings.training.epochs,
+            callbacks=[stopper] if stopper else [],
+            shuffle=False,
+            verbose=self.fit_verbose,
+        )
+        if stopper:
+            alpha, temperature = distiller.alpha, distiller.temperature
+            name = f"{PLAIN_KD} a={alpha:g} T={temperature:g}"
+            self.record(name, alpha, temperature, student, stopper, "plain")
+        return student
 
     def finish_search(self, searched):
         """Continues the best candidate (the first on a tie) up to `epochs`; returns its student."""
@@ -296,23 +391,62 @@ class _Recipe:
         )
         return distiller.student
 
-    def transfer_set(self):
+    def refit(self, run):
+        """Trains the kept run's settings again on every labelled example, for its best epochs.
+
+        Returns `(student, refit record)`. No example is left to stop on, so the
+        epoch count is the one the kept run reached its best validation accuracy at.
+        """
+        epochs = run["best_epoch"]
+        x, y = self.labelled
+        num_transfer = len(x)
+        if run["stage"] == "baseline":
+            model = self.train_baseline((x, y), epochs)
+        elif run["stage"] == "plain":
+            model = self.train_plain((x, y), epochs)
+        else:
+            x_all, y_all, _ = self.transfer_set(x, y)
+            num_transfer = len(x_all)
+            cache = self.label(x_all)
+            _, distiller, _, _ = self.train_candidate(
+                run["alpha"], run["temperature"], cache, x_all, y_all, epochs
+            )
+            model = distiller.student
+        record = {
+            "run": run["name"],
+            "num_examples": int(len(y)),
+            "num_transfer": int(num_transfer),
+            "epochs": int(epochs),
+            "test_accuracy": self.test_accuracy(model),
+        }
+        return model, record
+
+    def transfer_set(self, x, y):
+        """`(inputs, labels, description)`: `x` and the unlabeled or generated inputs."""
         s = self.settings
-        x_fit, y_fit = self.fit_data
         if self.extra is not None:
             extra, description = self.extra, f"transfer set: {len(self.extra):,} unlabeled inputs"
         else:
-            kind = inputs.view_kind(s.views, x_fit)
-            copies = inputs.views_per_example(s.views_per_example, len(x_fit))
-            extra = inputs.generated_views(x_fit, kind, copies, s.training.seed)
+            kind = inputs.view_kind(s.views, x, s.image_shape)
+            copies = inputs.views_per_example(s.views_per_example, len(self.fit_data[0]))
+            extra = inputs.generated_views(x, kind, copies, s.training.seed, s.image_shape)
             description = (
                 f"transfer set: {len(extra):,} generated {kind} views ({copies} per labelled input)"
             )
-        x_all, y_all = transfer.transfer_set(x_fit, y_fit, extra)
+        x_all, y_all = transfer.transfer_set(x, y, extra)
         return x_all, y_all, description + " labelled by the teacher, plus the labelled inputs"
 
-    def train_candidate(self, alpha, temperature, cache, x_all, y_all):
-        """Distils a fresh student with one `(alpha, temperature)` candidate for `search_epochs`."""
+    def label(self, x):
+        """The teacher's outputs on `x`, computed once."""
+        return TeacherCache.build(
+            self.teacher, x, teacher_from_logits=self.settings.teacher_from_logits
+        )
+
+    def train_candidate(self, alpha, temperature, cache, x_all, y_all, epochs=None):
+        """Distils a fresh student with one `(alpha, temperature)` candidate for `search_epochs`.
+
+        With `epochs`, trains exactly that many epochs without early stopping (the refit).
+        """
         s = self.settings
         student = self.new_student()
         distiller = Distiller(student=student, teacher=cache)
@@ -329,8 +463,8 @@ class _Recipe:
         # The cache's dataset shuffles itself; `shuffle=False` only silences Keras' notice.
         distiller.fit(
             dataset,
-            epochs=s.search_epochs,
-            callbacks=[stopper],
+            epochs=epochs or s.search_epochs,
+            callbacks=[] if epochs else [stopper],
             shuffle=False,
             verbose=self.fit_verbose,
         )
@@ -384,7 +518,8 @@ class _Recipe:
             "learning_rate": s.training.learning_rate,
             "seed": s.training.seed,
             "candidates": [list(pair) for pair in s.candidates],
-            "seconds": round(time.perf_counter() - self.started, 1),
+            "image_shape": None if s.image_shape is None else list(s.image_shape),
+            "refit": s.refit,
             "generation": GENERATION,
         }
 
@@ -392,6 +527,12 @@ class _Recipe:
         return (
             f"{run['epochs']} epochs, best validation accuracy "
             f"{_pct(run['validation_accuracy'])} at epoch {run['best_epoch']}"
+        )
+
+    def refit_summary(self, refit):
+        return (
+            f"refit: {refit['run']} trained again on all {refit['num_examples']:,} labelled "
+            f"examples for {refit['epochs']} epochs"
         )
 
     def phase(self, number, text):
@@ -406,22 +547,24 @@ class _Recipe:
 
 
 def choose_student(baseline, distilled):
-    """`(kept run's name, reason)`: the distilled run only if strictly better on validation.
+    """`(kept run's name, reason)`: the best distilled run only if strictly better on validation.
 
     Args:
         baseline: The student alone's run (with `train_accuracy`).
-        distilled: The best distilled run.
+        distilled: The distilled runs (plain KD first), each with
+            `validation_accuracy`; the first of equal accuracy wins.
     """
-    gain = distilled["validation_accuracy"] - baseline["validation_accuracy"]
+    best = max(distilled, key=lambda run: run["validation_accuracy"])
+    gain = best["validation_accuracy"] - baseline["validation_accuracy"]
     if gain > 0:
-        return distilled["name"], (
-            f"Its validation accuracy {_pct(distilled['validation_accuracy'])} is "
+        return best["name"], (
+            f"Its validation accuracy {_pct(best['validation_accuracy'])} is "
             f"{100 * gain:.2f} points above the student alone "
-            f"({_pct(baseline['validation_accuracy'])})."
+            f"({_pct(baseline['validation_accuracy'])}) and the best of the distilled students."
         )
     reason = (
         "Distillation did not help here: the best distilled student "
-        f"({distilled['name']}, {_pct(distilled['validation_accuracy'])}) is not above the "
+        f"({best['name']}, {_pct(best['validation_accuracy'])}) is not above the "
         f"student alone ({_pct(baseline['validation_accuracy'])}) on validation, so the "
         "student alone is returned."
     )
@@ -454,6 +597,8 @@ class _RecipeSettings:
     transfer_batch_size: int
     teacher_from_logits: bool
     verbose: int
+    refit: bool
+    image_shape: tuple = None
 
 
 def _check_settings(
@@ -469,6 +614,7 @@ def _check_settings(
     teacher_from_logits,
     seed,
     verbose,
+    refit,
 ):
     """The keyword arguments of `distill()`, checked, with `search_epochs` filled in."""
     _checks.check_choice("verbose", verbose, (0, 1, 2))
@@ -511,6 +657,7 @@ def _check_settings(
         transfer_batch_size=transfer_batch_size,
         teacher_from_logits=teacher_from_logits,
         verbose=verbose,
+        refit=_checks.check_bool("refit", refit),
     )
 
 

@@ -22,17 +22,27 @@ class RecipeReport(JsonReport):
             (`None` for the student alone), `epochs` (trained), `best_epoch`,
             `validation_accuracy`, `test_accuracy` (or `None`), `curve`
             (validation accuracy after each epoch) and `stage`
-            (`"baseline"`, `"search"` or `"final"`); the student alone's run
-            also has `train_accuracy`.
+            (`"baseline"`, `"plain"`, `"search"` or `"final"`); the student
+            alone's run also has `train_accuracy`.
         teacher: `{"validation_accuracy", "test_accuracy"}` of the teacher.
         kept: Name of the run whose student was returned.
         reason: One sentence: why that student.
-        settings: How the recipe ran (sizes, epochs, seed, Keras generation).
+        settings: How the recipe ran (sizes, epochs, seed, Keras generation,
+            and once it finished `total_epochs`, every run's epochs and the
+            refit's, and `seconds`, the wall time of the call).
+        refit: `None`, or the refit of the kept run on all labelled
+            examples: `run` (its name), `num_examples` (labelled examples),
+            `num_transfer` (inputs it trained on, generated or unlabeled
+            ones included), `epochs` and `test_accuracy` (or `None`).
+            Defaults to `None`.
 
     Attributes:
         baseline_model: The student trained alone (a `keras.Model`), when the
             report comes from `distill()`; not part of `to_dict()`.
-        distilled_model: The best distilled student, or `None`.
+        distilled_model: The best distilled student on validation (plain
+            KD or the searched candidate), or `None`.
+        chosen_model: The kept student as trained before the refit, or
+            `None`.
 
     Example:
         ```python
@@ -42,14 +52,16 @@ class RecipeReport(JsonReport):
         ```
     """
 
-    def __init__(self, runs, teacher, kept, reason, settings):
+    def __init__(self, runs, teacher, kept, reason, settings, refit=None):
         self.runs = [dict(run) for run in runs]
         self.teacher = dict(teacher)
         self.kept = str(kept)
         self.reason = str(reason)
         self.settings = dict(settings)
+        self.refit = None if refit is None else dict(refit)
         self.baseline_model = None
         self.distilled_model = None
+        self.chosen_model = None
 
     @property
     def distilled(self):
@@ -70,13 +82,21 @@ class RecipeReport(JsonReport):
             "teacher": self.teacher,
             "runs": self.runs,
             "settings": self.settings,
+            "refit": self.refit,
         }
 
     @classmethod
     def from_json(cls, text):
         """Rebuilds a report (without its models) from `to_json()` output."""
         data = json.loads(text)
-        return cls(data["runs"], data["teacher"], data["kept"], data["reason"], data["settings"])
+        return cls(
+            data["runs"],
+            data["teacher"],
+            data["kept"],
+            data["reason"],
+            data["settings"],
+            data.get("refit"),
+        )
 
     def to_markdown(self):
         """A Markdown table: the teacher, then one line per trained student."""
@@ -106,12 +126,25 @@ class RecipeReport(JsonReport):
     def __str__(self):
         settings = self.settings
         transfer = settings.get("transfer_description", "")
-        return (
+        text = (
             f"{self.to_markdown()}\n"
             f"Accuracy in %. {settings['num_fit']:,} labelled examples to train on, "
             f"{settings['num_validation']:,} to validate; {transfer}.\n"
             f"Kept: {self.kept}. {self.reason}"
         )
+        if self.refit is not None:
+            refit = self.refit
+            test = refit.get("test_accuracy")
+            text += (
+                f"\nRefit: {refit['run']} trained again on all {refit['num_examples']:,} "
+                f"labelled examples ({refit['num_transfer']:,} inputs) for {refit['epochs']} "
+                "epochs; this student is the one returned"
+                + ("" if test is None else f" (test accuracy {_percent(test)})")
+                + "."
+            )
+        if "seconds" in settings:
+            text += f"\n{settings['total_epochs']} epochs in all, {settings['seconds']:g} s."
+        return text
 
     def __repr__(self):
         return f"RecipeReport(kept={self.kept!r}, runs={[r['name'] for r in self.runs]})"

@@ -26,6 +26,80 @@ def test_image_translation_matches_numpy():
         assert any(np.array_equal(result, s) for s in shifts)
 
 
+def shifted_by_loops(image, dy, dx):
+    """`image` moved down by `dy` and right by `dx`, zeros elsewhere, one pixel at a time."""
+    out = np.zeros_like(image)
+    height, width = image.shape[:2]
+    for r in range(height):
+        for c in range(width):
+            if 0 <= r - dy < height and 0 <= c - dx < width:
+                out[r, c] = image[r - dy, c - dx]
+    return out
+
+
+def test_translate_matches_pixel_loops():
+    images = np.random.default_rng(0).random((5, 4, 6, 2)).astype("float32")
+    shifts = np.array([[0, 0], [1, -2], [-3, 2], [4, 0], [-1, 6]])
+    out = augment.translate(images, shifts)
+    assert out.shape == images.shape and out.dtype == np.float32
+    for image, (dy, dx), result in zip(images, shifts, out):
+        np.testing.assert_array_equal(result, shifted_by_loops(image, dy, dx))
+
+
+def test_image_views_of_flat_images_are_shifted_copies_plus_noise():
+    x = np.random.default_rng(1).random((3, 7 * 5)).astype("float32")
+    views = augment.image_views(x, copies=4, image_shape=(7, 5), max_translation=2, noise_std=0.0)
+    assert views.shape == (12, 35) and views.dtype == np.float32
+    images = x.reshape(3, 7, 5)
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    found = set()
+    for index, view in enumerate(views.reshape(12, 7, 5)):
+        source = images[index % 3]  # Views of input i sit at rows i, i + n, i + 2n, ...
+        matches = [s for s in shifts if np.array_equal(view, shifted_by_loops(source, *s))]
+        assert matches, f"view {index} is no shift of its input by at most 2 pixels"
+        found.add(matches[0])
+    assert len(found) > 1  # The shifts vary.
+    np.testing.assert_array_equal(views, augment.image_views(x, 4, (7, 5), 2, 0.0))
+    noisy = augment.image_views(x, 4, (7, 5), 2, noise_std=0.1, seed=0)
+    residual = noisy - views  # The same seed draws the same shifts first.
+    assert abs(residual.std() - 0.1 * x.std()) < 0.02 * x.std()
+    assert abs(residual.mean()) < 0.02 * x.std()
+
+
+def test_image_views_keep_the_shape_of_images_and_default_to_an_eighth():
+    images = np.ones((2, 16, 24, 3), "float32")
+    views = augment.image_views(images, copies=3, noise_std=0.0, seed=2)
+    assert views.shape == (6, 16, 24, 3)
+    assert augment.default_max_translation((16, 24, 3)) == 2
+    assert (
+        augment.default_max_translation((8, 8, 1)) == augment.default_max_translation((5, 5)) == 1
+    )
+    # Shifts of at most 2 pixels leave the centre of an all-ones image whole, zero only edges.
+    assert np.all(views[:, 2:-2, 2:-2] == 1.0)
+    assert np.all(np.isin(views, (0.0, 1.0)))
+
+
+def test_views_are_what_the_teacher_labels_and_the_student_sees():
+    from keras_distill._keras import keras
+    from keras_distill.recipe import inputs
+    from keras_distill.teachers.cache import TeacherCache
+
+    x = np.random.default_rng(3).random((6, 16)).astype("float32")
+    views = inputs.generated_views(x, "image", copies=2, seed=0, image_shape=(4, 4, 1))
+    keras.utils.set_random_seed(0)
+    flat = keras.Input((16,))
+    teacher = keras.Model(flat, keras.layers.Dense(3)(flat))
+    cache = TeacherCache.build(teacher, views)
+    for features in cache.dataset(views, batch_size=4, seed=0):
+        features = features[0] if isinstance(features, tuple) else features
+        seen = np.asarray(features["inputs"])
+        np.testing.assert_allclose(
+            np.asarray(features["teacher_logits"]), np.asarray(teacher(seen)), atol=1e-5
+        )
+        # Each batch input is one of the generated views (the student trains on these).
+        assert all(np.any(np.all(views == row, axis=1)) for row in seen)
+
+
 def test_mixup_is_a_convex_combination_of_two_examples():
     tf.random.set_seed(2)
     x = np.eye(6, dtype="float32") * 3.0
@@ -53,6 +127,18 @@ def test_function_matching_dataset_structure():
         (lambda: augment.signal_augmentation(max_shift=-1), "Received: max_shift=-1"),
         (lambda: augment.signal_augmentation(scale_range=(2, 1)), "Received: scale_range=(2, 1)"),
         (lambda: augment.image_augmentation(noise_std=-0.1), "Received: noise_std=-0.1"),
+        (
+            lambda: augment.image_views(np.ones((2, 784)), 2, image_shape=(28, 27, 1)),
+            "Received: image_shape=(28, 27, 1)",
+        ),
+        (
+            lambda: augment.image_views(np.ones((2, 784)), 2),
+            "Received: image_shape=None for examples of shape (784,)",
+        ),
+        (
+            lambda: augment.image_views(np.ones((2, 4, 4, 1)), 2, max_translation=-1),
+            "Received: max_translation=-1",
+        ),
         (
             lambda: augment.function_matching_dataset(np.ones((2, 3)), mixup_alpha=0),
             "Received: mixup_alpha=0",

@@ -1,5 +1,7 @@
 """`distill()`: the recipe end to end, its guarantee, its report and its argument checks."""
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -42,19 +44,23 @@ def recipe_run(trained_teacher, splits):
     (x, y), validation, test = splits
     student = make_mlp(8, "student", seed=2)
     initial = [w.copy() for w in student.get_weights()]
-    unlabeled = make_data(256, seed=3)[0]
-    best, report = distill(
-        trained_teacher,
-        student,
-        x,
-        y,
-        validation_data=validation,
-        unlabeled=unlabeled,
-        test_data=test,
-        candidates=((0.5, 1.0), (0.9, 2.0)),
-        search_epochs=2,
-        **FAST,
-    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        best, report = distill(
+            trained_teacher,
+            student,
+            x,
+            y,
+            validation_data=validation,
+            test_data=test,
+            views="image",
+            image_shape=(2, 4),  # The 8 features read as a 2x4 image.
+            views_per_example=2,
+            candidates=((0.5, 1.0), (0.9, 2.0)),
+            search_epochs=2,
+            **FAST,
+        )
+    assert out.getvalue() == ""  # verbose=0 is silent.
     return student, initial, best, report
 
 
@@ -77,37 +83,67 @@ def test_returns_a_plain_copy_of_the_student(recipe_run):
         np.testing.assert_array_equal(before, after)  # The caller's student is untouched.
 
 
-def test_never_worse_than_the_baseline_on_validation(recipe_run, splits):
-    _, _, best, report = recipe_run
+def test_never_worse_than_the_baseline_or_plain_kd_on_validation(recipe_run, splits):
+    _, _, _, report = recipe_run
     _, (x_val, y_val), (x_test, y_test) = splits
+    chosen = report.chosen_model
     kept = report[report.kept]
     alone = report["student alone"]
-    assert numpy_accuracy(best, x_val, y_val) == pytest.approx(kept["validation_accuracy"])
-    assert numpy_accuracy(best, x_test, y_test) == pytest.approx(kept["test_accuracy"])
+    plain = report["plain KD a=0.5 T=4"]
+    assert numpy_accuracy(chosen, x_val, y_val) == pytest.approx(kept["validation_accuracy"])
+    assert numpy_accuracy(chosen, x_test, y_test) == pytest.approx(kept["test_accuracy"])
     assert kept["validation_accuracy"] >= alone["validation_accuracy"]
+    assert kept["validation_accuracy"] >= plain["validation_accuracy"]
     assert numpy_accuracy(report.baseline_model, x_val, y_val) == pytest.approx(
         alone["validation_accuracy"]
     )
-    distilled = report.runs[-1]
-    assert report.distilled == (distilled["validation_accuracy"] > alone["validation_accuracy"])
+    best_distilled = max(plain["validation_accuracy"], report.runs[-1]["validation_accuracy"])
+    assert report.distilled == (best_distilled > alone["validation_accuracy"])
+
+
+def test_the_kept_run_is_refit_on_every_labelled_example(recipe_run, splits):
+    _, _, best, report = recipe_run
+    (x, _), (x_val, _), (x_test, y_test) = splits
+    kept = report[report.kept]
+    refit = report.refit
+    assert refit["run"] == report.kept
+    assert refit["num_examples"] == len(x) + len(x_val) == 192
+    assert refit["epochs"] == kept["best_epoch"]
+    # Generated runs rebuild the transfer set from all 192 labelled inputs (2 views each).
+    expected = 192 * 3 if kept["stage"] in ("search", "final") else 192
+    assert refit["num_transfer"] == expected
+    assert numpy_accuracy(best, x_test, y_test) == pytest.approx(refit["test_accuracy"])
+    trained = sum(run["epochs"] for run in report.runs)
+    assert report.settings["total_epochs"] == trained + refit["epochs"]
+    # The documented bound: alone and plain KD up to E each, the search 2 * S + E - S, refit E.
+    epochs, search = FAST["epochs"], 2
+    assert report.settings["total_epochs"] <= 2 * epochs + 2 * search + epochs - search + epochs
+    assert report.settings["seconds"] > 0
+    assert (
+        f"Refit: {report.kept} trained again on all 192 labelled examples ({expected} inputs) "
+        f"for {refit['epochs']} epochs" in str(report)
+    )
+    assert f"{report.settings['total_epochs']} epochs in all" in str(report)
 
 
 def test_report_contents(recipe_run, trained_teacher, splits):
     _, _, _, report = recipe_run
     _, (x_val, y_val), (x_test, y_test) = splits
-    assert [run["stage"] for run in report.runs] == ["baseline", "search", "final"]
+    assert [run["stage"] for run in report.runs] == ["baseline", "plain", "search", "final"]
     assert {run["name"] for run in report.runs} == {
         "student alone",
+        "plain KD a=0.5 T=4",
         "distilled a=0.5 T=1",
         "distilled a=0.9 T=2",
     }
+    assert (report.runs[1]["alpha"], report.runs[1]["temperature"]) == (0.5, 4.0)
     for run in report.runs:
         assert 1 <= run["best_epoch"] <= run["epochs"] <= FAST["epochs"]
         assert len(run["curve"]) == run["epochs"]
         # The best epoch's weights were restored: its accuracy is the curve's maximum.
         assert run["validation_accuracy"] == pytest.approx(max(run["curve"]))
         assert run["curve"][run["best_epoch"] - 1] == max(run["curve"])
-    assert report.runs[1]["epochs"] <= 2  # The candidate that lost the search stopped there.
+    assert report.runs[2]["epochs"] <= 2  # The candidate that lost the search stopped there.
     assert report.teacher["validation_accuracy"] == pytest.approx(
         numpy_accuracy(trained_teacher, x_val, y_val)
     )
@@ -116,9 +152,10 @@ def test_report_contents(recipe_run, trained_teacher, splits):
     )
     settings = report.settings
     assert (settings["num_fit"], settings["num_validation"], settings["num_test"]) == (128, 64, 64)
-    assert settings["num_transfer"] == 128 + 256
-    assert "256 unlabeled inputs" in settings["transfer_description"]
+    assert settings["num_transfer"] == 128 * 3
+    assert "256 generated image views (2 per labelled input)" in settings["transfer_description"]
     assert settings["candidates"] == [[0.5, 1.0], [0.9, 2.0]]
+    assert settings["image_shape"] == [2, 4, 1] and settings["refit"] is True
     text = str(report)
     assert text.splitlines()[0] == (
         "| run | alpha | T | epochs (best) | validation accuracy | test accuracy |"
@@ -127,7 +164,7 @@ def test_report_contents(recipe_run, trained_teacher, splits):
     assert f"**{report.kept} (kept)**" in text
     data = json.loads(report.to_json())
     assert data == report.to_dict()
-    assert set(data) == {"kept", "reason", "teacher", "runs", "settings"}
+    assert set(data) == {"kept", "reason", "teacher", "runs", "settings", "refit"}
     again = RecipeReport.from_json(report.to_json())
     assert again.to_dict() == report.to_dict() and str(again) == text
 
@@ -140,81 +177,77 @@ def test_files_are_written(recipe_run, tmp_path):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_useless_teacher_returns_the_student_alone(splits, capsys):
-    (x, y), validation, _ = splits
+def test_a_useless_teacher_returns_the_student_alone_refit_on_all_labels(trained_teacher, capsys):
+    # A validation split of one-hot labels, and unlabeled inputs read from a dataset.
+    x, y = make_data(100, seed=4)
+    one_hot = np.eye(NUM_CLASSES, dtype="float32")[y]
+    unlabeled = tf.data.Dataset.from_tensor_slices(make_data(60, seed=3)[0]).batch(16)
+    student = make_mlp(8, "student", seed=2)
     best, report = distill(
         useless_teacher(),
-        make_mlp(8, "student", seed=2),
+        student,
         x,
-        y,
-        validation_data=validation,
-        candidates=((0.5, 1.0), (0.9, 2.0)),
-        search_epochs=3,
-        **FAST,
+        one_hot,
+        unlabeled=unlabeled,
+        **dict(FAST, verbose=1, candidates=((0.9, 2.0),)),
     )
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == ""  # verbose=0 is silent.
+    assert (report.settings["num_fit"], report.settings["num_validation"]) == (80, 20)
+    assert report.settings["num_transfer"] == 80 + 60
+    assert "60 unlabeled inputs" in str(report)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("distill: 80 labelled examples to train on, 20 to validate")
+    assert [line[:5] for line in out[1:8]] == [f"[{i}/7]" for i in range(1, 8)]
+    assert out[7].startswith("[7/7] refit: student alone trained again on all 100 labelled")
+    assert out[8].startswith(f"kept: {report.kept}.") and len(out) == 9
+
     assert report.kept == "student alone" and not report.distilled
     assert report.reason.startswith("Distillation did not help here")
     assert "so the student alone is returned" in report.reason
-    for mine, baseline in zip(best.get_weights(), report.baseline_model.get_weights()):
-        np.testing.assert_array_equal(mine, baseline)
-    x_val, y_val = validation
+    (x_fit, y_fit), (x_val, y_val) = inputs.split(x, y, 0.2, seed=0)
     alone = report["student alone"]["validation_accuracy"]
-    assert numpy_accuracy(best, x_val, y_val) == pytest.approx(alone)
+    chosen = report.chosen_model
+    assert numpy_accuracy(chosen, x_val, y_val) == pytest.approx(alone)
+    for mine, baseline in zip(chosen.get_weights(), report.baseline_model.get_weights()):
+        np.testing.assert_array_equal(mine, baseline)
     assert report.runs[-1]["validation_accuracy"] <= alone
     train = report["student alone"]["train_accuracy"]
-    assert train == pytest.approx(numpy_accuracy(best, x, y))
+    assert train == pytest.approx(numpy_accuracy(chosen, x_fit, y_fit))
     assert ("it may underfit" in report.reason) == (train - alone < 0.02)
     assert report.teacher["test_accuracy"] is None and "test accuracy" not in str(report)
 
-
-def test_datasets_give_the_same_run_as_arrays(trained_teacher, splits):
-    (x, y), (x_val, y_val), _ = splits
-    unlabeled = make_data(64, seed=3)[0]
-    settings = dict(FAST, epochs=2, candidates=((0.5, 1.0),))
-    best_arrays, from_arrays = distill(
-        trained_teacher,
-        make_mlp(8, "student", seed=2),
-        x,
-        y,
-        validation_data=(x_val, y_val),
-        unlabeled=unlabeled,
-        **settings,
+    # The refit is plain Keras training on all 100 labelled examples, in their given order,
+    # for the student alone's best epoch count: the same run written out here gives the
+    # same weights.
+    epochs = report["student alone"]["best_epoch"]
+    assert report.refit == {
+        "run": "student alone",
+        "num_examples": 100,
+        "num_transfer": 100,
+        "epochs": epochs,
+        "test_accuracy": None,
+    }
+    again = keras.models.clone_model(student)
+    again.set_weights(student.get_weights())
+    again.compile(
+        optimizer=keras.optimizers.Adam(FAST["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    keras.utils.set_random_seed(0)
+    again.fit(x, y, batch_size=FAST["batch_size"], epochs=epochs, shuffle=True, verbose=0)
+    for mine, reference in zip(best.get_weights(), again.get_weights()):
+        np.testing.assert_allclose(mine, reference, atol=1e-6)
+
+
+def test_datasets_are_read_into_the_same_arrays():
+    x, y = make_data(50, seed=0)
     batches = tf.data.Dataset.from_tensor_slices
-    best_data, from_data = distill(
-        trained_teacher,
-        make_mlp(8, "student", seed=2),
-        batches((x, y)).batch(32),
-        validation_data=batches((x_val, y_val)).batch(16),
-        unlabeled=batches(unlabeled).batch(10),
-        **settings,
-    )
-    assert from_data.settings["num_transfer"] == 128 + 64
-    for a, b in zip(from_arrays.runs, from_data.runs):
-        assert a["curve"] == pytest.approx(b["curve"])
-    for a, b in zip(best_arrays.get_weights(), best_data.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-
-
-def test_validation_split_generated_views_and_progress(trained_teacher, capsys):
-    x, y = make_data(100, seed=4)
-    one_hot = np.eye(NUM_CLASSES, dtype="float32")[y]
-    _, report = distill(
-        trained_teacher,
-        make_mlp(8, "student", seed=2),
-        x,
-        one_hot,
-        **dict(FAST, epochs=2, verbose=1, views_per_example=2, candidates=((0.5, 1.0),)),
-    )
-    assert (report.settings["num_fit"], report.settings["num_validation"]) == (80, 20)
-    assert report.settings["num_transfer"] == 80 * 3
-    assert "160 generated munge views (2 per labelled input)" in str(report)
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("distill: 80 labelled examples to train on, 20 to validate")
-    assert [line[:5] for line in out[1:6]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
-    assert out[6].startswith(f"kept: {report.kept}.") and len(out) == 7
+    from_data = inputs.labelled_arrays("x", batches((x, y)).batch(16))
+    from_arrays = inputs.labelled_arrays("x", x, y)
+    for a, b in zip(from_data, from_arrays):
+        np.testing.assert_array_equal(a, b)
+    pair = inputs.pair("validation_data", batches((x, y)).batch(7))
+    np.testing.assert_array_equal(pair[0], x)
+    np.testing.assert_array_equal(inputs.input_array("unlabeled", batches(x).batch(9)), x)
 
 
 def test_views_per_example():
@@ -233,13 +266,22 @@ def test_generated_views():
     np.testing.assert_array_equal(views, inputs.generated_views(x, "mixup", 3, seed=0))
     signals = np.random.default_rng(0).normal(size=(6, 20, 1)).astype("float32")
     assert inputs.view_kind("auto", signals) == "signal"
-    assert inputs.view_kind("auto", x) == inputs.view_kind("auto", x[:, :, None, None]) == "munge"
+    assert inputs.view_kind("auto", x) == "munge"
+    assert inputs.view_kind("auto", x[:, :, None, None]) == "munge"  # An 8x1 image is small.
+    assert inputs.view_kind("auto", np.zeros((2, 16, 20, 3))) == "image"
+    assert inputs.view_kind("auto", np.zeros((2, 8, 8, 1))) == "munge"
+    assert inputs.view_kind("auto", np.zeros((2, 400)), image_shape=(20, 20, 1)) == "image"
+    assert inputs.view_kind("auto", x, image_shape=(2, 4, 1)) == "munge"
     assert inputs.view_kind("mixup", x) == "mixup"
     munge = inputs.generated_views(signals, "munge", 3, seed=1)
     assert munge.shape == (18, 20, 1) and munge.dtype == np.float32
     assert inputs.generated_views(signals, "signal", 2, seed=0).shape == (12, 20, 1)
     images = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
     assert inputs.generated_views(images, "image", 2, seed=0).shape == (8, 8, 8, 1)
+    flat = inputs.generated_views(images.reshape(4, 64), "image", 2, 0, image_shape=(8, 8))
+    np.testing.assert_allclose(
+        flat.reshape(8, 8, 8, 1), inputs.generated_views(images, "image", 2, 0)
+    )
 
 
 @pytest.mark.parametrize(
@@ -290,6 +332,15 @@ def test_generated_views():
         ({"validation_data": (np.zeros((4, 8)),)}, "`validation_data` must be a tuple (x, y)"),
         ({"test_data": (np.full((4, 8), np.nan), np.zeros(4))}, "`test_data` contains NaN"),
         ({"teacher": "teacher.keras"}, "Received: teacher=builtins.str"),
+        (
+            {"image_shape": (3, 3)},
+            "`image_shape` must be (height, width) or (height, width, channels) of integers >= 1 "
+            "whose product is the number of values in one example (8, from examples of shape "
+            "(8,)). Received: image_shape=(3, 3)",
+        ),
+        ({"image_shape": 8}, "Received: image_shape=8"),
+        ({"views": "image"}, "Received: image_shape=None for examples of shape (8,)"),
+        ({"refit": "yes"}, "`refit` must be True or False. Received: refit='yes'"),
     ],
 )
 def test_errors_name_the_argument(trained_teacher, kwargs, message):
@@ -313,21 +364,26 @@ def test_the_same_model_as_teacher_and_student_is_refused(trained_teacher):
 
 
 @pytest.mark.parametrize(
-    "alone, distilled, kept, says",
+    "alone, plain, searched, kept, says",
     [
-        ((0.90, 0.70), 0.75, "distilled a=0.5 T=1", "5.00 points above the student alone"),
-        ((0.90, 0.70), 0.70, "student alone", "Distillation did not help here"),
-        ((0.71, 0.70), 0.60, "student alone", "it may underfit"),
+        ((0.90, 0.70), 0.60, 0.75, "distilled a=0.5 T=1", "5.00 points above the student alone"),
+        ((0.90, 0.70), 0.75, 0.75, "plain KD a=0.5 T=4", "5.00 points above the student alone"),
+        ((0.90, 0.70), 0.72, 0.70, "plain KD a=0.5 T=4", "2.00 points above the student alone"),
+        ((0.90, 0.70), 0.70, 0.70, "student alone", "Distillation did not help here"),
+        ((0.71, 0.70), 0.50, 0.60, "student alone", "it may underfit"),
     ],
 )
-def test_choice_of_the_student(alone, distilled, kept, says):
+def test_choice_of_the_student(alone, plain, searched, kept, says):
     baseline = {
         "name": "student alone",
         "train_accuracy": alone[0],
         "validation_accuracy": alone[1],
     }
-    candidate = {"name": "distilled a=0.5 T=1", "validation_accuracy": distilled}
-    name, reason = pipeline.choose_student(baseline, candidate)
+    distilled = [
+        {"name": "plain KD a=0.5 T=4", "validation_accuracy": plain},
+        {"name": "distilled a=0.5 T=1", "validation_accuracy": searched},
+    ]
+    name, reason = pipeline.choose_student(baseline, distilled)
     assert name == kept and says in reason
     assert ("underfit" in reason) == (says == "it may underfit")
 
