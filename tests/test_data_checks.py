@@ -12,6 +12,9 @@ from keras_distill import StopOnNonFinite
 from keras_distill._keras import keras
 
 BATCH = 32
+# Graph mode in the default tier, XLA in the slow tier: the default tier keeps XLA for labels (in
+# training, validation and evaluate), a NaN in `x`, the loss overflow and teacher probabilities.
+XLA_IN_SLOW_TIER = [False, pytest.param(True, marks=pytest.mark.slow)]
 
 
 def distiller_for(student=None, teacher=None, **compile_args):
@@ -48,8 +51,17 @@ def finite_message(what, argument, step, row=None):
     )
 
 
-@pytest.mark.parametrize("value, shown", [(1.7, "1.7"), (7.0, "7"), (-2.0, "-2")])
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize(
+    "value, shown, jit_compile",
+    [
+        (1.7, "1.7", False),
+        (7.0, "7", False),
+        (-2.0, "-2", False),
+        (1.7, "1.7", True),
+        pytest.param(7.0, "7", True, marks=pytest.mark.slow),
+        pytest.param(-2.0, "-2", True, marks=pytest.mark.slow),
+    ],
+)
 def test_bad_label_after_the_first_batch_of_a_dataset(value, shown, jit_compile):
     x, y = make_data(256)
     labels = y.astype("float32")
@@ -88,7 +100,7 @@ def test_bad_label_in_validation_data_and_in_evaluate(jit_compile):
     assert str(error.value) == label_message(None, 2, "-2", "an evaluation batch")
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", XLA_IN_SLOW_TIER, ids=["graph", "xla"])
 def test_missing_label_value_passes(jit_compile):
     x, y = make_data(256)
     y[200] = -1
@@ -143,7 +155,7 @@ def test_finite_x_that_overflows_the_loss(jit_compile):
     assert_weights_equal(student, good_batches_reference(x, y, 3, jit_compile))
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", XLA_IN_SLOW_TIER, ids=["graph", "xla"])
 def test_nan_sample_weight(jit_compile):
     x, y = make_data(256)
     weights = np.ones(256, "float32")
@@ -153,7 +165,7 @@ def test_nan_sample_weight(jit_compile):
     assert str(error.value) == finite_message("`sample_weight`", "sample_weight", 1, 3)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", XLA_IN_SLOW_TIER, ids=["graph", "xla"])
 def test_inf_teacher_outputs_after_a_few_batches(jit_compile):
     x, y = make_data(256)
     x[5 * BATCH + 9, 0] = 100.0
@@ -169,7 +181,7 @@ def nan_weight_at_batch_4():
     return weights
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", XLA_IN_SLOW_TIER, ids=["graph", "xla"])
 def test_checks_can_be_turned_off(jit_compile):
     x, y = make_data(256)
     data = dataset(x, y, nan_weight_at_batch_4())
@@ -183,7 +195,7 @@ def test_data_checks_must_be_a_bool():
     assert str(error.value) == "`data_checks` must be True or False. Received: data_checks='yes'"
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", XLA_IN_SLOW_TIER, ids=["graph", "xla"])
 def test_a_stop_on_non_finite_callback_takes_over_the_finiteness_checks(jit_compile):
     x, y = make_data(256)
     data = dataset(x, y, nan_weight_at_batch_4())
