@@ -72,3 +72,35 @@ def test_the_marker_rule_finds_an_unmarked_test():
     )
     assert _unmarked_process_tests(ast.parse(code)) == ["test_direct", "test_through_helper"]
     assert _unmarked_process_tests(ast.parse("pytestmark = pytest.mark.subprocess\n" + code)) == []
+
+
+PACKAGE = os.path.join(os.path.dirname(TESTS), "keras_distill")
+
+
+def _package_trees():
+    for root, _, files in os.walk(PACKAGE):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                with open(path) as source:
+                    yield os.path.relpath(path, PACKAGE), ast.parse(source.read())
+
+
+def test_step_checks_belong_to_the_distiller_and_read_no_error_text():
+    """docs/layout.md, "The step checks": one owner, messages written from numbers."""
+    creators = []
+    for relative, tree in _package_trees():
+        calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        if any(call.endswith("StepChecks") for call in calls):
+            creators.append(relative)
+        if relative == "_data_checks.py":
+            imported = {
+                alias.name
+                for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names
+            }
+            assert "re" not in imported, "the step checks parse no text"
+            handlers = [n for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler)]
+            assert all(handler.name is None for handler in handlers), "no error text is read"
+    assert creators == ["distiller.py"]
