@@ -6,6 +6,7 @@ import pytest  # noqa: E402
 from helpers import make_data  # noqa: E402
 from helpers import make_mlp  # noqa: E402
 
+from keras_distill._keras import IS_LEGACY  # noqa: E402
 from keras_distill._keras import keras  # noqa: E402
 
 
@@ -39,3 +40,13 @@ def teacher(trained_teacher):
 @pytest.fixture
 def student():
     return make_mlp(8, "student", seed=2)
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """keras_hub, for tests of its causal LMs and encoders; skipped under tf_keras."""
+    if IS_LEGACY:
+        pytest.skip("keras_hub is built on Keras 3; tf_keras has no keras_hub")
+    return pytest.importorskip(
+        "keras_hub", reason="the zoo extra: pip install 'keras-distill[zoo]'"
+    )

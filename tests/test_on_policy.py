@@ -15,21 +15,11 @@ from helpers import np_position_losses
 from keras_distill import Distiller
 from keras_distill import OnPolicyDistiller
 from keras_distill import _checks
-from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 
 VOCABULARY, LENGTH = 64, 8
 ALPHA, TEMPERATURE = 0.5, 2.0
 GREEDY = 1e-4  # a sampling temperature at which sampling is the argmax
-
-
-@pytest.fixture(scope="module")
-def hub():
-    if IS_LEGACY:
-        pytest.skip("keras_hub is built on Keras 3; tf_keras has no keras_hub causal LMs")
-    return pytest.importorskip(
-        "keras_hub", reason="the zoo extra: pip install 'keras-distill[zoo]'"
-    )
 
 
 def gpt2(hub, layers, hidden, name, max_length=LENGTH):

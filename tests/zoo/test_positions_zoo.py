@@ -15,21 +15,11 @@ from helpers import np_position_losses
 from keras_distill import AttentionMatch
 from keras_distill import Distiller
 from keras_distill import FeatureMatch
-from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
 
 VOCABULARY, LENGTH, TAGS, CLASSES = 96, 16, 5, 4
 ALPHA, TEMPERATURE = 0.5, 2.0
 IGNORE = -100
-
-
-@pytest.fixture(scope="module")
-def hub():
-    if IS_LEGACY:
-        pytest.skip("keras_hub is built on Keras 3; tf_keras has no keras_hub")
-    return pytest.importorskip(
-        "keras_hub", reason="the zoo extra: pip install 'keras-distill[zoo]'"
-    )
 
 
 def causal_lm(hub, family, layers, hidden, name, heads=2, kv_heads=None):
