@@ -22,6 +22,21 @@ def subprocess_env(**extra):
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
+def assert_message(error, *pieces):
+    """Asserts that every one of `pieces` occurs, as plain text, in an error message.
+
+    `error` is what `pytest.raises` returns, an exception or the text itself. The
+    pieces are what a reader needs (the argument, the received value, the fix), so
+    that rewording the rest of a message breaks no test.
+    """
+    assert pieces, "name at least one piece of the message"
+    if hasattr(error, "value") and isinstance(error.value, BaseException):
+        error = error.value
+    text = str(error)
+    missing = [piece for piece in pieces if piece not in text]
+    assert not missing, f"{missing!r} not in the message:\n{text}"
+
+
 def make_data(num_examples=128, seed=0):
     """Separable 3-class data: the class is decided by the signs of two features."""
     rng = np.random.default_rng(seed)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_message
 from helpers import make_mlp
 
 from keras_distill import Distiller
@@ -30,15 +31,15 @@ def distiller(teacher, student):
 def test_alpha_outside_unit_interval(distiller, alpha):
     with pytest.raises(ValueError) as error:
         distiller.compile(optimizer="adam", alpha=alpha)
-    assert str(error.value) == f"`alpha` must be a number in [0, 1]. Received: alpha={alpha!r}"
+    assert_message(error, "`alpha`", "a number in [0, 1]", f"Received: alpha={alpha!r}")
 
 
 @pytest.mark.parametrize("temperature", [0, -1.0, float("inf")])
 def test_temperature_must_be_positive(distiller, temperature):
     with pytest.raises(ValueError) as error:
         distiller.compile(optimizer="adam", temperature=temperature)
-    assert str(error.value) == (
-        f"`temperature` must be a finite number > 0. Received: temperature={temperature!r}"
+    assert_message(
+        error, "`temperature`", "a finite number > 0", f"Received: temperature={temperature!r}"
     )
 
 
@@ -52,10 +53,11 @@ def test_class_count_mismatch(teacher):
     student = make_mlp(8, "wide_student", num_classes=12)
     with pytest.raises(ValueError) as error:
         Distiller(student=student, teacher=teacher)
-    assert str(error.value) == (
-        "The student's and the teacher's distilled outputs must have the same number of classes "
-        "to be compared (12 vs 3). Received: student output shape=(None, 12), "
-        "teacher output shape=(None, 3)"
+    assert_message(
+        error,
+        "same number of classes",
+        "(12 vs 3)",
+        "Received: student output shape=(None, 12), teacher output shape=(None, 3)",
     )
 
 
@@ -81,9 +83,10 @@ def test_class_count_mismatch_of_subclassed_models_is_found_on_the_first_batch(t
 def test_same_model_as_teacher_and_student(teacher):
     with pytest.raises(ValueError) as error:
         Distiller(student=teacher, teacher=teacher)
-    assert str(error.value) == (
-        "`student` and `teacher` must be different models: the teacher is frozen while the "
-        "student trains. Received: the same object 'teacher' as both"
+    assert_message(
+        error,
+        "`student` and `teacher` must be different models",
+        "Received: the same object 'teacher' as both",
     )
 
 
@@ -91,10 +94,8 @@ def test_unbuilt_student(teacher):
     student = keras.Sequential([keras.layers.Dense(3)], name="lazy")
     with pytest.raises(ValueError) as error:
         Distiller(student=student, teacher=teacher)
-    assert str(error.value) == (
-        "`student` is not built, so its input and output shapes are unknown. Build it first, "
-        "e.g. with a `keras.Input` layer, `student.build(input_shape)` or by calling it on a "
-        "batch. Received: student='lazy' (unbuilt)"
+    assert_message(
+        error, "`student` is not built", "Build it first", "Received: student='lazy' (unbuilt)"
     )
 
 
@@ -117,9 +118,11 @@ def test_unknown_loss_name(distiller):
 def test_teacher_from_logits_must_be_a_bool(teacher, student):
     with pytest.raises(ValueError) as error:
         Distiller(student=student, teacher=teacher, teacher_from_logits="softmax")
-    assert str(error.value) == (
-        "`teacher_from_logits` must be True (the teacher returns logits) or False "
-        "(probabilities). Received: teacher_from_logits='softmax'"
+    assert_message(
+        error,
+        "`teacher_from_logits` must be True",
+        "False",
+        "Received: teacher_from_logits='softmax'",
     )
 
 
@@ -129,19 +132,18 @@ def test_deprecated_teacher_outputs_still_works_with_a_warning(teacher, student)
     assert distiller.teacher_from_logits is False
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError) as error:
         Distiller(student=student, teacher=teacher, teacher_outputs="softmax")
-    assert str(error.value) == (
-        "`teacher_outputs` must be one of ['logits', 'probabilities']. "
-        "Received: teacher_outputs='softmax'"
+    assert_message(
+        error,
+        "`teacher_outputs`",
+        "['logits', 'probabilities']",
+        "Received: teacher_outputs='softmax'",
     )
 
 
 def test_compile_loss_is_refused(distiller):
     with pytest.raises(ValueError) as error:
         distiller.compile(optimizer="adam", loss="mse")
-    assert str(error.value) == (
-        "The Distiller computes its own loss; choose it with `distillation_loss`, `alpha` and "
-        "`temperature`. Received: loss='mse'"
-    )
+    assert_message(error, "its own loss", "`distillation_loss`", "Received: loss='mse'")
 
 
 def test_unknown_output_name(teacher):
@@ -152,10 +154,7 @@ def test_unknown_output_name(teacher):
     )
     with pytest.raises(ValueError) as error:
         Distiller(student=student, teacher=teacher, student_output="c")
-    assert str(error.value) == (
-        "No output 'c' in the student's outputs. Existing outputs are: ['a', 'b']. "
-        "Received: student_output='c'"
-    )
+    assert_message(error, "No output 'c'", "['a', 'b']", "Received: student_output='c'")
 
 
 @pytest.fixture
@@ -171,10 +170,7 @@ def test_labels_out_of_range(ready, data):
     bad[5] = 7
     with pytest.raises(ValueError) as error:
         ready.fit(x, bad, verbose=0)
-    assert str(error.value) == (
-        "Sparse labels must be class indices in [0, 2] (or -1 for a missing label). "
-        "Received: y with values from 0 to 7"
-    )
+    assert_message(error, "class indices in [0, 2]", "-1", "Received: y with values from 0 to 7")
 
 
 def test_one_hot_width_mismatch(ready, data):
@@ -183,10 +179,7 @@ def test_one_hot_width_mismatch(ready, data):
     x, y = data
     with pytest.raises(ValueError) as error:
         ready.fit(x, np.eye(5, dtype="float32")[y], verbose=0)
-    assert str(error.value) == (
-        "One-hot labels need 3 columns, one per class of the models. Received: y with shape "
-        "(128, 5)"
-    )
+    assert_message(error, "One-hot labels need 3 columns", "Received: y with shape (128, 5)")
 
 
 def test_nan_inputs_are_found_before_training(ready, data):
@@ -196,9 +189,11 @@ def test_nan_inputs_are_found_before_training(ready, data):
     weights = [w.copy() for w in ready.student.get_weights()]
     with pytest.raises(ValueError) as error:
         ready.fit(bad, y, verbose=0)
-    assert str(error.value).startswith(
-        "`x` contains NaN or Inf values (1 of 128 examples, the first at index 9). Received: "
-        "x[9] with ["
+    assert_message(
+        error,
+        "`x` contains NaN or Inf",
+        "(1 of 128 examples, the first at index 9)",
+        "Received: x[9] with [",
     )
     assert all((a == b).all() for a, b in zip(weights, ready.student.get_weights()))
 
@@ -222,9 +217,10 @@ def test_length_mismatch(ready, data):
     x, y = data
     with pytest.raises(ValueError) as error:
         ready.fit(x, y[:-1], verbose=0)
-    assert str(error.value) == (
-        "`x` and `y` must hold the same number of examples. Received: x with [128] and y with "
-        "[127] examples"
+    assert_message(
+        error,
+        "`x` and `y` must hold the same number of examples",
+        "Received: x with [128] and y with [127] examples",
     )
 
 
@@ -234,10 +230,11 @@ def test_input_shape_mismatch(ready, data):
     x, y = data
     with pytest.raises(ValueError) as error:
         ready.fit(np.zeros((16, 5), "float32"), y[:16], verbose=0)
-    message = str(error.value)
-    assert message.startswith("The teacher cannot run on `x` (")
-    assert message.endswith(
-        "Expected inputs of shape [(None, 8)]. Received: x with shape [(16, 5)]"
+    assert_message(
+        error,
+        "The teacher cannot run on `x`",
+        "inputs of shape [(None, 8)]",
+        "Received: x with shape [(16, 5)]",
     )
 
 
@@ -247,10 +244,7 @@ def test_empty_data(ready):
 
     with pytest.raises(ValueError) as error:
         ready.fit(np.zeros((0, 8), "float32"), np.zeros((0,), "int32"), verbose=0)
-    assert (
-        str(error.value)
-        == "`x` is empty: there is nothing to train on. Received: x with 0 examples"
-    )
+    assert_message(error, "`x` is empty", "Received: x with 0 examples")
     empty = tf.data.Dataset.from_tensor_slices(
         (np.zeros((0, 8), "float32"), np.zeros((0,), "int32"))
     ).batch(4)
@@ -262,21 +256,22 @@ def test_teacher_declared_probabilities_that_returns_logits(teacher, student, da
     x, y = data
     distiller = compiled(student, teacher, teacher_from_logits=False)
     message = fit_error(distiller, x, y, verbose=0)
-    assert message.startswith(
-        "The Distiller was told the teacher returns probabilities, but its outputs are not rows "
-        "in [0, 1] that sum to 1 (they look like logits). Pass `teacher_from_logits=True`, or "
-        "end the teacher with a softmax. Received: teacher_from_logits=False with values in ["
+    assert_message(
+        message,
+        "they look like logits",
+        "Pass `teacher_from_logits=True`",
+        "Received: teacher_from_logits=False with values in [",
     )
 
 
 def test_student_ending_in_softmax(teacher, data):
     x, y = data
     student = make_mlp(8, "soft_student", seed=2, final_activation="softmax")
-    assert fit_error(compiled(student, teacher), x, y, verbose=0) == (
-        "The student's last layer 'soft_student_logits' applies a softmax, and the Distiller "
-        "applies its own to the logits: it would train on a double softmax. Remove it (use "
-        "`activation=None`; apply the softmax after training if you need probabilities). "
-        "Received: student='soft_student'"
+    assert_message(
+        fit_error(compiled(student, teacher), x, y, verbose=0),
+        "'soft_student_logits' applies a softmax",
+        "`activation=None`",
+        "Received: student='soft_student'",
     )
 
 
@@ -285,11 +280,12 @@ def test_student_returning_probabilities_is_found_on_the_first_batch(teacher, da
     inputs = keras.Input((8,))
     student = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Dense(3)(inputs) * 1.0))
     student = keras.Model(inputs, student(inputs) + 0.0, name="wrapped")
-    assert fit_error(compiled(student, teacher), x, y, verbose=0) == (
-        "The student returns probabilities (every row is in [0, 1] and sums to 1): it ends in a "
-        "softmax, and the Distiller would apply a second one. Remove the student's final softmax "
-        "(use `activation=None`; apply the softmax after training if you need probabilities). "
-        "Received: student outputs that sum to 1 per row"
+    assert_message(
+        fit_error(compiled(student, teacher), x, y, verbose=0),
+        "The student returns probabilities",
+        "Remove the student's final softmax",
+        "`activation=None`",
+        "Received: student outputs that sum to 1 per row",
     )
 
 
@@ -308,10 +304,11 @@ def test_single_logit_binary_models_are_refused():
 def test_frozen_student(teacher, student, data):
     x, y = data
     student.trainable = False
-    assert fit_error(compiled(student, teacher), x, y, verbose=0) == (
-        "`student` has no trainable weights, so training cannot change it. Unfreeze it "
-        "(`student.trainable = True`) before `fit`. Received: student='student' with "
-        "trainable=False"
+    assert_message(
+        fit_error(compiled(student, teacher), x, y, verbose=0),
+        "`student` has no trainable weights",
+        "`student.trainable = True`",
+        "Received: student='student' with trainable=False",
     )
 
 
@@ -330,33 +327,39 @@ def class_weight_without_labels(x, y):
 
 
 @pytest.mark.parametrize(
-    "make_arguments, expected",
+    "make_arguments, pieces",
     [
         (
             float_label,
-            "Sparse labels must be whole class indices in [0, 2] (or -1 for a missing label); 1 "
-            "label "
-            "is not, e.g. 1.7. Round or remap them. Received: y=1.7",
+            (
+                "whole class indices in [0, 2]",
+                "1 label is not, e.g. 1.7",
+                "Round or remap them",
+                "Received: y=1.7",
+            ),
         ),
         (
             string_labels,
-            "Labels must be numbers: class indices 0..2 or one-hot rows. Map names to indices "
-            "first "
-            "(e.g. with `np.unique(y, return_inverse=True)`). Received: y with dtype <U3 starting "
-            "['dog', 'cat', 'cat']",
+            (
+                "Labels must be numbers",
+                "`np.unique(y, return_inverse=True)`",
+                "Received: y with dtype <U3 starting ['dog', 'cat', 'cat']",
+            ),
         ),
         (
             class_weight_without_labels,
-            "`class_weight` weighs examples by their label, but the data has no labels (x only). "
-            "Pass labels `y`, or drop `class_weight`. Received: class_weight={0: 1.0, 1: 2.0, "
-            "2: 1.0} "
-            "with y=None",
+            (
+                "`class_weight`",
+                "the data has no labels",
+                "Pass labels `y`, or drop `class_weight`",
+                "Received: class_weight={0: 1.0, 1: 2.0, 2: 1.0} with y=None",
+            ),
         ),
     ],
 )
-def test_bad_labels_are_named(ready, data, make_arguments, expected):
+def test_bad_labels_are_named(ready, data, make_arguments, pieces):
     args, kwargs = make_arguments(*data)
-    assert fit_error(ready, *args, verbose=0, **kwargs) == expected
+    assert_message(fit_error(ready, *args, verbose=0, **kwargs), *pieces)
 
 
 @pytest.mark.parametrize(
@@ -368,10 +371,12 @@ def test_bad_labels_are_named(ready, data, make_arguments, expected):
 )
 def test_ragged_x(ready, ragged):
     x = ragged()
-    assert fit_error(ready, x, np.array([0, 1]), verbose=0) == (
-        "`x` is ragged (its rows have different lengths), but the models take one fixed shape. "
-        "Pad the rows to one length (e.g. `keras.utils.pad_sequences`) or use `.to_tensor()`. "
-        f"Received: x of type {type(x).__name__} with ragged rows"
+    assert_message(
+        fit_error(ready, x, np.array([0, 1]), verbose=0),
+        "`x` is ragged",
+        "`keras.utils.pad_sequences`",
+        "`.to_tensor()`",
+        f"Received: x of type {type(x).__name__} with ragged rows",
     )
 
 
@@ -390,7 +395,9 @@ def test_metrics_without_labels(teacher, student, data):
     if GENERATION == "tf_keras":  # tf_keras leaves the metrics out of the logs.
         assert "accuracy" not in distiller.fit(x, verbose=0).history
         return
-    assert fit_error(distiller, tf.data.Dataset.from_tensor_slices(x).batch(32), verbose=0) == (
-        "Metrics compare predictions with labels, but the data has no labels (x only). Compile "
-        "without `metrics`, or pass labels `y`. Received: compiled metrics with y=None"
+    assert_message(
+        fit_error(distiller, tf.data.Dataset.from_tensor_slices(x).batch(32), verbose=0),
+        "the data has no labels",
+        "Compile without `metrics`, or pass labels `y`",
+        "Received: compiled metrics with y=None",
     )
