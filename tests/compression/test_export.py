@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_message
 from helpers import make_data
 from helpers import make_mlp
 
@@ -202,10 +203,12 @@ def test_failure_after_writing_removes_the_temporary_file(tmp_path, model, monke
 def test_error_int8_without_representative_data(tmp_path, model):
     with pytest.raises(ValueError) as info:
         export_tflite(model, tmp_path / "m.tflite", quantization="int8")
-    assert str(info.value) == (
-        "`quantization='int8'` (full-integer) needs `representative_data` to calibrate "
-        "the activation ranges: pass about 100-500 typical inputs (an array or a "
-        "tf.data.Dataset). Received: representative_data=None"
+    assert_message(
+        info,
+        "`quantization='int8'`",
+        "needs `representative_data`",
+        "pass about 100-500 typical inputs",
+        "Received: representative_data=None",
     )
     assert os.listdir(tmp_path) == []
 
@@ -213,9 +216,11 @@ def test_error_int8_without_representative_data(tmp_path, model):
 def test_error_unknown_quantization(tmp_path, model):
     with pytest.raises(ValueError) as info:
         export_tflite(model, tmp_path / "m.tflite", quantization="int4")
-    assert str(info.value) == (
-        "`quantization` must be one of [None, 'dynamic', 'float16', 'int8']. "
-        "Received: quantization='int4'"
+    assert_message(
+        info,
+        "`quantization`",
+        "[None, 'dynamic', 'float16', 'int8']",
+        "Received: quantization='int4'",
     )
 
 
@@ -227,9 +232,11 @@ def test_error_path_and_int8_io(tmp_path, model):
     )
     with pytest.raises(ValueError) as info:
         export_tflite(model, tmp_path / "m.tflite", quantization="dynamic", int8_io=True)
-    assert str(info.value) == (
-        "`int8_io=True` makes the input and output tensors int8, which needs "
-        "`quantization='int8'`. Received: int8_io=True, quantization='dynamic'"
+    assert_message(
+        info,
+        "`int8_io=True`",
+        "needs `quantization='int8'`",
+        "Received: int8_io=True, quantization='dynamic'",
     )
 
 
@@ -247,11 +254,11 @@ def test_error_keras_quantized_model(tmp_path, model):
     quantized.quantize("int8")
     with pytest.raises(ValueError) as info:
         export_tflite(quantized, tmp_path / "m.tflite")
-    assert str(info.value) == (
-        "`model` was quantized with Keras's `Model.quantize()`, whose int8 kernels the "
-        "TFLite converter cannot convert. Export the float model with "
-        "`quantization='int8'` (and `representative_data`) instead. "
-        "Received: model='student' with quantized layers ['student_hidden', 'student_logits']"
+    assert_message(
+        info,
+        "`model` was quantized with Keras's `Model.quantize()`",
+        "Export the float model with `quantization='int8'`",
+        "Received: model='student' with quantized layers ['student_hidden', 'student_logits']",
     )
 
 
@@ -275,9 +282,10 @@ def test_corrupted_truncated_and_missing_tflite_files(tmp_path, model):
         assert message.endswith(f"Export it again. Received: model={broken!r}")
     with pytest.raises(ValueError) as info:
         load_interpreter(str(tmp_path / "missing.tflite"))
-    assert (
-        str(info.value)
-        == f"No .tflite file at this path. Received: model={str(tmp_path / 'missing.tflite')!r}"
+    assert_message(
+        info,
+        "No .tflite file at this path",
+        f"Received: model={str(tmp_path / 'missing.tflite')!r}",
     )
 
 
@@ -290,9 +298,11 @@ def export_error(model, folder, **kwargs):
 
 @pytest.mark.parametrize("argument", ["representative_data", "sample_inputs"])
 def test_inputs_of_the_wrong_shape_or_with_nan_are_named(tmp_path, model, x, argument):
-    assert export_error(model, tmp_path, **{argument: x[:, :5]}) == (
-        f"`{argument}` must hold inputs of the model's shape (batch, 8). "
-        f"Received: {argument} of shape ({len(x)}, 5)"
+    assert_message(
+        export_error(model, tmp_path, **{argument: x[:, :5]}),
+        f"`{argument}`",
+        "the model's shape (batch, 8)",
+        f"Received: {argument} of shape ({len(x)}, 5)",
     )
     bad = x.copy()
     bad[2, 4] = np.nan
@@ -314,12 +324,11 @@ class SingularValues(keras.layers.Layer):
 def test_an_op_tflite_lacks_is_named(tmp_path):
     inputs = keras.Input((8,))
     model = keras.Model(inputs, keras.layers.Dense(3)(SingularValues()(inputs)), name="svd")
-    assert export_error(model, tmp_path) == (
-        "`model` uses TensorFlow ops that TFLite's built-in ops lack: ['Svd']. A .tflite file "
-        "with them would not run on the standard TFLite/LiteRT runtime of a phone. Replace those "
-        "ops in the model, or convert it yourself with `converter.target_spec.supported_ops = "
-        "[tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]` and ship the Flex "
-        "delegate in the app. Received: model='svd'"
+    assert_message(
+        export_error(model, tmp_path),
+        "`model` uses TensorFlow ops that TFLite's built-in ops lack: ['Svd']",
+        "tf.lite.OpsSet.SELECT_TF_OPS",
+        "Received: model='svd'",
     )
     assert os.listdir(tmp_path) == []
 
@@ -333,9 +342,12 @@ def test_a_full_disk_is_reported_for_the_destination(tmp_path, model, monkeypatc
     monkeypatch.setattr(export_lib, "run_tflite", full)
     with pytest.raises(OSError) as info:
         export_tflite(model, path)
-    assert str(info.value) == (
-        f"Cannot write `path`: no space left on the device of {str(tmp_path)!r} (No space left on "
-        f"device). Nothing was written; an existing file is unchanged. Received: path={path!r}"
+    assert_message(
+        info,
+        "Cannot write `path`",
+        f"no space left on the device of {str(tmp_path)!r}",
+        "Nothing was written",
+        f"Received: path={path!r}",
     )
     assert os.listdir(tmp_path) == []
 
@@ -366,16 +378,15 @@ def test_sparse_encoding_shrinks_a_pruned_float_file(tmp_path, x):
             representative_data=x,
             sparse_encoding=True,
         )
-    assert str(info.value) == (
-        "`sparse_encoding=True` works with float32 files only: LiteRT's XNNPACK delegate "
-        "cannot prepare sparse quantized kernels. Use quantization=None, or leave the "
-        "sparse encoding off. Received: quantization='int8'"
+    assert_message(
+        info,
+        "`sparse_encoding=True` works with float32 files only",
+        "Use quantization=None",
+        "Received: quantization='int8'",
     )
     with pytest.raises(ValueError) as info:
         export_tflite(sparse, tmp_path / "q.tflite", sparse_encoding="yes")
-    assert str(info.value) == (
-        "`sparse_encoding` must be True or False. Received: sparse_encoding='yes'"
-    )
+    assert_message(info, "`sparse_encoding`", "True or False", "Received: sparse_encoding='yes'")
 
 
 def test_latency_with_a_chosen_number_of_threads(tmp_path, model, x):
@@ -386,4 +397,4 @@ def test_latency_with_a_chosen_number_of_threads(tmp_path, model, x):
         assert 0 < timing["min_ms"] <= timing["median_ms"]
     with pytest.raises(ValueError) as info:
         keras_distill.tflite_latency(tmp_path / "m.tflite", x, num_threads=0)
-    assert str(info.value) == "`num_threads` must be an integer >= 1. Received: num_threads=0"
+    assert_message(info, "`num_threads`", "an integer >= 1", "Received: num_threads=0")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import assert_message
 from helpers import make_data
 from helpers import make_mlp
 
@@ -205,43 +206,41 @@ def test_keras3_pruning_errors(data):
     student = make_mlp(8, "student", seed=2)
     with pytest.raises(ValueError) as info:
         prune(student, x, y, block_size=(2, 2))
-    assert str(info.value) == (
-        "`block_size` must be one of [(1, 1), (1, 4), (4, 1)]. Received: block_size=(2, 2)"
-    )
+    assert_message(info, "`block_size`", "[(1, 1), (1, 4), (4, 1)]", "Received: block_size=(2, 2)")
     with pytest.raises(ValueError) as info:
         prune(student, x, y, scope="model")
-    assert str(info.value) == (
-        "`scope` must be one of ['layer', 'global']. Received: scope='model'"
-    )
+    assert_message(info, "`scope`", "['layer', 'global']", "Received: scope='model'")
     with pytest.raises(ValueError) as info:
         prune(student, x, y, scope="global", block_size=(1, 4))
-    assert str(info.value) == (
-        "`scope='global'` ranks single weights over the whole model; it does not combine with "
-        "blocks. Use block_size=(1, 1), or scope='layer' for blocks. "
-        "Received: block_size=(1, 4), scope='global'"
+    assert_message(
+        info,
+        "`scope='global'`",
+        "Use block_size=(1, 1), or scope='layer' for blocks",
+        "Received: block_size=(1, 4), scope='global'",
     )
     with pytest.raises(ValueError) as info:
         prune(student, x, y, pruning_schedule=0.5)
-    assert str(info.value) == (
-        "`pruning_schedule` must be a `keras_distill.compression.keras3.PolynomialDecay` or "
-        "`ConstantSparsity` on Keras 3. Received: pruning_schedule=0.5"
+    assert_message(
+        info,
+        "`pruning_schedule`",
+        "`keras_distill.compression.keras3.PolynomialDecay`",
+        "`ConstantSparsity`",
+        "Received: pruning_schedule=0.5",
     )
     inputs = keras.Input((8,))
     no_kernels = keras.Model(inputs, keras.layers.Activation("relu")(inputs), name="plain")
     with pytest.raises(ValueError) as info:
         prune(no_kernels, x, y)
-    assert str(info.value) == (
-        "`student` has no kernel that magnitude pruning acts on (Dense, EinsumDense, "
-        "Conv1D/2D/3D, DepthwiseConv1D/2D, SeparableConv1D/2D). Received: student='plain'"
+    assert_message(
+        info, "`student` has no kernel", "Dense, EinsumDense", "Received: student='plain'"
     )
     with pytest.raises(ValueError) as info:
         PolynomialDecay(0.0, 0.5, begin_step=5, end_step=5)
-    assert str(info.value) == (
-        "`end_step` must be greater than `begin_step` for a polynomial schedule. "
-        "Received: end_step=5, begin_step=5"
+    assert_message(
+        info,
+        "`end_step` must be greater than `begin_step`",
+        "Received: end_step=5, begin_step=5",
     )
     with pytest.raises(ValueError) as info:
         ConstantSparsity(1.5, begin_step=0)
-    assert str(info.value) == (
-        "`target_sparsity` must be a number in [0, 1). Received: target_sparsity=1.5"
-    )
+    assert_message(info, "`target_sparsity`", "a number in [0, 1)", "Received: target_sparsity=1.5")
