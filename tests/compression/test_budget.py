@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import assert_message
 from helpers import make_data
 from helpers import make_mlp
 
@@ -51,11 +52,7 @@ def test_the_most_accurate_file_within_the_size_budget_is_chosen(tmp_path, wide_
 
 def test_a_budget_no_candidate_meets_is_refused_with_the_closest(tmp_path, wide_student):
     student, (x, y), (x_test, y_test) = wide_student
-    with pytest.raises(
-        ValueError,
-        match=r"No candidate meets the budget. The closest, 0.5 of the "
-        r"channels in float32, missed target_size_kib .*Received: target_size_kib=0.5",
-    ):
+    with pytest.raises(ValueError) as error:
         search_budget(
             student,
             x,
@@ -68,6 +65,14 @@ def test_a_budget_no_candidate_meets_is_refused_with_the_closest(tmp_path, wide_
             recover_epochs=0,
             output_dir=tmp_path,
         )
+    assert_message(
+        error,
+        "No candidate meets the budget",
+        "0.5 of the channels in float32",
+        "missed target_size_kib",
+        "Loosen a target",
+        "Received: target_size_kib=0.5",
+    )
 
 
 def test_unknown_quantization_is_refused(tmp_path, wide_student):

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_message
 from helpers import make_data
 from helpers import make_mlp
 
@@ -100,15 +101,19 @@ def test_chain_errors(tmp_path, splits):
     (x, y), (x_test, y_test) = splits
     with pytest.raises(ValueError) as info:
         compress(make_mlp(8, "s"), x, y, x_test, y_test, stages=["distill"], output_dir=tmp_path)
-    assert str(info.value) == (
-        "The 'distill' stage needs a trained `teacher`. Pass `teacher=` or leave "
-        "'distill' out of `stages`. Received: teacher=None, stages=['distill']"
+    assert_message(
+        info,
+        "The 'distill' stage needs a trained `teacher`",
+        "Pass `teacher=` or leave 'distill' out of `stages`",
+        "Received: teacher=None, stages=['distill']",
     )
     with pytest.raises(ValueError) as info:
         compress(make_mlp(8, "s"), x, y, x_test, y_test, stages=["cluster"], output_dir=tmp_path)
-    assert str(info.value) == (
-        "`stages` must be a list drawn from ['distill', 'prune', 'qat', 'tflite']. "
-        "Received: stages=['cluster']"
+    assert_message(
+        info,
+        "`stages`",
+        "['distill', 'prune', 'qat', 'tflite']",
+        "Received: stages=['cluster']",
     )
 
 

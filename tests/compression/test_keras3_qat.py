@@ -3,6 +3,7 @@ sparsity kept, a true int8 file without representative data."""
 
 import numpy as np
 import pytest
+from helpers import assert_message
 from helpers import make_data
 from helpers import make_half_sparse_mlp
 from helpers import make_mlp
@@ -217,18 +218,20 @@ def test_qat_argument_errors(data):
     x, y = data
     with pytest.raises(ValueError) as info:
         quantization_aware_training(None, x, y)
-    assert str(info.value) == (
-        f"`student` must be a keras.Model of the active Keras ({GENERATION}). "
-        "Received: student=builtins.NoneType"
+    assert_message(
+        info,
+        "`student`",
+        f"a keras.Model of the active Keras ({GENERATION})",
+        "Received: student=builtins.NoneType",
     )
     with pytest.raises(ValueError) as info:
         quantization_aware_training(make_mlp(4, "m"), x, y, preserve_sparsity="yes")
-    assert str(info.value) == (
-        "`preserve_sparsity` must be True or False. Received: preserve_sparsity='yes'"
+    assert_message(
+        info, "`preserve_sparsity`", "True or False", "Received: preserve_sparsity='yes'"
     )
     with pytest.raises(ValueError) as info:
         quantization_aware_training(make_mlp(4, "m"), x, y, keep_float=1)
-    assert str(info.value) == "`keep_float` must be True or False. Received: keep_float=1"
+    assert_message(info, "`keep_float`", "True or False", "Received: keep_float=1")
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from helpers import assert_message
 from helpers import make_data
 from helpers import make_mlp
 
@@ -79,22 +80,23 @@ def test_pruning_errors(data):
     student = make_mlp(8, "student", seed=2)
     with pytest.raises(ValueError) as info:
         prune("student.keras", x, y)
-    assert str(info.value) == (
-        f"`student` must be a keras.Model of the active Keras ({GENERATION}). "
-        "Received: student=builtins.str"
+    assert_message(
+        info,
+        "`student`",
+        f"a keras.Model of the active Keras ({GENERATION})",
+        "Received: student=builtins.str",
     )
     with pytest.raises(ValueError) as info:
         prune(student, x, y, target_sparsity=1.0)
-    assert (
-        str(info.value)
-        == "`target_sparsity` must be a number in [0, 1). Received: target_sparsity=1.0"
-    )
+    assert_message(info, "`target_sparsity`", "a number in [0, 1)", "Received: target_sparsity=1.0")
     with pytest.raises(ValueError) as info:
         prune(student, x[:8], y[:8], epochs=1, batch_size=8)
-    assert str(info.value) == (
-        "Training is too short for the pruning schedule: it needs at least one mask "
-        "update before the last step. Train for more steps (epochs, smaller batch_size) "
-        "or lower `frequency`. Received: 1 steps, frequency=1"
+    assert_message(
+        info,
+        "Training is too short for the pruning schedule",
+        "Train for more steps",
+        "lower `frequency`",
+        "Received: 1 steps, frequency=1",
     )
 
 
@@ -115,8 +117,9 @@ def test_global_scope_is_keras3_only(data):
     x, y = data
     with pytest.raises(ValueError) as info:
         prune(make_mlp(8, "student", seed=2), x, y, scope="global")
-    assert str(info.value) == (
-        "`scope='global'` is implemented for Keras 3 only (tfmot prunes each layer to the "
-        "sparsity). Use scope='layer' on tf_keras. "
-        "Received: scope='global', GENERATION='tf_keras'"
+    assert_message(
+        info,
+        "`scope='global'` is implemented for Keras 3 only",
+        "Use scope='layer' on tf_keras",
+        "Received: scope='global', GENERATION='tf_keras'",
     )
