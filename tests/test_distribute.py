@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import assert_message
 from helpers import subprocess_env
 
 from keras_distill._keras import IS_LEGACY
@@ -97,10 +98,12 @@ def test_keras3_multiworker_limitation_is_reported(tmp_path):
     out = tmp_path / "mw.npz"
     run("multiworker", out)
     message = open(str(out) + ".error").read()
-    assert message == (
-        "MultiWorkerMirroredStrategy does not work with Keras 3's fit() "
-        "(keras-team/keras#20585). Set TF_USE_LEGACY_KERAS=1 before importing keras_distill to "
-        "train on several workers with tf_keras. Received: strategy=MultiWorkerMirroredStrategy"
+    assert_message(
+        message,
+        "MultiWorkerMirroredStrategy does not work with Keras 3's fit()",
+        "keras-team/keras#20585",
+        "Set TF_USE_LEGACY_KERAS=1",
+        "Received: strategy=MultiWorkerMirroredStrategy",
     )
 
 

@@ -2,6 +2,7 @@ import errno
 import os
 
 import pytest
+from helpers import assert_message
 
 from keras_distill._files import atomic_path
 from keras_distill._files import write_text
@@ -67,9 +68,12 @@ def test_write_failures_name_the_destination_not_the_temporary_file(
             with open(temporary, "w") as stream:
                 stream.write("half")
             raise OSError(error_number, os.strerror(error_number), temporary)
-    assert str(info.value) == (
-        f"Cannot write `path`: {reason.format(folder=str(tmp_path))}. Nothing was written; an "
-        f"existing file is unchanged. Received: path={path!r}"
+    assert_message(
+        info,
+        "Cannot write `path`",
+        reason.format(folder=str(tmp_path)),
+        "Nothing was written",
+        f"Received: path={path!r}",
     )
     assert info.value.errno == error_number
     assert os.listdir(tmp_path) == []

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_message
 
 from keras_distill import losses
 
@@ -215,11 +216,13 @@ def test_get_passes_instances_and_configs_through():
 def test_get_unknown_name_lists_valid_names():
     with pytest.raises(ValueError) as error:
         losses.get("kullback")
-    assert str(error.value) == (
-        "Unknown distillation loss: 'kullback'. Valid names are: ['decoupled_kd', "
-        "'distillation_kl', 'dkd', 'forward_kl', 'generalized_jsd', 'jsd', 'kl', 'logit_mse', "
-        "'mse', 'reverse_kl', 'skew_kl', 'skew_reverse_kl', 'soft_ce', "
-        "'soft_target_cross_entropy', 'total_variation', 'tv']. Received: identifier='kullback'"
+    assert_message(
+        error,
+        "Unknown distillation loss: 'kullback'",
+        "['decoupled_kd', 'distillation_kl', 'dkd', 'forward_kl', 'generalized_jsd', 'jsd', 'kl', "
+        "'logit_mse', 'mse', 'reverse_kl', 'skew_kl', 'skew_reverse_kl', 'soft_ce', "
+        "'soft_target_cross_entropy', 'total_variation', 'tv']",
+        "Received: identifier='kullback'",
     )
 
 

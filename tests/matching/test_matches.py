@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from helpers import assert_message
 
 from keras_distill import AttentionMatch
 from keras_distill import Distiller
@@ -263,26 +264,28 @@ def test_missing_layer_lists_existing_names():
         Distiller(
             student=student, teacher=teacher, feature_matches=[FeatureMatch("s_block9", "t_block2")]
         )
-    message = str(error.value)
-    assert message.startswith(
-        "No such layer: 's_block9' in the student 's'. Existing layers are: ["
+    assert_message(
+        error,
+        "No such layer: 's_block9' in the student 's'",
+        "'s_block1', 's_block2', 's_gap', 's_embed', 's_logits'",
+        "Received: student_layer='s_block9'",
     )
-    assert "'s_block1', 's_block2', 's_gap', 's_embed', 's_logits'" in message
-    assert message.endswith("Received: student_layer='s_block9'")
 
 
 def test_attention_match_needs_attention_layers():
     student, teacher = cnn("s", 4, 1), cnn("t", 6, 2)
-    expected = (
-        r"needs a keras.layers.MultiHeadAttention layer .*computes its probabilities with a "
-        r"keras.layers.Softmax. Received: student_layer='s_block1' of type Conv2D"
-    )
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(ValueError) as error:
         Distiller(
             student=student,
             teacher=teacher,
             attention_matches=[AttentionMatch("s_block1", "t_block1")],
         )
+    assert_message(
+        error,
+        "keras.layers.MultiHeadAttention",
+        "keras.layers.Softmax",
+        "Received: student_layer='s_block1' of type Conv2D",
+    )
 
 
 def test_match_argument_errors():

@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import assert_message
 from helpers import make_mlp
 
 from keras_distill import Distiller
@@ -102,7 +103,7 @@ def test_cache_argument_errors(teacher, data, tmp_path):
         TeacherCache.build(teacher, x, dtype="int8")
     with pytest.raises(ValueError) as error:
         TeacherCache.build(teacher, x, top_k=5)
-    assert str(error.value) == "`top_k` must be an integer in [1, 3]. Received: top_k=5"
+    assert_message(error, "`top_k`", "an integer in [1, 3]", "Received: top_k=5")
 
 
 def test_save_is_atomic(teacher, data, tmp_path, monkeypatch):
@@ -129,9 +130,12 @@ def test_float16_overflow_is_refused_at_build(data):
     with pytest.raises(ValueError) as error:
         TeacherCache.build(loud, x, dtype="float16")
     largest = float(np.max(np.abs(loud.predict(x, verbose=0))))
-    assert str(error.value) == (
-        f"The teacher's logits reach {largest:.6g}, beyond float16's largest value 65504: they "
-        "would be stored as Inf. Build the cache with dtype='float32'. Received: dtype='float16'"
+    assert_message(
+        error,
+        f"The teacher's logits reach {largest:.6g}",
+        "float16's largest value 65504",
+        "Build the cache with dtype='float32'",
+        "Received: dtype='float16'",
     )
     assert np.isfinite(TeacherCache.build(loud, x).logits).all()
 
@@ -150,9 +154,12 @@ def saved_arrays(teacher, x, tmp_path, top_k=2):
 
 
 def refusal(path, reason):
+    """What a refusal to load a damaged cache must say: the argument, why, the fix, the value."""
     return (
-        f"`path` is not a valid teacher cache: {reason}. Rebuild it with "
-        f"`TeacherCache.build(...).save(path)`. Received: path={path!r}"
+        "`path` is not a valid teacher cache",
+        reason,
+        "`TeacherCache.build(...).save(path)`",
+        f"Received: path={path!r}",
     )
 
 
@@ -194,7 +201,7 @@ def test_damaged_cache_files_are_refused_at_load(teacher, data, tmp_path, edit, 
     np.savez(path, **arrays)
     with pytest.raises(ValueError) as error:
         TeacherCache.load(path)
-    assert str(error.value) == refusal(path, reason)
+    assert_message(error, *refusal(path, reason))
 
 
 def test_object_arrays_in_a_cache_file_are_not_unpickled(teacher, data, tmp_path):
