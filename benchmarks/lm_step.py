@@ -181,17 +181,17 @@ def kl_precision(args):
     teacher, student = models(args)
     x, _, _ = next(iter(batches(args)))
     spreads = [
-        float(tf.reduce_min(losses._spread(tf.cast(model(x), tf.float32))))
+        float(tf.reduce_min(losses._range(tf.cast(model(x), tf.float32))))
         for model in (teacher, student)
     ]
     scale = max(spreads) / TEMPERATURE
-    if scale >= losses._FLOAT32_SCALE:
+    if scale >= losses._FLOAT32_RANGE:
         path = "float32"
     elif TEMPERATURE <= losses._FLOAT32_TEMPERATURE:
         path = "float32, in the form for nearly flat logits"
     else:
         path = "float64"
-    return f"smallest tempered logit spread {scale:.2f}: the KL runs in {path}"
+    return f"smallest tempered logit range {scale:.2f}: the KL runs in {path}"
 
 
 def memory_child(kind, args):

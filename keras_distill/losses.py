@@ -25,12 +25,15 @@ from keras_distill.divergences import total_variation
 _MASK_LOGIT = 1000.0
 _HIGH_T_SCALE = 1e-4
 """Below this `max |z - mean(z)| / T`, the KL's quadratic expansion is used."""
-_FLOAT32_SCALE = 0.5
-"""From this `max |z - mean(z)| / T` at every position (and finite logits), the KL runs in
-float32."""
+_FLOAT32_RANGE = 1.0
+"""From this `(max(z) - min(z)) / T` at every position (and finite logits), the KL runs in
+float32 (then `max |z - mean(z)| / T >= 0.5`)."""
 _FLOAT32_TEMPERATURE = 1.0
-"""Up to this temperature, finite logits spread less than `_FLOAT32_SCALE` (untrained language
-models) also run in float32, in the form that keeps nearly equal distributions exact."""
+"""Up to this temperature, finite logits of a smaller range (untrained language models) also
+run in float32, in the form that keeps nearly equal distributions exact."""
+_FLAT_RANGE = 20.0
+"""Below this `(max(z) - min(z)) / T` at every position, that form cannot overflow
+(`exp(2 * 20)` is far below float32's largest value)."""
 
 
 def distillation_kl(teacher_logits, student_logits, temperature=1.0):
@@ -40,19 +43,21 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
 
     The `T^2` factor keeps the gradient scale independent of `T`. When every
     position's tempered logits are finite and spread enough
-    (`max |z - mean(z)| / T >= 0.5`, as for trained classifiers and language
+    (`(max(z) - min(z)) / T >= 1`, as for trained classifiers and language
     models at usual temperatures), it runs in float32, where the distributions
     differ by far more than float32's resolution (absolute error about
-    `1e-7 * T^2 * log(num_classes)`). Less spread logits at `T <= 1` (untrained
-    language models) also run in float32, as `log1p(E_p[expm1(-c)])` with
-    `c` the centred tempered logit difference, which keeps nearly equal
-    distributions exact. At higher temperatures it runs in float64: the
+    `1e-7 * T^2 * log(num_classes)`). At `T <= 1`, logits of a smaller range
+    at some position (untrained language models) also run in float32, as
+    `log1p(E_p[expm1(-c)])` with `c` the centred tempered logit difference,
+    which keeps nearly equal distributions exact. Otherwise (higher
+    temperatures, masked classes) it runs in float64: the
     tempered distributions then differ by about `1/T`, which float32 cannot
     resolve. Where they are tiny (below `1e-4`), even float64
     cancels, and the quadratic expansion
     `T^2 * KL = 1/2 * sum_k p_t^T[k] (d[k] - sum_j p_t^T[j] d[j])^2` with
     `d = z_t - z_s` is used instead (relative error below `1e-4`); it is the
-    high-temperature limit of Hinton et al. (section 2.1).
+    high-temperature limit of Hinton et al. (section 2.1). The gradient is
+    written out: `T (p_s^T - p_t^T)` for the student's logits.
 
     Masked classes (`-inf` logits) are exact: a class the teacher gives
     probability 0 contributes 0 (value and gradient); a class only the
@@ -78,46 +83,123 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
     teacher = tf.cast(teacher_logits, tf.float32)
     student = tf.cast(student_logits, tf.float32)
     temperature32 = tf.cast(temperature, tf.float32)
-    finite = tf.reduce_all(tf.math.is_finite(teacher)) & tf.reduce_all(tf.math.is_finite(student))
-    safe_teacher = tf.where(tf.math.is_finite(teacher), teacher, tf.zeros_like(teacher))
-    safe_student = tf.where(tf.math.is_finite(student), student, tf.zeros_like(student))
-    scale = tf.maximum(_spread(safe_teacher), _spread(safe_student)) / temperature32
-    spread_enough = tf.reduce_all(scale >= _FLOAT32_SCALE)
-    flat_in_float32 = finite & (temperature32 <= _FLOAT32_TEMPERATURE)
-    return tf.cond(
+    temperature64 = tf.cast(temperature, tf.float64)
+    return _tempered_kl(teacher, student, temperature32, temperature64)
+
+
+_FLOAT32, _FLAT_FLOAT32, _FLOAT64 = 0, 1, 2
+
+
+def _kl_path(teacher, student, temperature):
+    """Which form computes the KL of these float32 logits (one for the whole batch)."""
+    # A row sum is finite exactly when the row is (or overflows: then float64, still exact).
+    finite = tf.reduce_all(
+        tf.math.is_finite(tf.reduce_sum(teacher, -1) + tf.reduce_sum(student, -1))
+    )
+    scale = tf.maximum(_range(teacher), _range(student)) / temperature
+    spread_enough = tf.reduce_all(scale >= _FLOAT32_RANGE)
+    flat_in_float32 = (temperature <= _FLOAT32_TEMPERATURE) & tf.reduce_all(scale < _FLAT_RANGE)
+    return tf.where(
         finite & spread_enough,
-        lambda: _kl_float32(teacher, student, temperature32),
-        lambda: tf.cond(
-            flat_in_float32,
-            lambda: _kl_flat_float32(teacher, student, temperature32),
-            lambda: _kl_float64(teacher, student, temperature),
-        ),
+        _FLOAT32,
+        tf.where(finite & flat_in_float32, _FLAT_FLOAT32, _FLOAT64),
     )
 
 
+@tf.custom_gradient
+def _tempered_kl(teacher, student, temperature32, temperature64):
+    """`T^2 * KL` in the form `_kl_path` picks, with the gradient written out.
+
+    `d(T^2 KL)/dz_s = T (p_s - p_t)` and `d(T^2 KL)/dz_t = T p_t (log p_t -
+    log p_s - KL)`: writing them out spares the gradient of the branch
+    choice (which keeps every branch's intermediates) and is cheaper.
+    """
+    path = _kl_path(teacher, student, temperature32)
+    value = tf.switch_case(
+        path,
+        [
+            lambda: _kl_float32(teacher, student, temperature32),
+            lambda: _kl_flat_float32(teacher, student, temperature32),
+            lambda: _kl_float64(teacher, student, temperature64),
+        ],
+    )
+
+    def gradient(upstream):
+        upstream = upstream[..., None]
+        teacher_gradient, student_gradient = tf.switch_case(
+            path,
+            [
+                lambda: _kl_float32_gradient(teacher, student, temperature32),
+                lambda: _kl_flat_float32_gradient(teacher, student, temperature32),
+                lambda: _kl_float64_gradient(teacher, student, temperature64),
+            ],
+        )
+        return upstream * teacher_gradient, upstream * student_gradient, None, None
+
+    return value, gradient
+
+
 def _kl_float32(teacher, student, temperature):
-    """`T^2 * KL(p || q)` of finite logits whose tempered spread is at least `_FLOAT32_SCALE`."""
+    """`T^2 * KL(p || q)` of finite logits whose tempered range is at least `_FLOAT32_RANGE`."""
     log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
     log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
     kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
     return kl * temperature**2
 
 
+def _kl_float32_gradient(teacher, student, temperature):
+    """`(d/dz_t, d/dz_s)` of `_kl_float32`, per unit of upstream gradient."""
+    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
+    log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
+    p_teacher = tf.exp(log_p_teacher)
+    log_ratio = log_p_teacher - log_p_student
+    kl = tf.reduce_sum(p_teacher * log_ratio, axis=-1, keepdims=True)
+    teacher_gradient = temperature * p_teacher * (log_ratio - kl)
+    return teacher_gradient, temperature * (tf.exp(log_p_student) - p_teacher)
+
+
+def _centred_difference(teacher, student, temperature):
+    """`(p_t, c)`: `c = d - E_p[d]` with `d = (z_t - z_s) / T`, centred on its mean first."""
+    p_teacher = tf.nn.softmax(teacher / temperature, axis=-1)
+    difference = (teacher - student) / temperature
+    difference -= tf.reduce_mean(difference, axis=-1, keepdims=True)
+    centred = difference - tf.reduce_sum(p_teacher * difference, axis=-1, keepdims=True)
+    return p_teacher, centred
+
+
 def _kl_flat_float32(teacher, student, temperature):
-    """`T^2 * KL(p || q)` of finite logits spread by less than `_FLOAT32_SCALE`, in float32.
+    """`T^2 * KL(p || q)` of finite logits spread by less than `_FLOAT32_RANGE`, in float32.
 
     `KL = log E_p[exp(-c)]` with `c = d - E_p[d]` and `d = (z_t - z_s) / T`
     centred on its mean (the KL ignores constant shifts), computed as
     `log1p(E_p[expm1(-c)])`: nearly equal distributions keep their digits
     instead of cancelling in `log p - log q`. Here `|c| < 2`, so `exp` is safe.
     """
-    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
-    p_teacher = tf.exp(log_p_teacher)
-    difference = (teacher - student) / temperature
-    difference -= tf.reduce_mean(difference, axis=-1, keepdims=True)
-    centred = difference - tf.reduce_sum(p_teacher * difference, axis=-1, keepdims=True)
+    p_teacher, centred = _centred_difference(teacher, student, temperature)
     kl = tf.math.log1p(tf.reduce_sum(p_teacher * tf.math.expm1(-centred), axis=-1))
     return kl * temperature**2
+
+
+def _kl_flat_float32_gradient(teacher, student, temperature):
+    """`(d/dz_t, d/dz_s)` of `_kl_flat_float32`: `T p_t c` and `T (p_s - p_t)`.
+
+    With `m = E_p[expm1(-c)]`, `p_s - p_t = p_t (expm1(-c) - m) / (1 + m)`,
+    which keeps its digits where the two are nearly equal.
+    """
+    p_teacher, centred = _centred_difference(teacher, student, temperature)
+    shifted = tf.math.expm1(-centred)
+    mean = tf.reduce_sum(p_teacher * shifted, axis=-1, keepdims=True)
+    student_gradient = temperature * p_teacher * (shifted - mean) / (1.0 + mean)
+    return temperature * p_teacher * centred, student_gradient
+
+
+def _kl_float64_gradient(teacher, student, temperature):
+    """`(d/dz_t, d/dz_s)` of `_kl_float64`, by automatic differentiation (float32)."""
+    with tf.GradientTape() as tape:
+        tape.watch([teacher, student])
+        value = _kl_float64(teacher, student, temperature)
+    teacher_gradient, student_gradient = tape.gradient(value, [teacher, student])
+    return teacher_gradient, student_gradient
 
 
 def _kl_float64(teacher, student, temperature):
@@ -140,6 +222,11 @@ def _kl_float64(teacher, student, temperature):
     scale = tf.maximum(_spread(teacher), _spread(student)) / temperature
     use_quadratic = (scale < _HIGH_T_SCALE) & tf.reduce_all(finite, axis=-1)
     return tf.cast(tf.where(use_quadratic, quadratic, exact), tf.float32)
+
+
+def _range(logits):
+    """`max(z) - min(z)` per example."""
+    return tf.reduce_max(logits, axis=-1) - tf.reduce_min(logits, axis=-1)
 
 
 def _spread(logits):

@@ -84,6 +84,57 @@ def test_distillation_kl_at_huge_temperatures(temperature):
         np.testing.assert_allclose(got, limit, rtol=1e-3)
 
 
+def np_kl_gradients(teacher, student, temperature):
+    """`(d/dz_t, d/dz_s)` of `sum T^2 KL`: `T p (log p - log q - KL)` and `T (q - p)`."""
+    log_p = np_log_softmax(np.asarray(teacher, np.float64) / temperature)
+    log_q = np_log_softmax(np.asarray(student, np.float64) / temperature)
+    p = np.exp(log_p)
+    kl = (p * (log_p - log_q)).sum(-1, keepdims=True)
+    return temperature * p * (log_p - log_q - kl), temperature * (np.exp(log_q) - p)
+
+
+def kl_gradients(teacher, student, temperature, graph=False):
+    teacher_var = tf.Variable(teacher, dtype=tf.float32)
+    student_var = tf.Variable(student, dtype=tf.float32)
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(losses.distillation_kl(teacher_var, student_var, temperature))
+        return tape.gradient(loss, [teacher_var, student_var])
+
+    return [g.numpy() for g in (tf.function(gradients) if graph else gradients)()]
+
+
+@pytest.mark.parametrize(
+    "scale,temperature",
+    [(3.0, 1.0), (3.0, 4.0), (0.01, 1.0), (0.01, 4.0)],
+    ids=["float32", "float64", "nearly-flat", "nearly-flat-hot"],
+)
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+def test_distillation_kl_gradients_of_teacher_and_student_match_numpy(scale, temperature, graph):
+    rng = np.random.default_rng(5)
+    teacher, student = (rng.normal(scale=scale, size=(6, 512)).astype("float32") for _ in "ts")
+    expected = np_kl_gradients(teacher, student, temperature)
+    for got, want in zip(kl_gradients(teacher, student, temperature, graph), expected):
+        # Relative to the largest entry: nearly flat rows have gradients of about 1e-5.
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_a_batch_of_flat_and_widely_spread_positions_stays_exact():
+    """One position within hundredths, one spread over 300: no form may overflow or cancel."""
+    rng = np.random.default_rng(6)
+    teacher = np.stack([rng.normal(scale=0.01, size=64), rng.uniform(-150, 150, size=64)])
+    student = np.stack([rng.normal(scale=0.01, size=64), rng.uniform(-150, 150, size=64)])
+    teacher, student = teacher.astype("float32"), student.astype("float32")
+    got = losses.distillation_kl(teacher, student, 1.0).numpy()
+    np.testing.assert_allclose(got, np_kl(teacher, student, 1.0), rtol=1e-5)
+    for got, want in zip(
+        kl_gradients(teacher, student, 1.0), np_kl_gradients(teacher, student, 1.0)
+    ):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
 def test_distillation_kl_gradient_at_a_huge_temperature():
     teacher = tf.constant([[1.0, -2.0, 0.5]])
     student = tf.Variable([[0.0, 0.3, -0.1]])
