@@ -235,6 +235,75 @@ def _spread(logits):
     return tf.reduce_max(tf.abs(centred), axis=-1)
 
 
+def top_k_distillation_kl(teacher_values, teacher_indices, student_logits, temperature=1.0):
+    """`distillation_kl` from the teacher's top-k logits, without full teacher rows.
+
+    The teacher keeps `k` logits per example or position, `v` at classes
+    `i` (a top-k `TeacherCache` with `top_k_rest="renormalize"`); every other
+    class has probability 0. With `p_t = softmax(v / T)` over the kept
+    classes and the student's tempered log-probabilities gathered there,
+    `log q_s[i_j] = z_s[i_j] / T - logsumexp(z_s / T)`:
+
+    `T^2 * KL = T^2 * sum_j p_t[j] (log p_t[j] - log q_s[i_j])`
+
+    It equals `distillation_kl` of the expanded rows (classes outside the top
+    k at a very low logit, as `TeacherCache.full_logits` gives them) up to
+    `exp(-1e4 / T)`, and reads the student's row once (one `logsumexp`), in
+    float32. The gradient is written out: `T (q_s - p_t)` for the student's
+    logits, `p_t` scattered to the kept classes (0 elsewhere); no gradient
+    flows to the teacher. A kept class of teacher logit `-inf` has
+    probability 0 and contributes 0; a kept class the student masks (`-inf`)
+    makes the KL `+inf` with a finite gradient, as in `distillation_kl`.
+
+    Args:
+        teacher_values: Tensor `(..., k)`: the kept teacher logits.
+        teacher_indices: Integer tensor `(..., k)`: their classes, distinct
+            per row, in `[0, num_classes)`.
+        student_logits: Tensor `(..., num_classes)`.
+        temperature: Positive float `T`. Defaults to `1.0`.
+
+    Returns:
+        Float32 tensor `(...)`: one value per example or position.
+
+    Example:
+        >>> top_k_distillation_kl([[2.0, 1.0]], [[3, 0]], tf.zeros([1, 8]), temperature=2.0)
+
+    References:
+        Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural
+        Network", 2015. https://arxiv.org/abs/1503.02531
+    """
+    values = tf.stop_gradient(tf.cast(teacher_values, tf.float32))
+    indices = tf.cast(teacher_indices, tf.int32)
+    student = tf.cast(student_logits, tf.float32)
+    return _top_k_kl(values, indices, student, tf.cast(temperature, tf.float32))
+
+
+@tf.custom_gradient
+def _top_k_kl(values, indices, student, temperature):
+    """`top_k_distillation_kl` with its student gradient `T (q_s - p_t)` written out."""
+    log_p_teacher = tf.nn.log_softmax(values / temperature, axis=-1)
+    p_teacher = tf.exp(log_p_teacher)
+    tempered = student / temperature
+    log_normalizer = tf.reduce_logsumexp(tempered, axis=-1)
+    gathered = tf.gather(tempered, indices, batch_dims=indices.shape.rank - 1)
+    # sum_j p_t (log p_t - z_s/T) + logsumexp(z_s/T), since sum_j p_t = 1; p_t = 0 adds 0.
+    terms = tf.where(p_teacher > 0.0, p_teacher * (log_p_teacher - gathered), 0.0)
+    value = (tf.reduce_sum(terms, axis=-1) + log_normalizer) * temperature**2
+
+    def gradient(upstream):
+        q_student = tf.exp(tempered - log_normalizer[..., None])
+        classes = tf.shape(student)[-1]
+        rows = tf.reshape(q_student, [-1, classes])
+        k = tf.shape(indices)[-1]
+        row_ids = tf.repeat(tf.range(tf.shape(rows)[0]), k)
+        positions = tf.stack([row_ids, tf.reshape(indices, [-1])], axis=1)
+        rows = tf.tensor_scatter_nd_sub(rows, positions, tf.reshape(p_teacher, [-1]))
+        student_gradient = tf.reshape(rows, tf.shape(student)) * temperature
+        return None, None, upstream[..., None] * student_gradient, None
+
+    return value, gradient
+
+
 def soft_target_cross_entropy(teacher_logits, student_logits, temperature=1.0):
     """Temperature-scaled cross-entropy against the teacher's soft targets.
 

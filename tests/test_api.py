@@ -74,6 +74,7 @@ def test_public_losses():
 
     for name in (
         "distillation_kl",
+        "top_k_distillation_kl",
         "soft_target_cross_entropy",
         "logit_mse",
         "decoupled_kd",
