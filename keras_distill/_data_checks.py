@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras_distill._keras import keras
 from keras_distill.callbacks import StopOnNonFinite
 from keras_distill.teachers import cache as cache_lib
+from keras_distill.teachers.top_k import TopKLogits
 
 _ONE_VALUE = ("loss", "gradients")
 _EVALUATION = "an evaluation batch"
@@ -77,18 +78,23 @@ class Finding(NamedTuple):
 
 
 @_plain_python
-def label_finding(labels, logits, mask_value):
+def label_finding(labels, logits, mask_value, num_classes=None):
     """Sparse `labels` are whole class indices in range (or `mask_value`); `None` for one-hot.
 
     Args:
         labels: The batch's labels (a tensor).
-        logits: The teacher's logits `(batch, num_classes)`.
+        logits: The teacher's logits `(batch, num_classes)` (or its top-k
+            values `(batch, k)`, with `num_classes`).
         mask_value: The missing-label value, always allowed.
+        num_classes: The number of classes, when `logits` are not full rows.
+            Defaults to `None` (the logits' last dimension).
     """
     if not is_sparse(labels, logits) or not (labels.dtype.is_integer or labels.dtype.is_floating):
         return None
     raw = tf.reshape(labels, [-1])  # Row `i` of a batch with positions is its `i`-th position.
-    num_classes = tf.shape(logits)[-1]
+    if num_classes is None:
+        num_classes = tf.shape(logits)[-1]
+    num_classes = tf.convert_to_tensor(num_classes, tf.int32)
     values = tf.cast(raw, tf.float64)
     allowed = tf.logical_and(values >= 0.0, values < tf.cast(num_classes, tf.float64))
     allowed = tf.logical_and(allowed, tf.equal(values, tf.round(values)))
@@ -305,7 +311,10 @@ class StepGuard:
         if "labels" not in self.kinds or y is None or isinstance(y, (dict, list, tuple)):
             return y
         labels = tf.convert_to_tensor(y)
-        finding = label_finding(labels, teacher_logits, self.checks.label_mask_value)
+        logits, num_classes = teacher_logits, None
+        if isinstance(teacher_logits, TopKLogits):
+            logits, num_classes = teacher_logits.values, teacher_logits.num_classes
+        finding = label_finding(labels, logits, self.checks.label_mask_value, num_classes)
         return self._checked([finding] if finding else [], labels)
 
     @_plain_python
@@ -358,6 +367,8 @@ class StepGuard:
             self.checks.record.test_batches.assign_add(1)
 
     def _finite_values(self, x, sample_weight, teacher_logits, loss):
+        if isinstance(teacher_logits, TopKLogits):  # Renormalised: the kept logits only.
+            teacher_logits = teacher_logits.values
         return [
             ("`x`", "x", x),
             ("`sample_weight`", "sample_weight", sample_weight),

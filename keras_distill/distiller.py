@@ -18,6 +18,8 @@ from keras_distill.matching.capture import captured_shape
 from keras_distill.matching.matches import AttentionMatch
 from keras_distill.matching.matches import FeatureMatch
 from keras_distill.teachers import source as teacher_sources
+from keras_distill.teachers.top_k import TopKLogits
+from keras_distill.teachers.top_k import first_dimension as _first_dimension
 
 HINTON = "hinton"
 KERAS_IO = "keras_io"
@@ -496,8 +498,29 @@ class Distiller(keras.Model):
         self._adapters_built = True
 
     def _teacher_forward(self, x):
-        """`(student inputs, teacher logits (float32), captured teacher features)`."""
-        return self.teacher_source.forward(x, self._teacher_capture)
+        """`(student inputs, teacher logits (float32), captured teacher features)`.
+
+        A batch of top-k teacher logits (`cache.dataset(..., expand_top_k=False)`)
+        stays `TopKLogits` where the loss reads them directly
+        (`_reads_top_k`); otherwise it is expanded to full rows here.
+        """
+        x, teacher_logits, features = self.teacher_source.forward(x, self._teacher_capture)
+        if isinstance(teacher_logits, TopKLogits) and not self._reads_top_k(teacher_logits):
+            teacher_logits = teacher_logits.dense()
+        return x, teacher_logits, features
+
+    def _reads_top_k(self, teacher_logits):
+        """True when the loss is computed from the top-k logits without full rows: a
+        renormalised cache, the forward KL (`"kl"`) in the Hinton form, and all of the
+        teacher's classes compared."""
+        loss = self.distillation_loss
+        return (
+            teacher_logits.renormalized
+            and self.convention == HINTON
+            and type(loss).fn is losses_lib.distillation_kl
+            and not loss.fn_kwargs
+            and (self.shared_classes is None or self.shared_classes >= teacher_logits.num_classes)
+        )
 
     def _logits_pair(self, student_outputs, teacher_logits):
         """The distilled student logits (float32) and the teacher's, cut to the shared classes.
@@ -508,6 +531,12 @@ class Distiller(keras.Model):
         student_logits = tf.cast(
             _select(student_outputs, self.student_output, self.student, "student"), tf.float32
         )
+        if isinstance(teacher_logits, TopKLogits):  # All of its classes are compared.
+            if self.shared_classes is not None:
+                student_logits = student_logits[..., : self.shared_classes]
+            shape = (*teacher_logits.values.shape[:-1], teacher_logits.num_classes)
+            _checks.check_class_counts(tuple(student_logits.shape), shape, self.shared_classes)
+            return student_logits, teacher_logits
         if self.shared_classes is not None:
             student_logits = student_logits[..., : self.shared_classes]
             teacher_logits = teacher_logits[..., : self.shared_classes]
@@ -594,9 +623,14 @@ class Distiller(keras.Model):
             teacher_top1 = tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
             indices = _positions.class_indices(labels, student_logits)
             target = tf.where(mask > 0, indices, teacher_top1)
-        distillation = self.distillation_loss.per_example(
-            teacher_logits, student_logits, self._temperature, target
-        )
+        if isinstance(teacher_logits, TopKLogits):
+            distillation = losses_lib.top_k_distillation_kl(
+                teacher_logits.values, teacher_logits.indices, student_logits, self._temperature
+            )
+        else:
+            distillation = self.distillation_loss.per_example(
+                teacher_logits, student_logits, self._temperature, target
+            )
         if labels is None:
             zero = tf.zeros_like(total_weight)
             mean_distillation = _positions.weighted_mean(distillation, weights, total_weight)
@@ -666,7 +700,7 @@ class Distiller(keras.Model):
         weighted by the batch's counted positions (their weight), so that it
         is the mean over every counted position of the epoch.
         """
-        batch_size = components.get(_COUNTED, tf.shape(teacher_logits)[0])
+        batch_size = components.get(_COUNTED, _first_dimension(teacher_logits))
         replicas = _keras.num_replicas_in_sync()
         trackers = [
             ("loss", self.loss_tracker),

@@ -249,11 +249,14 @@ def top_k_distillation_kl(teacher_values, teacher_indices, student_logits, tempe
     It equals `distillation_kl` of the expanded rows (classes outside the top
     k at a very low logit, as `TeacherCache.full_logits` gives them) up to
     `exp(-1e4 / T)`, and reads the student's row once (one `logsumexp`), in
-    float32. The gradient is written out: `T (q_s - p_t)` for the student's
-    logits, `p_t` scattered to the kept classes (0 elsewhere); no gradient
-    flows to the teacher. A kept class of teacher logit `-inf` has
-    probability 0 and contributes 0; a kept class the student masks (`-inf`)
-    makes the KL `+inf` with a finite gradient, as in `distillation_kl`.
+    float32 (absolute error about `1e-7 * T^2 * log(num_classes)`: unlike
+    `distillation_kl` it has no exact form for nearly equal distributions,
+    which only arise here when `k` is every class). The gradient is
+    written out: `T (q_s - p_t)` for the student's logits, `p_t` scattered
+    to the kept classes (0 elsewhere); no gradient flows to the teacher. A
+    kept class of teacher logit `-inf` has probability 0 and contributes 0;
+    a kept class the student masks (`-inf`) makes the KL `+inf` with a
+    finite gradient, as in `distillation_kl`.
 
     Args:
         teacher_values: Tensor `(..., k)`: the kept teacher logits.

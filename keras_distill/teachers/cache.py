@@ -55,9 +55,18 @@ def fingerprint(x):
     return len(leaves[0]), digest.hexdigest()
 
 
+_TOP_K_KEYS = {INPUTS_KEY, TOP_K_VALUES_KEY, TOP_K_INDICES_KEY}
+_BATCH_KEYS = ({INPUTS_KEY, LOGITS_KEY}, _TOP_K_KEYS, _TOP_K_KEYS | {REST_LOGITS_KEY})
+
+
 def is_cached_batch(x):
-    """True when `x` is a batch from `TeacherCache.dataset`."""
-    return isinstance(x, dict) and set(x) == {INPUTS_KEY, LOGITS_KEY}
+    """True when `x` is a batch from `TeacherCache.dataset` (full rows or top-k)."""
+    return isinstance(x, dict) and set(x) in _BATCH_KEYS
+
+
+def is_top_k_batch(x):
+    """True when `x` is a batch from `TeacherCache.dataset(..., expand_top_k=False)`."""
+    return is_cached_batch(x) and TOP_K_VALUES_KEY in x
 
 
 class TeacherCache:
@@ -208,7 +217,16 @@ class TeacherCache:
             return self.rest_logits[start:stop].astype(np.float32)
         return np.full(self.logits[start:stop].shape[:-1], MISSING_LOGIT, np.float32)
 
-    def dataset(self, x, y=None, sample_weight=None, batch_size=32, shuffle=True, seed=None):
+    def dataset(
+        self,
+        x,
+        y=None,
+        sample_weight=None,
+        batch_size=32,
+        shuffle=True,
+        seed=None,
+        expand_top_k=True,
+    ):
         """A `tf.data.Dataset` of `({"inputs": x, "teacher_logits": t}, y[, w])` batches.
 
         Args:
@@ -218,10 +236,28 @@ class TeacherCache:
             batch_size: Defaults to `32`.
             shuffle: Shuffle every epoch. Defaults to `True`.
             seed: Shuffle seed. Defaults to `None`.
+            expand_top_k: With a top-k cache, expand each batch's kept
+                logits to full rows `t` in the pipeline. `False`: the batch
+                carries the kept values and classes (`"teacher_top_k_values"`,
+                `"teacher_top_k_indices"`, and with `top_k_rest="uniform"` the
+                rest logits) instead; the `Distiller` then computes the
+                forward KL from them without building full rows (a
+                renormalised cache and the `"kl"` loss), or expands them
+                inside its step (other losses, `"uniform"`). Defaults to
+                `True`.
         """
         self.check(x)
+        expand_top_k = _checks.check_bool("expand_top_k", expand_top_k)
         if self.indices is None:
             features = {INPUTS_KEY: x, LOGITS_KEY: self.logits}
+        elif not expand_top_k:
+            features = {
+                INPUTS_KEY: x,
+                TOP_K_VALUES_KEY: self.logits,
+                TOP_K_INDICES_KEY: self.indices,
+            }
+            if self.rest_logits is not None:
+                features[REST_LOGITS_KEY] = self.rest_logits
         else:
             features = {
                 INPUTS_KEY: x,
@@ -235,11 +271,8 @@ class TeacherCache:
         data = tf.data.Dataset.from_tensor_slices(element)
         if shuffle:
             data = data.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
-        return (
-            data.batch(batch_size)
-            .map(full_logits_batch(self.num_classes))
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        to_batch = full_logits_batch if expand_top_k else top_k_batch
+        return data.batch(batch_size).map(to_batch(self.num_classes)).prefetch(tf.data.AUTOTUNE)
 
     def save(self, path):
         """Writes the cache to `path` (`.npz`) atomically."""
@@ -343,6 +376,23 @@ def full_logits_batch(num_classes):
         return (features, *rest)
 
     return full_batch
+
+
+def top_k_batch(num_classes):
+    """A `tf.data` map function: a batch of full logits -> float32 full logits; a batch of
+    top-k values, indices (and rest logits) -> float32 values, int32 indices, float32 rest."""
+
+    def cast_batch(features, *rest):
+        features = dict(features)
+        if LOGITS_KEY in features:
+            return full_logits_batch(num_classes)(features, *rest)
+        features[TOP_K_VALUES_KEY] = tf.cast(features[TOP_K_VALUES_KEY], tf.float32)
+        features[TOP_K_INDICES_KEY] = tf.cast(features[TOP_K_INDICES_KEY], tf.int32)
+        if REST_LOGITS_KEY in features:
+            features[REST_LOGITS_KEY] = tf.cast(features[REST_LOGITS_KEY], tf.float32)
+        return (features, *rest)
+
+    return cast_batch
 
 
 def expand_top_k(values, indices, rest_logits, num_classes):

@@ -12,6 +12,7 @@ from keras_distill._outputs import logits_from
 from keras_distill._outputs import select_output
 from keras_distill._outputs import static_output_shape
 from keras_distill.teachers import cache as cache_lib
+from keras_distill.teachers import top_k
 from keras_distill.teachers.sharded_cache import ShardedTeacherCache
 
 
@@ -46,7 +47,7 @@ class LiveTeacher:
         teacher does not run.
         """
         if cache_lib.is_cached_batch(x):
-            return cached_batch(x)
+            return cached_batch(x, (self.output_shape() or (None,))[-1])
         with capture.recording() as captured:
             outputs = self.model(x, training=False)
         outputs = select_output(outputs, self.output, self.model, "teacher")
@@ -76,17 +77,30 @@ class CachedTeacher:
         return (None, *self.cache.positions, self.cache.num_classes)
 
     def forward(self, x, capture=None):
-        """`(student inputs, float32 cached logits, {})` of a cached batch."""
+        """`(student inputs, float32 cached logits or `TopKLogits`, {})` of a cached batch."""
         if not cache_lib.is_cached_batch(x):
             raise ValueError(
                 "This Distiller reads the teacher's outputs from a TeacherCache: train it on "
                 "`cache.dataset(x, y)`. Received: a batch without cached teacher logits"
             )
-        return cached_batch(x)
+        return cached_batch(x, self.cache.num_classes)
 
 
-def cached_batch(x):
-    """`(student inputs, float32 cached logits, {})` of a batch from `TeacherCache.dataset`."""
+def cached_batch(x, num_classes=None):
+    """`(student inputs, teacher logits, {})` of a batch from `TeacherCache.dataset`.
+
+    The logits are float32 full rows, or the batch's `TopKLogits` when it
+    carries the kept values and classes (`expand_top_k=False`) of a teacher
+    with `num_classes` classes.
+    """
+    if cache_lib.is_top_k_batch(x):
+        if num_classes is None:
+            raise ValueError(
+                "A batch of top-k teacher logits needs the teacher's number of classes, which "
+                "this teacher cannot tell. Pass the TeacherCache as the teacher, or build the "
+                "dataset with `expand_top_k=True`. Received: num_classes=None"
+            )
+        return x[cache_lib.INPUTS_KEY], top_k.from_batch(x, num_classes), {}
     logits = tf.cast(x[cache_lib.LOGITS_KEY], tf.float32)
     return x[cache_lib.INPUTS_KEY], logits, {}
 
