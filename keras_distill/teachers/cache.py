@@ -12,7 +12,12 @@ teacher's probability outside them is either dropped (the kept classes are
 renormalised: `top_k_rest="renormalize"`) or spread evenly over the other
 classes (`top_k_rest="uniform"`, which keeps each kept class's probability
 exact). `dataset()` expands the kept logits to full rows one batch at a time,
-so memory holds the top-k arrays and one batch of full logits.
+so memory holds the top-k arrays and one batch of full logits. With
+`dataset(..., expand_top_k=False)` the batches carry the kept logits and
+classes instead: for a renormalised cache and the forward KL, the
+`Distiller`'s step computes the KL from them
+(`losses.top_k_distillation_kl`) and never builds full teacher rows; other
+losses and `"uniform"` caches expand them inside the step.
 
 Random augmentation is refused by design: a stored output belongs to the
 exact input it was computed from, so the cache only serves the arrays it was
@@ -82,6 +87,16 @@ class TeacherCache:
         distiller = Distiller(student=student, teacher=cache)
         distiller.compile(optimizer="adam", alpha=0.9, temperature=4.0)
         distiller.fit(cache.dataset(x_train, y_train, batch_size=64), epochs=10)
+        ```
+
+    A causal LM's top-k cache, trained without full teacher rows:
+
+        ```python
+        cache = TeacherCache.build(teacher, x, top_k=32)  # top_k_rest="renormalize"
+        distiller = Distiller(student=student, teacher=cache,
+                              padding_mask_input="padding_mask")
+        distiller.compile(optimizer="adam", alpha=0.5, temperature=1.0)
+        distiller.fit(cache.dataset(x, y, weights, expand_top_k=False), epochs=1)
         ```
 
     Args:
