@@ -1,14 +1,16 @@
-"""Trains a distiller for one epoch under a tf.distribute strategy and saves the result.
+"""Trains distillers for two epochs under a tf.distribute strategy and saves the results.
 
 Run as a separate process (strategies and logical devices must be set up
-before TensorFlow starts):
+before TensorFlow starts); one process runs every case asked for, one after
+the other, each into `OUT_DIR/CASE.npz`:
 
-    python tests/distributed_run.py {single|mirrored|multiworker} OUT.npz
+    python tests/distributed_run.py {single|mirrored|multiworker} OUT_DIR [CASE,...]
 
-`multiworker` reads TF_CONFIG. `NAN_ROW=i` puts a NaN in row `i` of `x`;
-`POSITIONS=1` distils a token tagger with padded rows instead of an MLP;
-a failed run saves its message to `OUT.error`, next to its weights. Used by
-tests/test_distribute.py.
+Cases: `plain` (an MLP), `positions` (a token tagger with padded rows, so the
+replicas of a batch count different numbers of positions) and `nan` (the MLP
+with a NaN in row 70 of `x`); `plain` by default. `multiworker` reads
+TF_CONFIG. A failed run saves its message to `CASE.npz.error`, next to its
+weights. Used by tests/test_distribute.py.
 """
 
 import os
@@ -47,8 +49,16 @@ def token_data(n):
     return tokens * weights.astype("int32"), (tokens % 3).astype("int32"), weights
 
 
-def main(mode, out):
+NAN_ROW = 70  # Global batch 2 of 32 rows.
+
+
+def main(mode, out_dir, cases="plain"):
     strategy = strategy_for(mode)
+    for case in cases.split(","):
+        run_case(strategy, mode, case, os.path.join(out_dir, f"{case}.npz"))
+
+
+def run_case(strategy, mode, case, out):
     sys.path.insert(0, os.path.dirname(__file__))
     from helpers import make_data
     from helpers import make_mlp
@@ -57,11 +67,11 @@ def main(mode, out):
     from keras_distill._keras import keras
 
     x, y = make_data(num_examples=128)
-    if "NAN_ROW" in os.environ:
-        x[int(os.environ["NAN_ROW"]), 0] = np.nan
+    if case == "nan":
+        x[NAN_ROW, 0] = np.nan
     weights = np.linspace(0.5, 1.5, len(y)).astype("float32")
     make_models = make_mlp
-    if os.environ.get("POSITIONS"):
+    if case == "positions":
         # Tokens with padding: the replicas of a batch count different numbers of positions.
         x, y, weights = token_data(len(y))
         make_models = tagger
@@ -88,4 +98,4 @@ def main(mode, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

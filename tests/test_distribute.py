@@ -19,10 +19,11 @@ pytestmark = pytest.mark.subprocess
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_run.py")
 
 
-def run(mode, out, extra_env=None, wait=True):
+def run(mode, out_dir, cases="plain", extra_env=None, wait=True):
+    """Runs `cases` under `mode` in one fresh process, each into `out_dir/CASE.npz`."""
     env = subprocess_env(TF_CPP_MIN_LOG_LEVEL="3", **(extra_env or {}))
     process = subprocess.Popen(
-        [sys.executable, SCRIPT, mode, str(out)],
+        [sys.executable, SCRIPT, mode, str(out_dir), cases],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -49,24 +50,32 @@ def assert_same_training(single, distributed):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
+CASES = "plain,positions,nan"
+
+
 @pytest.fixture(scope="module")
 def single_device(tmp_path_factory):
-    out = tmp_path_factory.mktemp("single") / "single.npz"
-    run("single", out)
-    return load(out)
+    """The folder of every case's results on one device (one process for all of them)."""
+    out_dir = tmp_path_factory.mktemp("single")
+    run("single", out_dir, CASES)
+    return out_dir
 
 
-def test_mirrored_strategy_on_two_cpus_matches_one_device(single_device, tmp_path):
-    run("mirrored", tmp_path / "mirrored.npz")
-    assert_same_training(single_device, load(tmp_path / "mirrored.npz"))
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory):
+    """The same cases under a MirroredStrategy over two logical CPUs, in one process."""
+    out_dir = tmp_path_factory.mktemp("mirrored")
+    run("mirrored", out_dir, CASES)
+    return out_dir
 
 
-def test_positions_under_mirrored_strategy_give_global_means(tmp_path):
+def test_mirrored_strategy_on_two_cpus_matches_one_device(single_device, mirrored):
+    assert_same_training(load(single_device / "plain.npz"), load(mirrored / "plain.npz"))
+
+
+def test_positions_under_mirrored_strategy_give_global_means(single_device, mirrored):
     """Each replica of a batch counts a different number of tokens; the means stay global."""
-    env = {"POSITIONS": "1"}
-    for mode in ("single", "mirrored"):
-        run(mode, tmp_path / f"{mode}.npz", env)
-    assert_same_training(load(tmp_path / "single.npz"), load(tmp_path / "mirrored.npz"))
+    assert_same_training(load(single_device / "positions.npz"), load(mirrored / "positions.npz"))
 
 
 def free_port():
@@ -83,21 +92,20 @@ def test_two_local_workers_match_one_device(single_device, tmp_path):
     workers = []
     for index in range(2):
         config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        out = tmp_path / f"worker{index}.npz"
-        workers.append(
-            run("multiworker", out, {"TF_CONFIG": config, "WORKER_INDEX": str(index)}, wait=False)
-        )
+        out_dir = tmp_path / f"worker{index}"
+        out_dir.mkdir()
+        env = {"TF_CONFIG": config, "WORKER_INDEX": str(index)}
+        workers.append(run("multiworker", out_dir, extra_env=env, wait=False))
     for worker in workers:
         output, _ = worker.communicate(timeout=300)
         assert worker.returncode == 0, output[-3000:]
-    assert_same_training(single_device, load(tmp_path / "worker0.npz"))
+    assert_same_training(load(single_device / "plain.npz"), load(tmp_path / "worker0/plain.npz"))
 
 
 @pytest.mark.skipif(IS_LEGACY, reason="the limitation is specific to Keras 3")
 def test_keras3_multiworker_limitation_is_reported(tmp_path):
-    out = tmp_path / "mw.npz"
-    run("multiworker", out)
-    message = open(str(out) + ".error").read()
+    run("multiworker", tmp_path)
+    message = open(tmp_path / "plain.npz.error").read()
     assert_message(
         message,
         "MultiWorkerMirroredStrategy does not work with Keras 3's fit()",
@@ -107,13 +115,11 @@ def test_keras3_multiworker_limitation_is_reported(tmp_path):
     )
 
 
-def test_nan_mid_run_under_mirrored_strategy_stops_as_on_one_device(tmp_path):
+def test_nan_mid_run_under_mirrored_strategy_stops_as_on_one_device(single_device, mirrored):
     # (XLA with a MirroredStrategy over logical CPUs does not run in TensorFlow itself.)
-    env = {"NAN_ROW": "70"}  # Row 70: global batch 2.
-    for mode in ("single", "mirrored"):
-        run(mode, tmp_path / f"{mode}.npz", env)
-        message = open(tmp_path / f"{mode}.npz.error").read()
+    for out_dir in (single_device, mirrored):
+        message = open(out_dir / "nan.npz.error").read()
         assert message.startswith("`x` is NaN or Inf in epoch 0, batch 2 (training step 2), row ")
-    single, mirrored = load(tmp_path / "single.npz"), load(tmp_path / "mirrored.npz")
-    assert all(np.all(np.isfinite(w)) for w in mirrored[1])
-    assert_same_training(single, mirrored)
+    single, distributed = load(single_device / "nan.npz"), load(mirrored / "nan.npz")
+    assert all(np.all(np.isfinite(w)) for w in distributed[1])
+    assert_same_training(single, distributed)
