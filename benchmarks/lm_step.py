@@ -188,23 +188,23 @@ def print_times(times, args):
 
 
 def kl_precision(args):
-    """Which precision `distillation_kl` takes on the first batch (it depends on the logits)."""
+    """Which form `distillation_kl` takes on the first batch (it depends on the logits)."""
     from keras_distill import losses
 
     teacher, student = models(args)
     x, _, _ = next(iter(batches(args)))
-    spreads = [
-        float(tf.reduce_min(losses._range(tf.cast(model(x), tf.float32))))
-        for model in (teacher, student)
-    ]
-    scale = max(spreads) / TEMPERATURE
-    if scale >= losses._FLOAT32_RANGE:
+    ranges = tf.maximum(
+        *(losses._range(tf.cast(model(x), tf.float32)) for model in (teacher, student))
+    )
+    smallest = float(tf.reduce_min(ranges)) / TEMPERATURE
+    largest = float(tf.reduce_max(ranges)) / TEMPERATURE
+    if smallest >= losses._FLOAT32_RANGE:
         path = "float32"
-    elif TEMPERATURE <= losses._FLOAT32_TEMPERATURE:
+    elif TEMPERATURE <= losses._FLOAT32_TEMPERATURE and largest < losses._FLAT_RANGE:
         path = "float32, in the form for nearly flat logits"
     else:
         path = "float64"
-    return f"smallest tempered logit range {scale:.2f}: the KL runs in {path}"
+    return f"tempered logit ranges {smallest:.2f} to {largest:.2f}: the KL runs in {path}"
 
 
 def memory_child(kind, args):
