@@ -22,6 +22,9 @@ held-out test split (files never seen in training):
 trains on the student's own continuation (sampled at T = 1, cut at the
 end-of-file token), otherwise on the window; the loss is the generalized JSD
 with `--gkd-beta`, mixed with cross-entropy on the data's steps by `alpha`.
+With `--gkd-warm-start F`, the GKD student first trains alone for a share `F`
+of the steps, then on-policy for the rest (the same total; Agarwal et al. start
+from a student already fine-tuned on the data).
 
 The defaults (teacher 4 layers x 128, student 2 x 64, 600 and 200 steps) are sized for a
 30-minute budget on 2 CPU cores; `--teacher-width 256 --student-width 128` costs about four
@@ -96,6 +99,11 @@ def train_alone(model, data, args, steps, seed, peak):
 
 
 def distil(student, teacher, data, args, loss_name, seed):
+    steps = args.steps
+    if loss_name == GKD and args.gkd_warm_start > 0:
+        warm = int(round(args.steps * args.gkd_warm_start))
+        train_alone(student, data, args, warm, seed, args.lr)
+        steps, seed = args.steps - warm, seed + 10_000  # The rest, on other windows.
     if loss_name == GKD:
         distiller = OnPolicyDistiller(
             student=student,
@@ -111,12 +119,12 @@ def distil(student, teacher, data, args, loss_name, seed):
         distiller = Distiller(student=student, teacher=teacher, padding_mask_input="padding_mask")
         loss = losses.get(loss_name)
     distiller.compile(
-        optimizer=keras.optimizers.Adam(schedule(args.steps, args.lr)),
+        optimizer=keras.optimizers.Adam(schedule(steps, args.lr)),
         distillation_loss=loss,
         alpha=args.alpha,
         temperature=1.0,
     )
-    distiller.fit(dataset(data, args.batch, args.steps, seed), epochs=1, verbose=0)
+    distiller.fit(dataset(data, args.batch, steps, seed), epochs=1, verbose=0)
     return student
 
 
@@ -166,6 +174,12 @@ def main():
     parser.add_argument(
         "--gkd-prompt", type=int, default=0, help="gkd: prompt bytes (0: half the window)"
     )
+    parser.add_argument(
+        "--gkd-warm-start",
+        type=float,
+        default=0.0,
+        help="gkd: share of the steps trained alone first (0: on-policy from the start)",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.losses.split(",")
@@ -208,6 +222,7 @@ def main():
         f"{args.batch}x{args.seq} bytes = {args.steps * args.batch * args.seq:,} tokens), "
         f"alpha={args.alpha}, T=1, seeds {seeds}; train {len(train[1])} windows "
         f"({args.train_bytes:,} bytes), test {len(test[1])} windows; wall time {total:.0f} s"
+        + (f"; GKD warm start {args.gkd_warm_start:g}" if GKD in names else "")
     )
     print()
     print("| student | test bits/byte | top-1 agreement with teacher | R | better than alone |")
