@@ -531,18 +531,15 @@ class Distiller(keras.Model):
         student_logits = tf.cast(
             _select(student_outputs, self.student_output, self.student, "student"), tf.float32
         )
-        if isinstance(teacher_logits, TopKLogits):  # All of its classes are compared.
-            if self.shared_classes is not None:
-                student_logits = student_logits[..., : self.shared_classes]
-            shape = (*teacher_logits.values.shape[:-1], teacher_logits.num_classes)
-            _checks.check_class_counts(tuple(student_logits.shape), shape, self.shared_classes)
-            return student_logits, teacher_logits
         if self.shared_classes is not None:
             student_logits = student_logits[..., : self.shared_classes]
-            teacher_logits = teacher_logits[..., : self.shared_classes]
-        _checks.check_class_counts(
-            tuple(student_logits.shape), tuple(teacher_logits.shape), self.shared_classes
-        )
+        if isinstance(teacher_logits, TopKLogits):  # All of its classes are compared.
+            teacher_shape = (*teacher_logits.values.shape[:-1], teacher_logits.num_classes)
+        else:
+            if self.shared_classes is not None:
+                teacher_logits = teacher_logits[..., : self.shared_classes]
+            teacher_shape = tuple(teacher_logits.shape)
+        _checks.check_class_counts(tuple(student_logits.shape), teacher_shape, self.shared_classes)
         return student_logits, teacher_logits
 
     def _position_weights(self, x, sample_weight, logits):
