@@ -93,12 +93,11 @@ def masked_loss(labels, teacher_logits, student_logits, weights):
 
 
 def our_masked_loss(labels, teacher_logits, student_logits, weights):
-    """The same loss from keras_distill's pure functions, as the Distiller computes it."""
+    """The same loss as the Distiller's training step computes it (`_hinton_terms`)."""
+    from keras_distill import _hinton_terms
     from keras_distill import _positions
-    from keras_distill import losses
 
-    hard = losses.hard_label_cross_entropy(labels, student_logits)
-    soft = losses.distillation_kl(teacher_logits, student_logits, TEMPERATURE)
+    hard, soft = _hinton_terms.hard_and_soft(labels, teacher_logits, student_logits, TEMPERATURE)
     return _positions.weighted_mean((1.0 - ALPHA) * hard + ALPHA * soft, weights)
 
 
@@ -189,18 +188,18 @@ def print_times(times, args):
 
 def kl_precision(args):
     """Which form `distillation_kl` takes on the first batch (it depends on the logits)."""
-    from keras_distill import losses
+    from keras_distill import _kl_forms
 
     teacher, student = models(args)
     x, _, _ = next(iter(batches(args)))
     ranges = tf.maximum(
-        *(losses._range(tf.cast(model(x), tf.float32)) for model in (teacher, student))
+        *(_kl_forms.logit_range(tf.cast(model(x), tf.float32)) for model in (teacher, student))
     )
     smallest = float(tf.reduce_min(ranges)) / TEMPERATURE
     largest = float(tf.reduce_max(ranges)) / TEMPERATURE
-    if smallest >= losses._FLOAT32_RANGE:
+    if smallest >= _kl_forms.FLOAT32_RANGE:
         path = "float32"
-    elif TEMPERATURE <= losses._FLOAT32_TEMPERATURE and largest < losses._FLAT_RANGE:
+    elif TEMPERATURE <= _kl_forms.FLOAT32_TEMPERATURE and largest < _kl_forms.FLAT_RANGE:
         path = "float32, in the form for nearly flat logits"
     else:
         path = "float64"

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_distill import _checks
 from keras_distill import _data_checks
+from keras_distill import _hinton_terms
 from keras_distill import _keras
 from keras_distill import _positions
 from keras_distill import losses as losses_lib
@@ -344,6 +345,7 @@ class Distiller(keras.Model):
                 sample_weight,
                 student_features,
                 teacher_features,
+                training=True,
             )
             scaled = _keras.scale_loss(self.optimizer, components["loss"])
         gradients = tape.gradient(scaled, variables)
@@ -511,15 +513,21 @@ class Distiller(keras.Model):
 
     def _reads_top_k(self, teacher_logits):
         """True when the loss is computed from the top-k logits without full rows: a
-        renormalised cache, the forward KL (`"kl"`) in the Hinton form, and all of the
-        teacher's classes compared."""
-        loss = self.distillation_loss
+        renormalised cache, the forward KL in the Hinton form, and all of the teacher's
+        classes compared."""
         return (
             teacher_logits.renormalized
-            and self.convention == HINTON
+            and self._distils_with_forward_kl()
+            and (self.shared_classes is None or self.shared_classes >= teacher_logits.num_classes)
+        )
+
+    def _distils_with_forward_kl(self):
+        """True for the Hinton form with the plain forward KL (`"kl"`)."""
+        loss = self.distillation_loss
+        return (
+            self.convention == HINTON
             and type(loss).fn is losses_lib.distillation_kl
             and not loss.fn_kwargs
-            and (self.shared_classes is None or self.shared_classes >= teacher_logits.num_classes)
         )
 
     def _logits_pair(self, student_outputs, teacher_logits):
@@ -559,6 +567,7 @@ class Distiller(keras.Model):
         sample_weight,
         student_features,
         teacher_features,
+        training=False,
     ):
         """The batch's `student_loss`, `distillation_loss`, one value per match, and `loss`.
 
@@ -569,7 +578,9 @@ class Distiller(keras.Model):
         """
         student_logits, teacher_logits = self._logits_pair(student_outputs, teacher_logits)
         weights = self._position_weights(x, sample_weight, student_logits)
-        components = self._distillation_components(y, student_logits, teacher_logits, weights)
+        components = self._distillation_components(
+            y, student_logits, teacher_logits, weights, training
+        )
         for match in self.matches:
             value = self._match_value(match, student_features, teacher_features, weights)
             components[match.name] = value
@@ -590,7 +601,7 @@ class Distiller(keras.Model):
         mask = _positions.label_mask(labels, logits, self.label_mask_value)
         return _positions.fill_missing_labels(labels, mask, logits), mask
 
-    def _distillation_components(self, y, student_logits, teacher_logits, weights):
+    def _distillation_components(self, y, student_logits, teacher_logits, weights, training):
         """The logits terms; with positions, also the batch's counted weight under `_COUNTED`."""
         labels, mask = self._labels_and_mask(y, student_logits)
         positions = _positions.has_positions(student_logits)
@@ -605,44 +616,66 @@ class Distiller(keras.Model):
             )
         else:
             components = self._hinton_components(
-                labels, mask, student_logits, teacher_logits, weights, total_weight
+                labels, mask, student_logits, teacher_logits, weights, total_weight, training
             )
         if positions:
             components[_COUNTED] = total_weight
         return components
 
     def _hinton_components(
-        self, labels, mask, student_logits, teacher_logits, weights, total_weight
+        self, labels, mask, student_logits, teacher_logits, weights, total_weight, training
     ):
         """`(1 - alpha) * H + alpha * D` where labelled, `D` alone where not."""
-        target = None
-        if labels is not None and self.distillation_loss.needs_target:
-            teacher_top1 = tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
-            indices = _positions.class_indices(labels, student_logits)
-            target = tf.where(mask > 0, indices, teacher_top1)
-        if isinstance(teacher_logits, TopKLogits):
-            distillation = losses_lib.top_k_distillation_kl(
-                teacher_logits.values, teacher_logits.indices, student_logits, self._temperature
-            )
-        else:
-            distillation = self.distillation_loss.per_example(
-                teacher_logits, student_logits, self._temperature, target
-            )
         if labels is None:
             zero = tf.zeros_like(total_weight)
+            distillation = self._soft(labels, mask, student_logits, teacher_logits)
             mean_distillation = _positions.weighted_mean(distillation, weights, total_weight)
             return {
                 "student_loss": zero,
                 "distillation_loss": mean_distillation,
                 "loss": mean_distillation,
             }
-        hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
+        if training and self._distils_with_forward_kl():
+            hard, distillation = self._hard_and_soft(labels, student_logits, teacher_logits)
+        else:
+            hard = losses_lib.hard_label_cross_entropy(labels, student_logits)
+            distillation = self._soft(labels, mask, student_logits, teacher_logits)
         per_position = distillation + mask * self._hard_label_share() * (hard - distillation)
         return {
             "student_loss": _positions.weighted_mean(hard, weights * mask),
             "distillation_loss": _positions.weighted_mean(distillation, weights, total_weight),
             "loss": _positions.weighted_mean(per_position, weights, total_weight),
         }
+
+    def _soft(self, labels, mask, student_logits, teacher_logits):
+        """The distillation term per example or position."""
+        target = None
+        if labels is not None and self.distillation_loss.needs_target:
+            teacher_top1 = tf.argmax(teacher_logits, axis=-1, output_type=tf.int32)
+            indices = _positions.class_indices(labels, student_logits)
+            target = tf.where(mask > 0, indices, teacher_top1)
+        if isinstance(teacher_logits, TopKLogits):
+            return losses_lib.top_k_distillation_kl(
+                teacher_logits.values, teacher_logits.indices, student_logits, self._temperature
+            )
+        return self.distillation_loss.per_example(
+            teacher_logits, student_logits, self._temperature, target
+        )
+
+    def _hard_and_soft(self, labels, student_logits, teacher_logits):
+        """Both terms of a training step with the forward KL, the student's gradient made
+        alongside (`_hinton_terms`)."""
+        if isinstance(teacher_logits, TopKLogits):
+            return _hinton_terms.hard_and_top_k_soft(
+                labels,
+                teacher_logits.values,
+                teacher_logits.indices,
+                student_logits,
+                self._temperature,
+            )
+        return _hinton_terms.hard_and_soft(
+            labels, teacher_logits, student_logits, self._temperature
+        )
 
     def _hard_label_share(self):
         """`1 - alpha`: the hard-label term's share of the loss where a position has a label."""

@@ -13,6 +13,7 @@ Conventions: `p^T = softmax(z / T)` is the distribution at temperature `T`.
 import tensorflow as tf
 
 from keras_distill import _checks
+from keras_distill import _kl_forms
 from keras_distill import divergences
 from keras_distill._keras import keras
 from keras_distill._keras import register_serializable
@@ -23,17 +24,6 @@ from keras_distill.divergences import skew_reverse_kl
 from keras_distill.divergences import total_variation
 
 _MASK_LOGIT = 1000.0
-_HIGH_T_SCALE = 1e-4
-"""Below this `max |z - mean(z)| / T`, the KL's quadratic expansion is used."""
-_FLOAT32_RANGE = 1.0
-"""From this `(max(z) - min(z)) / T` at every position (and finite logits), the KL runs in
-float32 (then `max |z - mean(z)| / T >= 0.5`)."""
-_FLOAT32_TEMPERATURE = 1.0
-"""Up to this temperature, finite logits of a smaller range (untrained language models) also
-run in float32, in the form that keeps nearly equal distributions exact."""
-_FLAT_RANGE = 20.0
-"""Below this `(max(z) - min(z)) / T` at every position, that form cannot overflow
-(`exp(2 * 20)` is far below float32's largest value)."""
 
 
 def distillation_kl(teacher_logits, student_logits, temperature=1.0):
@@ -87,152 +77,25 @@ def distillation_kl(teacher_logits, student_logits, temperature=1.0):
     return _tempered_kl(teacher, student, temperature32, temperature64)
 
 
-_FLOAT32, _FLAT_FLOAT32, _FLOAT64 = 0, 1, 2
-
-
-def _kl_path(teacher, student, temperature):
-    """Which form computes the KL of these float32 logits (one for the whole batch)."""
-    # A row sum is finite exactly when the row is (or overflows: then float64, still exact).
-    finite = tf.reduce_all(
-        tf.math.is_finite(tf.reduce_sum(teacher, -1) + tf.reduce_sum(student, -1))
-    )
-    scale = tf.maximum(_range(teacher), _range(student)) / temperature
-    spread_enough = tf.reduce_all(scale >= _FLOAT32_RANGE)
-    flat_in_float32 = (temperature <= _FLOAT32_TEMPERATURE) & tf.reduce_all(scale < _FLAT_RANGE)
-    return tf.where(
-        finite & spread_enough,
-        _FLOAT32,
-        tf.where(finite & flat_in_float32, _FLAT_FLOAT32, _FLOAT64),
-    )
-
-
 @tf.custom_gradient
 def _tempered_kl(teacher, student, temperature32, temperature64):
-    """`T^2 * KL` in the form `_kl_path` picks, with the gradient written out.
+    """`T^2 * KL` in the form `_kl_forms.choose` picks, with the gradient written out.
 
     `d(T^2 KL)/dz_s = T (p_s - p_t)` and `d(T^2 KL)/dz_t = T p_t (log p_t -
     log p_s - KL)`: writing them out spares the gradient of the branch
     choice (which keeps every branch's intermediates) and is cheaper.
     """
-    path = _kl_path(teacher, student, temperature32)
-    value = tf.switch_case(
-        path,
-        [
-            lambda: _kl_float32(teacher, student, temperature32),
-            lambda: _kl_flat_float32(teacher, student, temperature32),
-            lambda: _kl_float64(teacher, student, temperature64),
-        ],
-    )
+    form = _kl_forms.choose(teacher, student, temperature32)
+    value = _kl_forms.values(form, teacher, student, temperature32, temperature64)
 
     def gradient(upstream):
         upstream = upstream[..., None]
-        teacher_gradient, student_gradient = tf.switch_case(
-            path,
-            [
-                lambda: _kl_float32_gradient(teacher, student, temperature32),
-                lambda: _kl_flat_float32_gradient(teacher, student, temperature32),
-                lambda: _kl_float64_gradient(teacher, student, temperature64),
-            ],
+        teacher_gradient, student_gradient = _kl_forms.gradients(
+            form, teacher, student, temperature32, temperature64
         )
         return upstream * teacher_gradient, upstream * student_gradient, None, None
 
     return value, gradient
-
-
-def _kl_float32(teacher, student, temperature):
-    """`T^2 * KL(p || q)` of finite logits whose tempered range is at least `_FLOAT32_RANGE`."""
-    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
-    log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
-    kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
-    return kl * temperature**2
-
-
-def _kl_float32_gradient(teacher, student, temperature):
-    """`(d/dz_t, d/dz_s)` of `_kl_float32`, per unit of upstream gradient."""
-    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
-    log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
-    p_teacher = tf.exp(log_p_teacher)
-    log_ratio = log_p_teacher - log_p_student
-    kl = tf.reduce_sum(p_teacher * log_ratio, axis=-1, keepdims=True)
-    teacher_gradient = temperature * p_teacher * (log_ratio - kl)
-    return teacher_gradient, temperature * (tf.exp(log_p_student) - p_teacher)
-
-
-def _centred_difference(teacher, student, temperature):
-    """`(p_t, c)`: `c = d - E_p[d]` with `d = (z_t - z_s) / T`, centred on its mean first."""
-    p_teacher = tf.nn.softmax(teacher / temperature, axis=-1)
-    difference = (teacher - student) / temperature
-    difference -= tf.reduce_mean(difference, axis=-1, keepdims=True)
-    centred = difference - tf.reduce_sum(p_teacher * difference, axis=-1, keepdims=True)
-    return p_teacher, centred
-
-
-def _kl_flat_float32(teacher, student, temperature):
-    """`T^2 * KL(p || q)` of finite logits spread by less than `_FLOAT32_RANGE`, in float32.
-
-    `KL = log E_p[exp(-c)]` with `c = d - E_p[d]` and `d = (z_t - z_s) / T`
-    centred on its mean (the KL ignores constant shifts), computed as
-    `log1p(E_p[expm1(-c)])`: nearly equal distributions keep their digits
-    instead of cancelling in `log p - log q`. Here `|c| < 2`, so `exp` is safe.
-    """
-    p_teacher, centred = _centred_difference(teacher, student, temperature)
-    kl = tf.math.log1p(tf.reduce_sum(p_teacher * tf.math.expm1(-centred), axis=-1))
-    return kl * temperature**2
-
-
-def _kl_flat_float32_gradient(teacher, student, temperature):
-    """`(d/dz_t, d/dz_s)` of `_kl_flat_float32`: `T p_t c` and `T (p_s - p_t)`.
-
-    With `m = E_p[expm1(-c)]`, `p_s - p_t = p_t (expm1(-c) - m) / (1 + m)`,
-    which keeps its digits where the two are nearly equal.
-    """
-    p_teacher, centred = _centred_difference(teacher, student, temperature)
-    shifted = tf.math.expm1(-centred)
-    mean = tf.reduce_sum(p_teacher * shifted, axis=-1, keepdims=True)
-    student_gradient = temperature * p_teacher * (shifted - mean) / (1.0 + mean)
-    return temperature * p_teacher * centred, student_gradient
-
-
-def _kl_float64_gradient(teacher, student, temperature):
-    """`(d/dz_t, d/dz_s)` of `_kl_float64`, by automatic differentiation (float32)."""
-    with tf.GradientTape() as tape:
-        tape.watch([teacher, student])
-        value = _kl_float64(teacher, student, temperature)
-    teacher_gradient, student_gradient = tape.gradient(value, [teacher, student])
-    return teacher_gradient, student_gradient
-
-
-def _kl_float64(teacher, student, temperature):
-    """`T^2 * KL(p || q)` in float64, exact for `-inf` logits, quadratic where tiny."""
-    teacher = tf.cast(teacher, tf.float64)
-    student = tf.cast(student, tf.float64)
-    temperature = tf.cast(temperature, tf.float64)
-    log_p_teacher = divergences.tempered_log_probs(teacher, temperature)
-    log_p_student = divergences.tempered_log_probs(student, temperature)
-    exact = divergences.kl_from_log_probs(log_p_teacher, log_p_student) * temperature**2
-    # The expansion needs finite logits: rows with a masked (-inf) entry use
-    # the exact form, and the expansion sees zeros there (no NaN to backprop).
-    finite = tf.math.is_finite(teacher) & tf.math.is_finite(student)
-    teacher = tf.where(finite, teacher, tf.zeros_like(teacher))
-    student = tf.where(finite, student, tf.zeros_like(student))
-    p_teacher = tf.exp(log_p_teacher)
-    difference = teacher - student
-    centred = difference - tf.reduce_sum(p_teacher * difference, axis=-1, keepdims=True)
-    quadratic = 0.5 * tf.reduce_sum(p_teacher * tf.square(centred), axis=-1)
-    scale = tf.maximum(_spread(teacher), _spread(student)) / temperature
-    use_quadratic = (scale < _HIGH_T_SCALE) & tf.reduce_all(finite, axis=-1)
-    return tf.cast(tf.where(use_quadratic, quadratic, exact), tf.float32)
-
-
-def _range(logits):
-    """`max(z) - min(z)` per example."""
-    return tf.reduce_max(logits, axis=-1) - tf.reduce_min(logits, axis=-1)
-
-
-def _spread(logits):
-    """`max |z - mean(z)|` per example: the size of the logits that softmax sees."""
-    centred = logits - tf.reduce_mean(logits, axis=-1, keepdims=True)
-    return tf.reduce_max(tf.abs(centred), axis=-1)
 
 
 def top_k_distillation_kl(teacher_values, teacher_indices, student_logits, temperature=1.0):
@@ -284,27 +147,37 @@ def top_k_distillation_kl(teacher_values, teacher_indices, student_logits, tempe
 @tf.custom_gradient
 def _top_k_kl(values, indices, student, temperature):
     """`top_k_distillation_kl` with its student gradient `T (q_s - p_t)` written out."""
-    log_p_teacher = tf.nn.log_softmax(values / temperature, axis=-1)
-    p_teacher = tf.exp(log_p_teacher)
     tempered = student / temperature
     log_normalizer = tf.reduce_logsumexp(tempered, axis=-1)
-    gathered = tf.gather(tempered, indices, batch_dims=indices.shape.rank - 1)
-    # sum_j p_t (log p_t - z_s/T) + logsumexp(z_s/T), since sum_j p_t = 1; p_t = 0 adds 0.
-    terms = tf.where(p_teacher > 0.0, p_teacher * (log_p_teacher - gathered), 0.0)
-    value = (tf.reduce_sum(terms, axis=-1) + log_normalizer) * temperature**2
+    value, p_teacher = _top_k_kl_parts(values, indices, student, temperature, log_normalizer)
 
     def gradient(upstream):
+        amounts = upstream[..., None] * temperature
         q_student = tf.exp(tempered - log_normalizer[..., None])
-        classes = tf.shape(student)[-1]
-        rows = tf.reshape(q_student, [-1, classes])
-        k = tf.shape(indices)[-1]
-        row_ids = tf.repeat(tf.range(tf.shape(rows)[0]), k)
-        positions = tf.stack([row_ids, tf.reshape(indices, [-1])], axis=1)
-        rows = tf.tensor_scatter_nd_sub(rows, positions, tf.reshape(p_teacher, [-1]))
-        student_gradient = tf.reshape(rows, tf.shape(student)) * temperature
-        return None, None, upstream[..., None] * student_gradient, None
+        return None, None, _add_at(q_student * amounts, indices, -p_teacher * amounts), None
 
     return value, gradient
+
+
+def _top_k_kl_parts(values, indices, student, temperature, log_normalizer):
+    """`(T^2 * KL, p_t over the kept classes)`, given `logsumexp(z_s / T)` per row."""
+    log_p_teacher = tf.nn.log_softmax(values / temperature, axis=-1)
+    p_teacher = tf.exp(log_p_teacher)
+    gathered = tf.gather(student, indices, batch_dims=indices.shape.rank - 1) / temperature
+    # sum_j p_t (log p_t - z_s/T) + logsumexp(z_s/T), since sum_j p_t = 1; p_t = 0 adds 0.
+    terms = tf.where(p_teacher > 0.0, p_teacher * (log_p_teacher - gathered), 0.0)
+    return (tf.reduce_sum(terms, axis=-1) + log_normalizer) * temperature**2, p_teacher
+
+
+def _add_at(rows, indices, amounts):
+    """`rows` `(..., classes)` plus `amounts` `(..., k)` at the classes `indices` `(..., k)`."""
+    classes = tf.shape(rows)[-1]
+    flat = tf.reshape(rows, [-1, classes])
+    k = tf.shape(indices)[-1]
+    row_ids = tf.repeat(tf.range(tf.shape(flat)[0]), k)
+    positions = tf.stack([row_ids, tf.reshape(indices, [-1])], axis=1)
+    flat = tf.tensor_scatter_nd_add(flat, positions, tf.reshape(amounts, [-1]))
+    return tf.reshape(flat, tf.shape(rows))
 
 
 def soft_target_cross_entropy(teacher_logits, student_logits, temperature=1.0):

@@ -107,10 +107,21 @@ def reference_softmax(logits):
 
 
 def np_log_softmax(z):
-    """Log-softmax over the last axis, in float64."""
+    """Log-softmax over the last axis, in float64 (`-inf` entries give `-inf`)."""
     z = np.asarray(z, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    top = np.max(np.where(np.isfinite(z), z, -np.inf), axis=-1, keepdims=True)
+    shifted = z - top
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def np_full_row_kl(teacher, student, temperature):
+    """`T^2 KL(p_t || q_s)` of full rows, and its student gradient `T (q_s - p_t)` (float64)."""
+    log_p = np_log_softmax(np.asarray(teacher, np.float64) / temperature)
+    log_q = np_log_softmax(np.asarray(student, np.float64) / temperature)
+    p, q = np.exp(log_p), np.exp(log_q)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p > 0, p * (log_p - log_q), 0.0)
+    return temperature**2 * terms.sum(-1), temperature * (q - p)
 
 
 def np_position_losses(teacher_logits, student_logits, labels, weights, alpha, temperature):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import np_full_row_kl
 
 from keras_distill import losses
 
@@ -13,23 +14,6 @@ def np_expand(values, indices, num_classes):
     full = np.full(values.shape[:-1] + (num_classes,), MISSING, np.float64)
     np.put_along_axis(full, indices, values.astype(np.float64), axis=-1)
     return full
-
-
-def np_log_softmax(z):
-    z = np.asarray(z, np.float64)
-    top = np.max(np.where(np.isfinite(z), z, -np.inf), axis=-1, keepdims=True)
-    shifted = z - top
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def np_full_row_kl(teacher, student, temperature):
-    """`T^2 KL(p_t || q_s)` of full rows, and its student gradient `T (q_s - p_t)` (float64)."""
-    log_p = np_log_softmax(teacher / temperature)
-    log_q = np_log_softmax(student / temperature)
-    p, q = np.exp(log_p), np.exp(log_q)
-    with np.errstate(invalid="ignore"):
-        terms = np.where(p > 0, p * (log_p - log_q), 0.0)
-    return temperature**2 * terms.sum(-1), temperature * (q - p)
 
 
 def top_k_of(logits, k):

@@ -1,0 +1,138 @@
+"""The Hinton mix's two terms of a training step, with the student's gradient made alongside.
+
+`hard_and_soft(labels, teacher_logits, student_logits, T)` returns, per
+example or position, the hard-label cross-entropy `H(y, q_s)` and the forward
+KL `T^2 KL(p_t^T || q_s^T)`, equal to `losses.hard_label_cross_entropy` and
+`losses.distillation_kl` (the same numerical forms, `_kl_forms`). Their
+gradients with respect to the student's logits, `q_s - y` and
+`T (q_s^T - p_t^T)`, are made in the forward pass from the value's own
+intermediates: the cross-entropy kernel returns its gradient, and the KL's
+form computes its gradient from its softmaxes. Nothing flows to the teacher's
+logits or the labels (the `Distiller`'s teacher is frozen). Without fusion (on
+CPU, every elementwise op is one pass over `(batch, positions, classes)`),
+this reads the logits far fewer times than the two losses differentiated
+separately. `hard_and_top_k_soft` does the same for a batch of top-k teacher
+logits (`losses.top_k_distillation_kl`); at `T = 1` its KL reuses the
+cross-entropy's softmax and reads the student's row no further.
+
+Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015.
+https://arxiv.org/abs/1503.02531
+"""
+
+import tensorflow as tf
+
+from keras_distill import _kl_forms
+from keras_distill import _positions
+from keras_distill import losses
+
+
+def hard_and_soft(labels, teacher_logits, student_logits, temperature):
+    """`(H(y, q_s), T^2 KL(p_t^T || q_s^T))` per example or position; student gradient only.
+
+    Args:
+        labels: Class indices shaped as the positions, or label rows shaped as
+            the logits.
+        teacher_logits: Float32 tensor `(..., classes)`.
+        student_logits: Float32 tensor `(..., classes)`.
+        temperature: Positive float32 scalar `T`.
+    """
+    student_logits = tf.cast(student_logits, tf.float32)
+    return _terms(
+        _labels(labels, student_logits),
+        tf.stop_gradient(tf.cast(teacher_logits, tf.float32)),
+        student_logits,
+        tf.cast(temperature, tf.float32),
+        tf.cast(temperature, tf.float64),
+    )
+
+
+def hard_and_top_k_soft(labels, teacher_values, teacher_indices, student_logits, temperature):
+    """`hard_and_soft` for the teacher's top-k logits `teacher_values` at `teacher_indices`."""
+    student_logits = tf.cast(student_logits, tf.float32)
+    return _top_k_terms(
+        _labels(labels, student_logits),
+        tf.stop_gradient(tf.cast(teacher_values, tf.float32)),
+        tf.cast(teacher_indices, tf.int32),
+        student_logits,
+        tf.cast(temperature, tf.float32),
+    )
+
+
+@tf.custom_gradient
+def _terms(labels, teacher, student, temperature32, temperature64):
+    hard, hard_gradient = _cross_entropy(labels, student)
+    form = _kl_forms.choose(teacher, student, temperature32)
+    soft, soft_gradient = _kl_forms.values_and_student_gradients(
+        form, teacher, student, temperature32, temperature64
+    )
+
+    def gradient(upstream_hard, upstream_soft):
+        student_gradient = (
+            upstream_hard[..., None] * hard_gradient + upstream_soft[..., None] * soft_gradient
+        )
+        return None, None, student_gradient, None, None
+
+    return (hard, soft), gradient
+
+
+@tf.custom_gradient
+def _top_k_terms(labels, values, indices, student, temperature):
+    hard, hard_gradient = _cross_entropy(labels, student)
+    sparse = labels.shape.rank < student.shape.rank
+
+    def tempered_log_normalizer():
+        return tf.reduce_logsumexp(student / temperature, axis=-1)
+
+    # At T = 1 (sparse labels) the cross-entropy's softmax is the KL's: logsumexp(z_s) = H + z_s[y]
+    # and q_s = (q_s - y) + y, so the student's row is read no further.
+    if sparse:
+        at_one = tf.equal(temperature, 1.0)
+        gathered = tf.gather(student, labels, batch_dims=labels.shape.rank)
+        log_normalizer = tf.cond(at_one, lambda: hard + gathered, tempered_log_normalizer)
+    else:
+        log_normalizer = tempered_log_normalizer()
+    soft, p_teacher = losses._top_k_kl_parts(values, indices, student, temperature, log_normalizer)
+
+    def gradient(upstream_hard, upstream_soft):
+        amounts = (upstream_soft * temperature)[..., None]
+
+        def from_the_cross_entropy():
+            rows = hard_gradient * (upstream_hard + upstream_soft)[..., None]
+            classes = tf.concat([labels[..., None], indices], axis=-1)
+            return losses._add_at(rows, classes, tf.concat([amounts, -p_teacher * amounts], -1))
+
+        def from_the_tempered_softmax():
+            q_student = tf.exp(student / temperature - log_normalizer[..., None])
+            kl_gradient = losses._add_at(q_student * amounts, indices, -p_teacher * amounts)
+            return upstream_hard[..., None] * hard_gradient + kl_gradient
+
+        if sparse:
+            student_gradient = tf.cond(at_one, from_the_cross_entropy, from_the_tempered_softmax)
+        else:
+            student_gradient = from_the_tempered_softmax()
+        return None, None, None, student_gradient, None
+
+    return (hard, soft), gradient
+
+
+def _cross_entropy(labels, student):
+    """`(H(y, q_s), q_s - y)` from TensorFlow's fused kernel, which returns both."""
+    classes = tf.shape(student)[-1]
+    rows = tf.reshape(student, [-1, classes])
+    if labels.shape.rank == student.shape.rank:
+        labels = tf.reshape(tf.cast(labels, tf.float32), [-1, classes])
+        value, gradient = tf.raw_ops.SoftmaxCrossEntropyWithLogits(features=rows, labels=labels)
+    else:
+        labels = tf.reshape(labels, [-1])
+        value, gradient = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=rows, labels=labels
+        )
+    return tf.reshape(value, tf.shape(student)[:-1]), tf.reshape(gradient, tf.shape(student))
+
+
+def _labels(labels, logits):
+    """Class indices `(...)` as int32, or label rows as given (see `hard_label_cross_entropy`)."""
+    labels = tf.convert_to_tensor(labels)
+    if _positions.is_one_hot(labels, logits):
+        return labels
+    return tf.reshape(tf.cast(labels, tf.int32), tf.shape(logits)[:-1])

@@ -1,0 +1,175 @@
+"""`_hinton_terms`: both terms of a training step and the student's gradient, against NumPy."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import np_full_row_kl
+from helpers import np_log_softmax
+
+from keras_distill import _hinton_terms
+from keras_distill import _kl_forms
+
+BATCH, POSITIONS, CLASSES = 3, 5, 11
+
+
+def logits(scale, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(BATCH, POSITIONS, CLASSES)) * scale).astype(np.float32)
+
+
+def np_hard(labels, student):
+    """`H(y, q_s)` and its gradient `q_s - y` (float64), sparse or one-hot labels."""
+    log_q = np_log_softmax(student)
+    rows = labels if labels.ndim == student.ndim else np.eye(CLASSES)[labels]
+    return -(rows * log_q).sum(-1), np.exp(log_q) - rows
+
+
+def np_expected(labels, teacher, student, temperature, up_hard, up_soft):
+    """Both values and the gradient of `sum(up_hard * H + up_soft * KL)` for the student."""
+    hard, hard_gradient = np_hard(labels, student)
+    soft, soft_gradient = np_full_row_kl(teacher, student, temperature)
+    gradient = up_hard[..., None] * hard_gradient + up_soft[..., None] * soft_gradient
+    return hard, soft, gradient
+
+
+def terms_and_gradient(fn, labels, student, up_hard, up_soft, compile_as=None):
+    student = tf.constant(student)
+
+    def run(student):
+        with tf.GradientTape() as tape:
+            tape.watch(student)
+            hard, soft = fn(labels, student)
+            total = tf.reduce_sum(up_hard * hard + up_soft * soft)
+        return hard, soft, tape.gradient(total, student)
+
+    if compile_as == "graph":
+        run = tf.function(run)
+    elif compile_as == "xla":
+        run = tf.function(run, jit_compile=True)
+    return [value.numpy() for value in run(student)]
+
+
+def upstream(seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.1, 1.0, size=(2, BATCH, POSITIONS)).astype(np.float32)
+
+
+def form_of(teacher, student, temperature):
+    return int(_kl_forms.choose(tf.constant(teacher), tf.constant(student), temperature))
+
+
+# (teacher scale, student scale, T, the KL's form): every form of `_kl_forms`.
+FORMS = [
+    (3.0, 2.0, 1.0, _kl_forms.FLOAT32),
+    (3.0, 2.0, 2.0, _kl_forms.FLOAT32),
+    (0.05, 0.04, 1.0, _kl_forms.FLAT_FLOAT32),
+    (0.05, 0.04, 4.0, _kl_forms.FLOAT64),
+]
+
+
+@pytest.mark.parametrize("teacher_scale,student_scale,temperature,form", FORMS)
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_both_terms_and_the_student_gradient_match_numpy_in_every_form(
+    teacher_scale, student_scale, temperature, form, one_hot
+):
+    teacher, student = logits(teacher_scale, 1), logits(student_scale, 2)
+    assert form_of(teacher, student, temperature) == form
+    labels = np.random.default_rng(3).integers(0, CLASSES, size=(BATCH, POSITIONS))
+    if one_hot:
+        labels = np.eye(CLASSES, dtype=np.float32)[labels]
+    up_hard, up_soft = upstream(4)
+    hard, soft, gradient = terms_and_gradient(
+        lambda y, s: _hinton_terms.hard_and_soft(y, teacher, s, temperature),
+        labels,
+        student,
+        up_hard,
+        up_soft,
+    )
+    want_hard, want_soft, want_gradient = np_expected(
+        labels, teacher, student, temperature, up_hard, up_soft
+    )
+    np.testing.assert_allclose(hard, want_hard, rtol=1e-5)
+    np.testing.assert_allclose(soft, want_soft, rtol=2e-4, atol=1e-7)
+    np.testing.assert_allclose(gradient, want_gradient, rtol=1e-4, atol=1e-7)
+
+
+def test_a_masked_teacher_class_takes_the_exact_form_and_gives_no_nan():
+    teacher, student = logits(3.0, 1), logits(2.0, 2)
+    teacher[..., 0] = -np.inf  # A masked vocabulary entry.
+    labels = np.random.default_rng(3).integers(1, CLASSES, size=(BATCH, POSITIONS))
+    up_hard, up_soft = upstream(4)
+    hard, soft, gradient = terms_and_gradient(
+        lambda y, s: _hinton_terms.hard_and_soft(y, teacher, s, 1.0), labels, student, *upstream(4)
+    )
+    want_hard, want_soft, want_gradient = np_expected(
+        labels, teacher, student, 1.0, up_hard, up_soft
+    )
+    assert form_of(teacher, student, 1.0) == _kl_forms.FLOAT64
+    np.testing.assert_allclose(hard, want_hard, rtol=1e-5)
+    np.testing.assert_allclose(soft, want_soft, rtol=1e-5)
+    np.testing.assert_allclose(gradient, want_gradient, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("compile_as", ["graph", "xla"])
+def test_compiled_and_xla_steps_give_the_same_terms_and_gradient(compile_as):
+    teacher, student = logits(0.05, 1), logits(0.04, 2)  # The flat form, as untrained LMs.
+    labels = np.random.default_rng(3).integers(0, CLASSES, size=(BATCH, POSITIONS))
+    up_hard, up_soft = upstream(4)
+    got = terms_and_gradient(
+        lambda y, s: _hinton_terms.hard_and_soft(y, teacher, s, 1.0),
+        labels,
+        student,
+        up_hard,
+        up_soft,
+        compile_as,
+    )
+    for value, want in zip(got, np_expected(labels, teacher, student, 1.0, up_hard, up_soft)):
+        np.testing.assert_allclose(value, want, rtol=2e-4, atol=1e-7)
+
+
+def np_top_k_rows(values, indices):
+    """The teacher rows a renormalised top-k cache stands for: `-inf` outside the kept classes."""
+    rows = np.full(values.shape[:-1] + (CLASSES,), -np.inf)
+    np.put_along_axis(rows, indices, values.astype(np.float64), axis=-1)
+    return rows
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("k", [1, 4, CLASSES])
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_top_k_terms_match_numpy_at_and_away_from_temperature_one(temperature, k, one_hot):
+    teacher, student = logits(3.0, 1), logits(2.0, 2)
+    indices = np.argsort(-teacher, axis=-1)[..., :k]
+    values = np.take_along_axis(teacher, indices, axis=-1)
+    labels = np.random.default_rng(3).integers(0, CLASSES, size=(BATCH, POSITIONS))
+    if one_hot:
+        labels = np.eye(CLASSES, dtype=np.float32)[labels]
+    up_hard, up_soft = upstream(4)
+    got = terms_and_gradient(
+        lambda y, s: _hinton_terms.hard_and_top_k_soft(y, values, indices, s, temperature),
+        labels,
+        student,
+        up_hard,
+        up_soft,
+        "graph",
+    )
+    want = np_expected(
+        labels, np_top_k_rows(values, indices), student, temperature, up_hard, up_soft
+    )
+    for value, expected in zip(got, want):
+        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_no_gradient_reaches_the_teacher_or_the_labels():
+    teacher = tf.constant(logits(3.0, 1))
+    labels = tf.constant(np.eye(CLASSES, dtype=np.float32)[np.zeros((BATCH, POSITIONS), int)])
+    student = tf.constant(logits(2.0, 2))
+    with tf.GradientTape() as tape:
+        tape.watch([teacher, labels, student])
+        hard, soft = _hinton_terms.hard_and_soft(labels, teacher, student, 1.0)
+        total = tf.reduce_sum(hard + soft)
+    teacher_gradient, label_gradient, student_gradient = tape.gradient(
+        total, [teacher, labels, student]
+    )
+    assert teacher_gradient is None and label_gradient is None
+    assert student_gradient is not None
