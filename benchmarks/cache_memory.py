@@ -13,20 +13,16 @@ files and of the full float32 logits.
 
 import argparse
 import os
-import resource
 import shutil
 import tempfile
 import time
 
 import numpy as np
+from resident_memory import peak_mib
 
 from keras_distill import Distiller
 from keras_distill import ShardedTeacherCache
 from keras_distill._keras import keras
-
-
-def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def tagger(vocabulary, length, width, seed):

@@ -25,7 +25,6 @@ Keras 3 only (keras_hub).
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from resident_memory import peak_mib
 
 from keras_distill import Distiller
 from keras_distill._keras import keras
@@ -217,18 +217,18 @@ def memory_child(kind, args):
             shape[:2], seed=(0, 3), minval=0, maxval=args.vocabulary, dtype=tf.int32
         )
         weights = tf.ones(shape[:2])
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = peak_mib()
         with tf.GradientTape() as tape:
             if kind == "loss":
                 loss = masked_loss(labels, teacher, student, weights)
             else:
                 loss = our_masked_loss(labels, teacher, student, weights)
         tape.gradient(loss, student)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print((peak - before) / 1024.0)
+        peak = peak_mib()
+        print(peak - before)
         return
     build(kind, args).fit(batches(args), epochs=1, verbose=0)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    print(peak_mib())
 
 
 def peak_memory(args):

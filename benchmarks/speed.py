@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from resident_memory import peak_mib
 
 from keras_distill import Distiller
 from keras_distill import FeatureMatch
@@ -300,7 +300,7 @@ def peak_memory_child(kind, steps, batch):
         model = student_model()
         model.compile(optimizer="adam", loss=sparse_ce())
     model.fit(x, y, batch_size=batch, epochs=3, verbose=0)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    print(peak_mib())
 
 
 def peak_memory(args):

@@ -10,7 +10,7 @@ student's hidden states and head kernel, in one `tf.function`.
 - **chunked-N**: `keras_distill.chunked_distillation_loss(..., chunk_size=N)`.
 
 Each variant runs in a fresh process: it builds its inputs, reads its peak
-resident set size (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, Linux: KiB),
+resident set size (`resident_memory.peak_mib`: the kernel's `VmHWM`),
 runs the step `--steps` times and reads the peak again; the table gives the
 difference (the step's own peak, above what the process held before it).
 `tf.config.experimental.get_memory_info` is not available for CPU devices
@@ -24,17 +24,14 @@ traces the graph), over all the alternated rounds.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
+from resident_memory import peak_mib
+
 HIDDEN_TEACHER, HIDDEN_STUDENT, TEMPERATURE = 256, 128, 2.0
-
-
-def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def child(variant, vocab, seq, batch, steps):

@@ -3,6 +3,7 @@
 # The two generations run side by side (one process each, so both cores work), each writing its
 # own log, printed when both have finished. Extra arguments go to pytest (e.g. `-m slow`).
 # The run fails when either generation fails, including pytest's exit code 5 (no tests).
+# scripts/run_pytest.py is `python -m pytest` without the slow interpreter teardown at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,7 +18,7 @@ run_generation() {  # name, TF_USE_LEGACY_KERAS value, pytest arguments...
     local name="$1" legacy="$2"
     shift 2
     local status=0
-    TF_USE_LEGACY_KERAS="$legacy" .venv/bin/python -m pytest "$@" >"$logs/$name.log" 2>&1 ||
+    TF_USE_LEGACY_KERAS="$legacy" .venv/bin/python scripts/run_pytest.py "$@" >"$logs/$name.log" 2>&1 ||
         status=$?
     echo "$status" >"$logs/$name.status"
 }
