@@ -141,7 +141,16 @@ class ShardedTeacherCache:
                 f"fingerprint {digest[:12]}"
             )
 
-    def dataset(self, x, y=None, sample_weight=None, batch_size=32, shuffle_buffer=1024, seed=None):
+    def dataset(
+        self,
+        x,
+        y=None,
+        sample_weight=None,
+        batch_size=32,
+        shuffle_buffer=1024,
+        seed=None,
+        expand_top_k=True,
+    ):
         """A `tf.data.Dataset` of `({"inputs": x, "teacher_logits": t}, y[, w])` batches.
 
         The shards are read in order, one at a time; examples are shuffled
@@ -154,10 +163,16 @@ class ShardedTeacherCache:
             batch_size: Defaults to `32`.
             shuffle_buffer: Examples in the shuffle buffer. Defaults to `1024`.
             seed: Shuffle seed. Defaults to `None`.
+            expand_top_k: With a top-k cache, `False` keeps each batch's kept
+                logits and classes instead of full rows, as in
+                `TeacherCache.dataset`. Defaults to `True`.
         """
         self.check(x)
         shuffle_buffer = _checks.check_int("shuffle_buffer", shuffle_buffer, minimum=0)
+        expand_top_k = _checks.check_bool("expand_top_k", expand_top_k)
         teacher = tf.data.Dataset.range(len(self.shards)).flat_map(self._shard_dataset)
+        if self.top_k is not None and not expand_top_k and not self.has_rest_logits:
+            teacher = teacher.map(_without_rest_logits)  # Renormalised: none to carry.
         inputs = [x] + [part for part in (y, sample_weight) if part is not None]
         if sample_weight is not None and y is None:
             raise ValueError(
@@ -168,8 +183,8 @@ class ShardedTeacherCache:
         data = data.map(_element)
         if shuffle_buffer:
             data = data.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        full_batch = cache_lib.full_logits_batch(self.num_classes)
-        return data.batch(batch_size).map(full_batch).prefetch(tf.data.AUTOTUNE)
+        to_batch = cache_lib.full_logits_batch if expand_top_k else cache_lib.top_k_batch
+        return data.batch(batch_size).map(to_batch(self.num_classes)).prefetch(tf.data.AUTOTUNE)
 
     def _shard_dataset(self, number):
         """The stored arrays of shard `number`, example by example (read when reached)."""
@@ -199,6 +214,10 @@ class ShardedTeacherCache:
             return [values]
         rest = shard.full_rest_logits()
         return [values, shard.indices.astype(np.int32), rest]
+
+
+def _without_rest_logits(teacher):
+    return {key: value for key, value in teacher.items() if key != cache_lib.REST_LOGITS_KEY}
 
 
 def _element(inputs, teacher):

@@ -4,8 +4,10 @@ expands them in its step (other losses, `top_k_rest="uniform"`)."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_distill import Distiller
+from keras_distill import ShardedTeacherCache
 from keras_distill import TeacherCache
 from keras_distill._keras import keras
 from keras_distill.teachers import top_k
@@ -175,3 +177,38 @@ def test_a_gpt2_student_trains_on_top_k_batches_as_on_full_rows(hub, no_full_row
     sparse = distil(lambda: gpt2(2, 1), cache, x, y, weights, expand=False, **options)
     full = distil(lambda: gpt2(2, 1), cache, x, y, weights, expand=True, **options)
     assert_same_results(sparse, full)
+
+
+@pytest.mark.parametrize("rest", ["renormalize", "uniform"])
+def test_a_sharded_cache_streams_the_top_k_batches_of_the_in_memory_cache(tmp_path, rest):
+    x, y, weights = token_data(n=23)
+    teacher = tagger("teacher", 8, 1)
+    options = {"top_k": TOP_K, "top_k_rest": rest, "dtype": "float16"}
+    memory = TeacherCache.build(teacher, x, **options)
+    sharded = ShardedTeacherCache.build(
+        teacher, x, tmp_path / "cache", examples_per_shard=5, **options
+    )
+    streamed = sharded.dataset(x, y, weights, batch_size=4, shuffle_buffer=0, expand_top_k=False)
+    held = memory.dataset(x, y, weights, batch_size=4, shuffle=False, expand_top_k=False)
+    for (features, labels, w), (expected, expected_labels, expected_w) in zip(streamed, held):
+        assert sorted(features) == sorted(expected)
+        assert ("teacher_rest_logits" in features) == (rest == "uniform")
+        # Rest logits may differ by an ulp (computed in batches of other sizes).
+        for got, want in zip(tf.nest.flatten(features), tf.nest.flatten(expected)):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+        np.testing.assert_array_equal(labels, expected_labels)
+        np.testing.assert_array_equal(w, expected_w)
+
+
+def test_the_distiller_reads_a_sharded_caches_top_k_batches_without_full_rows(
+    tmp_path, no_full_rows
+):
+    x, y, weights = token_data()
+    cache = ShardedTeacherCache.build(
+        tagger("teacher", 8, 1), x, tmp_path / "cache", examples_per_shard=7, top_k=TOP_K
+    )
+    distiller = Distiller(student=tagger("student", 4, 2), teacher=cache)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), alpha=0.5, temperature=2.0)
+    data = cache.dataset(x, y, weights, batch_size=8, shuffle_buffer=0, expand_top_k=False)
+    history = distiller.fit(data, epochs=1, verbose=0).history
+    assert np.isfinite(history["distillation_loss"][0]) and history["distillation_loss"][0] > 0
