@@ -19,7 +19,6 @@ later batch is skipped (the weights stay those before the bad batch), and the
 batch. Under XLA with several replicas (multi-GPU) the in-step checks are
 skipped."""
 
-import contextlib
 import contextvars
 from typing import NamedTuple
 
@@ -253,28 +252,15 @@ class StepChecks:
         """The `StepGuard` of one train (`training=True`) or test step of `model`."""
         return StepGuard(self, model, training)
 
-    @contextlib.contextmanager
     def reporting(self, model, position=None):
-        """Turns a failed check inside `fit`/`evaluate` of `model` into a `ValueError`.
+        """A context manager that turns a failed check inside `fit`/`evaluate` of `model` into a
+        `ValueError` (see `Reporting`).
 
         Args:
             model: The `Distiller`.
             position: The fit's `Position` callback, to name the epoch and batch.
         """
-        outermost = not _REPORTING.get()
-        token = _REPORTING.set(True)
-        if outermost:  # `fit` reports what its validation finds.
-            self.record.reset()
-        try:
-            yield
-        except tf.errors.InvalidArgumentError:
-            if not outermost or self.record.failure(model.distribute_strategy) is None:
-                raise
-            self.raise_recorded(model, position)
-        finally:
-            _REPORTING.reset(token)
-        if outermost:
-            self.raise_recorded(model, position)
+        return Reporting(self, model, position)
 
     def raise_recorded(self, model, position=None):
         """Raises the `ValueError` of the run's recorded failure, if any, and resets the record."""
@@ -284,6 +270,41 @@ class StepChecks:
         self.record.reset()
         where = position.where(failure) if position is not None else _plain_where(failure)
         raise ValueError(failure.message(where)) from None
+
+
+class Reporting:
+    """Around `fit`/`evaluate`: raises the run's recorded failure as a `ValueError`.
+
+    The failed step's `InvalidArgumentError` becomes the `ValueError`'s context without its
+    traceback, and no frame of this context manager keeps it: the error then holds no frame
+    of the failed `fit` (its data iterator, whose destruction waits for the iterator's
+    threads, would otherwise live as long as anyone holds the error).
+    """
+
+    def __init__(self, checks, model, position):
+        self.checks, self.model, self.position = checks, model, position
+
+    def __enter__(self):
+        self.outermost = not _REPORTING.get()
+        self.token = _REPORTING.set(True)
+        if self.outermost:  # `fit` reports what its validation finds.
+            self.checks.record.reset()
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        _REPORTING.reset(self.token)
+        if not self.outermost:
+            return False
+        failed_step = isinstance(error, tf.errors.InvalidArgumentError)
+        if error is not None and not failed_step:
+            return False
+        if failed_step:
+            if self.checks.record.failure(self.model.distribute_strategy) is None:
+                return False
+            error.__traceback__ = None
+        del kind, error, traceback
+        self.checks.raise_recorded(self.model, self.position)
+        return False
 
 
 class StepGuard:

@@ -1,5 +1,8 @@
 """Checks of every batch inside the compiled step: labels and finiteness past the first batch."""
 
+import os
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -169,6 +172,40 @@ def test_nan_sample_weight(jit_compile):
     with pytest.raises(ValueError) as error:
         distiller_for(jit_compile=jit_compile).fit(dataset(x, y, weights), verbose=0)
     assert_message(error, *finite_pieces("`sample_weight`", "sample_weight", 1, 3))
+
+
+def keras_frames(error):
+    """Files of the Keras frames `error` keeps alive: through the tracebacks of the error, its
+    context and cause, and through any traceback or error held by a local of their frames."""
+    pending, seen, files = [error], set(), []
+    while pending:
+        item = pending.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, BaseException):
+            pending += [item.__traceback__, item.__context__, item.__cause__]
+            continue
+        frame = item.tb_frame
+        files.append(frame.f_code.co_filename)
+        pending.append(item.tb_next)
+        for value in frame.f_locals.values():
+            if isinstance(value, (BaseException, types.TracebackType)):
+                pending.append(value)
+    parts = (f"{os.sep}keras{os.sep}src{os.sep}", f"{os.sep}tf_keras{os.sep}")
+    return [name for name in files if any(part in name for part in parts)]
+
+
+def test_the_error_keeps_no_frame_of_the_failed_fit():
+    """Otherwise whoever holds the error (a test, a notebook) keeps the failed `fit`'s data
+    iterator and its threads alive until a garbage collection, which then waits for them."""
+    x, y = make_data(64)
+    weights = np.ones(64, "float32")
+    weights[BATCH + 1] = np.nan
+    with pytest.raises(ValueError) as error:
+        distiller_for().fit(dataset(x, y, weights), verbose=0)
+    assert_message(error, *finite_pieces("`sample_weight`", "sample_weight", 1, 1))
+    assert keras_frames(error.value) == []
 
 
 @pytest.mark.parametrize("jit_compile", XLA_IN_SLOW_TIER, ids=["graph", "xla"])
