@@ -262,14 +262,23 @@ class StepChecks:
         """
         return Reporting(self, model, position)
 
-    def raise_recorded(self, model, position=None):
-        """Raises the `ValueError` of the run's recorded failure, if any, and resets the record."""
+    def raise_recorded(self, model, position=None, inside_fit=False):
+        """Raises the `ValueError` of the run's recorded failure, if any, and resets the record.
+
+        `inside_fit`: raised from a callback, through Keras's frames (`Reporting` raises it
+        again from outside them).
+        """
         failure = self.record.failure(model.distribute_strategy)
         if failure is None:
             return
         self.record.reset()
         where = position.where(failure) if position is not None else _plain_where(failure)
-        raise ValueError(failure.message(where)) from None
+        raise (_FailureInFit if inside_fit else ValueError)(failure.message(where)) from None
+
+
+class _FailureInFit(ValueError):
+    """A recorded failure raised inside `fit` by `Position`; `Reporting` turns it into a plain
+    `ValueError` raised outside Keras's frames."""
 
 
 class Reporting:
@@ -295,6 +304,11 @@ class Reporting:
         _REPORTING.reset(self.token)
         if not self.outermost:
             return False
+        if isinstance(error, _FailureInFit):  # Raised by `Position` through Keras's frames.
+            message = str(error)
+            error.__traceback__ = None
+            del kind, error, traceback
+            raise ValueError(message) from None
         failed_step = isinstance(error, tf.errors.InvalidArgumentError)
         if error is not None and not failed_step:
             return False
@@ -559,7 +573,7 @@ class Position(keras.callbacks.Callback):
         self.checks.record.test_batches.assign(0)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.checks.raise_recorded(self.model, self)
+        self.checks.raise_recorded(self.model, self, inside_fit=True)
 
     def where(self, failure):
         """Words for the failure's position: epoch, batch and step, or the validation batch."""

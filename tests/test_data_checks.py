@@ -196,15 +196,17 @@ def keras_frames(error):
     return [name for name in files if any(part in name for part in parts)]
 
 
-def test_the_error_keeps_no_frame_of_the_failed_fit():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_the_error_keeps_no_frame_of_the_failed_fit(jit_compile):
     """Otherwise whoever holds the error (a test, a notebook) keeps the failed `fit`'s data
     iterator and its threads alive until a garbage collection, which then waits for them."""
     x, y = make_data(64)
     weights = np.ones(64, "float32")
     weights[BATCH + 1] = np.nan
     with pytest.raises(ValueError) as error:
-        distiller_for().fit(dataset(x, y, weights), verbose=0)
+        distiller_for(jit_compile=jit_compile).fit(dataset(x, y, weights), verbose=0)
     assert_message(error, *finite_pieces("`sample_weight`", "sample_weight", 1, 1))
+    assert type(error.value) is ValueError
     assert keras_frames(error.value) == []
 
 
