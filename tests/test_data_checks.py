@@ -164,14 +164,20 @@ def test_finite_x_that_overflows_the_loss(jit_compile):
     assert_weights_equal(student, good_batches_reference(x, y, 3, jit_compile))
 
 
-@pytest.mark.parametrize("jit_compile", XLA_IN_SLOW_TIER, ids=["graph", "xla"])
-def test_nan_sample_weight(jit_compile):
-    x, y = make_data(256)
-    weights = np.ones(256, "float32")
-    weights[BATCH + 3] = np.nan
+def fit_with_a_nan_weight(num_examples, row, jit_compile):
+    """The error of a fit whose `sample_weight` is NaN at `row` of batch 1."""
+    x, y = make_data(num_examples)
+    weights = np.ones(num_examples, "float32")
+    weights[BATCH + row] = np.nan
     with pytest.raises(ValueError) as error:
         distiller_for(jit_compile=jit_compile).fit(dataset(x, y, weights), verbose=0)
-    assert_message(error, *finite_pieces("`sample_weight`", "sample_weight", 1, 3))
+    assert_message(error, *finite_pieces("`sample_weight`", "sample_weight", 1, row))
+    return error
+
+
+@pytest.mark.parametrize("jit_compile", XLA_IN_SLOW_TIER, ids=["graph", "xla"])
+def test_nan_sample_weight(jit_compile):
+    fit_with_a_nan_weight(256, 3, jit_compile)
 
 
 def keras_frames(error):
@@ -200,12 +206,7 @@ def keras_frames(error):
 def test_the_error_keeps_no_frame_of_the_failed_fit(jit_compile):
     """Otherwise whoever holds the error (a test, a notebook) keeps the failed `fit`'s data
     iterator and its threads alive until a garbage collection, which then waits for them."""
-    x, y = make_data(64)
-    weights = np.ones(64, "float32")
-    weights[BATCH + 1] = np.nan
-    with pytest.raises(ValueError) as error:
-        distiller_for(jit_compile=jit_compile).fit(dataset(x, y, weights), verbose=0)
-    assert_message(error, *finite_pieces("`sample_weight`", "sample_weight", 1, 1))
+    error = fit_with_a_nan_weight(64, 1, jit_compile)
     assert type(error.value) is ValueError
     assert keras_frames(error.value) == []
 
