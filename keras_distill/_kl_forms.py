@@ -95,9 +95,7 @@ def _in_form(form, functions, teacher, student, temperature32, temperature64):
 def float32_kl(teacher, student, temperature, student_gradient=False):
     """`T^2 * KL(p || q)` of finite logits whose tempered range is at least `FLOAT32_RANGE`;
     with `student_gradient`, also `T (q - p)`."""
-    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
-    log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
-    p_teacher = tf.exp(log_p_teacher)
+    log_p_teacher, log_p_student, p_teacher = _float32_log_probs(teacher, student, temperature)
     kl = tf.reduce_sum(p_teacher * (log_p_teacher - log_p_student), axis=-1) * temperature**2
     if not student_gradient:
         return kl
@@ -106,13 +104,18 @@ def float32_kl(teacher, student, temperature, student_gradient=False):
 
 def float32_gradients(teacher, student, temperature):
     """`(d/dz_t, d/dz_s)` of `float32_kl`, per unit of upstream gradient."""
-    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
-    log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
-    p_teacher = tf.exp(log_p_teacher)
+    log_p_teacher, log_p_student, p_teacher = _float32_log_probs(teacher, student, temperature)
     log_ratio = log_p_teacher - log_p_student
     kl = tf.reduce_sum(p_teacher * log_ratio, axis=-1, keepdims=True)
     teacher_gradient = temperature * p_teacher * (log_ratio - kl)
     return teacher_gradient, temperature * (tf.exp(log_p_student) - p_teacher)
+
+
+def _float32_log_probs(teacher, student, temperature):
+    """`(log p_t, log p_s, p_t)` of the tempered logits, in float32."""
+    log_p_teacher = tf.nn.log_softmax(teacher / temperature, axis=-1)
+    log_p_student = tf.nn.log_softmax(student / temperature, axis=-1)
+    return log_p_teacher, log_p_student, tf.exp(log_p_teacher)
 
 
 def centred_difference(teacher, student, temperature):
@@ -134,26 +137,32 @@ def flat_kl(teacher, student, temperature, student_gradient=False):
     instead of cancelling in `log p - log q`. Here `|c| < 2 * FLAT_RANGE`, so
     `exp` is safe.
     """
-    p_teacher, negated = centred_difference(teacher, student, temperature)
-    shifted = tf.math.expm1(negated)
-    mean = tf.reduce_sum(p_teacher * shifted, axis=-1, keepdims=True)
+    p_teacher, _, shifted, mean = _flat_parts(teacher, student, temperature)
     kl = tf.math.log1p(mean[..., 0]) * temperature**2
     if not student_gradient:
         return kl
-    return kl, (shifted - mean) * (p_teacher * (temperature / (1.0 + mean)))
+    return kl, _flat_student_gradient(p_teacher, shifted, mean, temperature)
 
 
 def flat_gradients(teacher, student, temperature):
-    """`(d/dz_t, d/dz_s)` of `flat_kl`: `T p_t c` and `T (p_s - p_t)`.
+    """`(d/dz_t, d/dz_s)` of `flat_kl`: `T p_t c` and `T (p_s - p_t)`."""
+    p_teacher, negated, shifted, mean = _flat_parts(teacher, student, temperature)
+    student_gradient = _flat_student_gradient(p_teacher, shifted, mean, temperature)
+    return -temperature * p_teacher * negated, student_gradient
 
-    With `m = E_p[expm1(-c)]`, `p_s - p_t = p_t (expm1(-c) - m) / (1 + m)`,
-    which keeps its digits where the two are nearly equal.
-    """
+
+def _flat_parts(teacher, student, temperature):
+    """`(p_t, -c, expm1(-c), m = E_p[expm1(-c)])`, the intermediates of `flat_kl`."""
     p_teacher, negated = centred_difference(teacher, student, temperature)
     shifted = tf.math.expm1(negated)
     mean = tf.reduce_sum(p_teacher * shifted, axis=-1, keepdims=True)
-    student_gradient = (shifted - mean) * (p_teacher * (temperature / (1.0 + mean)))
-    return -temperature * p_teacher * negated, student_gradient
+    return p_teacher, negated, shifted, mean
+
+
+def _flat_student_gradient(p_teacher, shifted, mean, temperature):
+    """`T (p_s - p_t) = T p_t (expm1(-c) - m) / (1 + m)`, which keeps its digits where the
+    two are nearly equal."""
+    return (shifted - mean) * (p_teacher * (temperature / (1.0 + mean)))
 
 
 def float64_gradients(teacher, student, temperature):
