@@ -37,6 +37,34 @@ def assert_message(error, *pieces):
     assert not missing, f"{missing!r} not in the message:\n{text}"
 
 
+def tiny_gpt2(
+    hub, vocabulary, length, layers=2, hidden=32, heads=2, seed=0, name=None, **backbone_options
+):
+    """A keras_hub `GPT2CausalLM` with random weights and no preprocessor.
+
+    `intermediate_dim` defaults to `2 * hidden`; `backbone_options` go to
+    `GPT2Backbone` (e.g. `dropout=0.0`, `intermediate_dim=...`). `name` names the
+    model and its backbone (`{name}_backbone`). Seeded with `seed` first, through
+    Keras 3 (keras_hub builds Keras 3 models under both generations).
+    """
+    import keras as keras3
+
+    keras3.utils.set_random_seed(seed)
+    backbone_options.setdefault("intermediate_dim", 2 * hidden)
+    if name is not None:
+        backbone_options.setdefault("name", f"{name}_backbone")
+    backbone = hub.models.GPT2Backbone(
+        vocabulary_size=vocabulary,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=hidden,
+        max_sequence_length=length,
+        **backbone_options,
+    )
+    names = {} if name is None else {"name": name}
+    return hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None, **names)
+
+
 def make_data(num_examples=128, seed=0):
     """Separable 3-class data: the class is decided by the signs of two features."""
     rng = np.random.default_rng(seed)

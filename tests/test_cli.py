@@ -13,6 +13,7 @@ from helpers import assert_message
 from helpers import make_data
 from helpers import make_mlp
 from helpers import subprocess_env
+from helpers import tiny_gpt2
 
 from keras_distill import cli
 from keras_distill import saving
@@ -786,16 +787,7 @@ def test_a_bad_validation_label_is_one_clear_line(files, capsys, monkeypatch, tm
 )
 def test_export_generate_writes_prefill_and_decode(capsys, monkeypatch, tmp_path):
     hub = pytest.importorskip("keras_hub", reason="the zoo extra: pip install 'keras-distill[zoo]'")
-    keras.utils.set_random_seed(0)
-    backbone = hub.models.GPT2Backbone(
-        vocabulary_size=96,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=16,
-    )
-    model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    model = tiny_gpt2(hub, 96, 16)
     saving.save_model(model, str(tmp_path / "lm.keras"))
     monkeypatch.chdir(tmp_path)
     code, out, err = call(

@@ -11,6 +11,7 @@ import types
 import numpy as np
 import pytest
 from helpers import np_position_losses
+from helpers import tiny_gpt2
 
 from keras_distill import Distiller
 from keras_distill import OnPolicyDistiller
@@ -23,18 +24,8 @@ GREEDY = 1e-4  # a sampling temperature at which sampling is the argmax
 
 
 def gpt2(hub, layers, hidden, name, max_length=LENGTH):
-    keras.utils.set_random_seed(layers * 100 + hidden)
-    backbone = hub.models.GPT2Backbone(
-        vocabulary_size=VOCABULARY,
-        num_layers=layers,
-        num_heads=2,
-        hidden_dim=hidden,
-        intermediate_dim=2 * hidden,
-        max_sequence_length=max_length,
-        dropout=0.0,
-        name=f"{name}_backbone",
-    )
-    return hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None, name=name)
+    seed = layers * 100 + hidden
+    return tiny_gpt2(hub, VOCABULARY, max_length, layers, hidden, seed=seed, name=name, dropout=0.0)
 
 
 def pair(hub):

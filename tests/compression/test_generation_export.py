@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import tiny_gpt2
 
 from keras_distill._keras import keras as active_keras
 from keras_distill.compression import TFLiteGenerator
@@ -24,16 +25,7 @@ LENGTH = 48
 
 
 def gpt2():
-    keras3.utils.set_random_seed(0)
-    backbone = hub.models.GPT2Backbone(
-        vocabulary_size=VOCABULARY,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=LENGTH,
-    )
-    return hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    return tiny_gpt2(hub, VOCABULARY, LENGTH)
 
 
 def llama():
@@ -205,16 +197,7 @@ def arithmetic_sequences(count, length, seed):
 @pytest.mark.slow
 def test_int8_file_is_under_a_third_and_keeps_the_first_16_tokens(tmp_path):
     """Wide enough (1.6M weights) that the weights dominate the file."""
-    keras3.utils.set_random_seed(0)
-    backbone = hub.models.GPT2Backbone(
-        vocabulary_size=VOCABULARY,
-        num_layers=2,
-        num_heads=4,
-        hidden_dim=256,
-        intermediate_dim=1024,
-        max_sequence_length=LENGTH,
-    )
-    model = hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    model = tiny_gpt2(hub, VOCABULARY, LENGTH, hidden=256, heads=4, intermediate_dim=1024)
     sequences = arithmetic_sequences(1024, 25, seed=0)
     model.compile(
         optimizer=keras3.optimizers.Adam(3e-3),

@@ -3,6 +3,7 @@ import sysconfig
 
 import numpy as np
 import pytest
+from helpers import tiny_gpt2
 
 from keras_distill._keras import IS_LEGACY
 from keras_distill._keras import keras
@@ -92,15 +93,7 @@ def test_bad_input(call, match):
 def gpt2(sequence_length):
     import keras_hub
 
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=text.VOCABULARY_SIZE,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=sequence_length,
-    )
-    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    return tiny_gpt2(keras_hub, text.VOCABULARY_SIZE, sequence_length, layers=1, hidden=16)
 
 
 @pytest.mark.skipif(IS_LEGACY, reason="keras_hub is built on Keras 3; tf_keras has no keras_hub")

@@ -5,6 +5,7 @@ expands them in its step (other losses, `top_k_rest="uniform"`)."""
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import tiny_gpt2
 
 from keras_distill import Distiller
 from keras_distill import ShardedTeacherCache
@@ -153,16 +154,7 @@ def test_expand_top_k_must_be_a_bool():
 
 def test_a_gpt2_student_trains_on_top_k_batches_as_on_full_rows(hub, no_full_rows):
     def gpt2(seed, layers):
-        keras.utils.set_random_seed(seed)
-        backbone = hub.models.GPT2Backbone(
-            vocabulary_size=96,
-            num_layers=layers,
-            num_heads=2,
-            hidden_dim=16,
-            intermediate_dim=32,
-            max_sequence_length=16,
-        )
-        return hub.models.GPT2CausalLM(backbone, preprocessor=None)
+        return tiny_gpt2(hub, 96, 16, layers, hidden=16, seed=seed)
 
     rng = np.random.default_rng(0)
     tokens = rng.integers(1, 96, size=(12, 16)).astype("int32")

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 import zoo_checks
 from helpers import np_position_losses
+from helpers import tiny_gpt2
 
 from keras_distill import AttentionMatch
 from keras_distill import Distiller
@@ -23,19 +24,10 @@ IGNORE = -100
 
 
 def causal_lm(hub, family, layers, hidden, name, heads=2, kv_heads=None):
-    keras.utils.set_random_seed(len(name) + layers)
-    if family == "GPT2":
-        backbone = hub.models.GPT2Backbone(
-            vocabulary_size=VOCABULARY,
-            num_layers=layers,
-            num_heads=heads,
-            hidden_dim=hidden,
-            intermediate_dim=2 * hidden,
-            max_sequence_length=LENGTH,
-            dropout=0.0,  # XLA and graph mode draw different dropout masks
-            name=f"{name}_backbone",
-        )
-        return hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None, name=name)
+    seed = len(name) + layers
+    if family == "GPT2":  # No dropout: XLA and graph mode draw different dropout masks.
+        return tiny_gpt2(hub, VOCABULARY, LENGTH, layers, hidden, heads, seed, name, dropout=0.0)
+    keras.utils.set_random_seed(seed)
     backbone = hub.models.LlamaBackbone(
         vocabulary_size=VOCABULARY,
         num_layers=layers,
