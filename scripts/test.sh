@@ -17,10 +17,11 @@ trap 'rm -rf "$logs"' EXIT
 run_generation() {  # name, TF_USE_LEGACY_KERAS value, pytest arguments...
     local name="$1" legacy="$2"
     shift 2
-    local status=0
+    local status=0 began=$SECONDS
     TF_USE_LEGACY_KERAS="$legacy" .venv/bin/python scripts/run_pytest.py "$@" >"$logs/$name.log" 2>&1 ||
         status=$?
     echo "$status" >"$logs/$name.status"
+    echo "$((SECONDS - began))" >"$logs/$name.seconds"
 }
 echo "== pytest: Keras 3 and tf_keras (TF_USE_LEGACY_KERAS=1), side by side =="
 start=$SECONDS
@@ -30,7 +31,7 @@ wait
 failed=0
 for name in keras3 tf_keras; do
     status="$(cat "$logs/$name.status")"
-    echo "== $name (exit code $status) =="
+    echo "== $name (exit code $status, $(cat "$logs/$name.seconds") s) =="
     cat "$logs/$name.log"
     [ "$status" = 0 ] || failed=1
 done
