@@ -5,8 +5,9 @@ on the train split of `keras_distill.data.text.stdlib_corpus`; then a student
 (`--student-layers`, `--student-width`) is trained for the same fixed token
 budget (`--steps` steps of `--batch` windows of `--seq` bytes) alone
 (cross-entropy) and distilled with each divergence (`alpha` = weight of the
-divergence, the rest cross-entropy, T = 1), for each seed. Reported on the
-held-out test split (files never seen in training):
+divergence, the rest cross-entropy, T = 1), for each seed. Reported on two
+splits of files never seen in training: the validation split, on which
+settings are chosen, and the test split, held out from that choice:
 
 - **bits per byte**: mean next-byte cross-entropy / ln 2 over the counted
   positions (a token is a byte; the end-of-file token counts too);
@@ -15,7 +16,7 @@ held-out test split (files never seen in training):
 - **R** = (CE_alone - CE_kd) / (CE_alone - CE_teacher), per seed (the same
   seed's student alone), the share of the teacher-student gap recovered.
 
-    python benchmarks/lm_quality.py [--seeds 0,1,2] [--steps 200] [--losses kl,reverse_kl,jsd,gkd]
+    python benchmarks/lm_quality.py [--seeds 0,1,2] [--steps 600] [--losses kl,reverse_kl,jsd,gkd]
 
 `gkd` is on-policy distillation (`OnPolicyDistiller`): with probability
 `--gkd-lmbda` a step keeps the first `--gkd-prompt` bytes of each window and
@@ -26,9 +27,9 @@ With `--gkd-warm-start F`, the GKD student first trains alone for a share `F`
 of the steps, then on-policy for the rest (the same total; Agarwal et al. start
 from a student already fine-tuned on the data).
 
-The defaults (teacher 4 layers x 128, student 2 x 64, 600 and 200 steps) are sized for a
-30-minute budget on 2 CPU cores; `--teacher-width 256 --student-width 128` costs about four
-times the compute.
+The defaults (teacher 4 layers x 128 for 1,200 steps, students 2 x 64 for 600 steps) are
+sized for a 30-minute budget on 2 CPU cores (about 11 minutes with one divergence);
+`--teacher-width 256 --student-width 128` costs about four times the compute.
 
 Runs on Keras 3 (keras_hub). Prints a markdown table; the whole run is timed.
 """
@@ -137,7 +138,14 @@ def logits_of(model, x, batch=64):
     return np.concatenate(parts)
 
 
-def evaluate(logits, teacher_top1, data):
+def evaluate(model, split):
+    """`(bits per byte, top-1 agreement)` of `model` on a split `{"data", "teacher_top1"}`."""
+    return agreement_and_bits(
+        logits_of(model, split["data"][0]), split["teacher_top1"], split["data"]
+    )
+
+
+def agreement_and_bits(logits, teacher_top1, data):
     _, y, weights = data
     shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
@@ -145,6 +153,31 @@ def evaluate(logits, teacher_top1, data):
     bits = float((nll * weights).sum() / weights.sum() / np.log(2.0))
     agreement = float(((logits.argmax(-1) == teacher_top1) * weights).sum() / weights.sum())
     return bits, agreement
+
+
+def table(title, teacher_bits, rows):
+    """A markdown table of one split: each student's mean ± spread, R and wins over alone."""
+    print(f"\n{title} (teacher {teacher_bits:.4f} bits/byte):\n")
+    print("| student | bits/byte | top-1 agreement with teacher | R | better than alone |")
+    print("|---|---|---|---|---|")
+    print(f"| teacher | {teacher_bits:.4f} | 1 | - | - |")
+    alone_bits = [bits for bits, _ in rows["alone"]]
+    for name, results in rows.items():
+        bits = [b for b, _ in results]
+        agreement = [a for _, a in results]
+        if name == "alone":
+            recovered, better = "0", "-"
+        else:
+            gaps = [(a - b) / (a - teacher_bits) for a, b in zip(alone_bits, bits)]
+            recovered = spread(gaps)
+            better = f"{sum(b < a for a, b in zip(alone_bits, bits))}/{len(bits)} seeds"
+        print(f"| {name} | {spread(bits)} | {spread(agreement)} | {recovered} | {better} |")
+    print(
+        "\nPer seed (bits/byte): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{b:.4f}" for b, _ in results) for name, results in rows.items()
+        )
+    )
 
 
 def spread(values):
@@ -159,13 +192,14 @@ def main():
     parser.add_argument("--losses", default="kl,reverse_kl,jsd")
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=200, help="student steps per run")
-    parser.add_argument("--teacher-steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=600, help="student steps per run")
+    parser.add_argument("--teacher-steps", type=int, default=1200)
     parser.add_argument("--teacher-layers", type=int, default=4)
     parser.add_argument("--teacher-width", type=int, default=128)
     parser.add_argument("--student-layers", type=int, default=2)
     parser.add_argument("--student-width", type=int, default=64)
     parser.add_argument("--train-bytes", type=int, default=2_000_000)
+    parser.add_argument("--validation-bytes", type=int, default=60_000)
     parser.add_argument("--test-bytes", type=int, default=60_000)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--alpha", type=float, default=0.5)
@@ -185,19 +219,25 @@ def main():
     names = args.losses.split(",")
     start = time.perf_counter()
     train = windows("train", args.train_bytes, args.seq)
-    test = windows("test", args.test_bytes, args.seq)
+    splits = {
+        "validation": {"data": windows("validation", args.validation_bytes, args.seq)},
+        "test": {"data": windows("test", args.test_bytes, args.seq)},
+    }
 
     teacher = gpt2(args.teacher_layers, args.teacher_width, args.seq, seed=1000)
     train_alone(teacher, train, args, args.teacher_steps, seed=1000, peak=args.lr)
     teacher.trainable = False
-    teacher_logits = logits_of(teacher, test[0])
-    teacher_top1 = teacher_logits.argmax(-1)
-    teacher_bits, _ = evaluate(teacher_logits, teacher_top1, test)
+    for split in splits.values():
+        teacher_logits = logits_of(teacher, split["data"][0])
+        split["teacher_top1"] = teacher_logits.argmax(-1)
+        split["teacher_bits"], _ = agreement_and_bits(
+            teacher_logits, split["teacher_top1"], split["data"]
+        )
+        split["rows"] = {name: [] for name in ["alone", *names]}
     teacher_time = time.perf_counter() - start
-    print(f"teacher: {teacher_bits:.4f} bits/byte on test, trained in {teacher_time:.0f} s")
+    bits = " / ".join(f"{split['teacher_bits']:.4f}" for split in splits.values())
+    print(f"teacher: {bits} bits/byte on validation / test, trained in {teacher_time:.0f} s")
 
-    rows = {"alone": []}
-    rows.update({name: [] for name in names})
     for seed in seeds:
         student = train_alone(
             gpt2(args.student_layers, args.student_width, args.seq, seed),
@@ -207,12 +247,17 @@ def main():
             seed,
             args.lr,
         )
-        rows["alone"].append(evaluate(logits_of(student, test[0]), teacher_top1, test))
+        for split in splits.values():
+            split["rows"]["alone"].append(evaluate(student, split))
         for name in names:
             student = gpt2(args.student_layers, args.student_width, args.seq, seed)
             distil(student, teacher, train, args, name, seed)
-            rows[name].append(evaluate(logits_of(student, test[0]), teacher_top1, test))
-        print(f"seed {seed}: " + ", ".join(f"{k} {v[-1][0]:.4f}" for k, v in rows.items()))
+            for split in splits.values():
+                split["rows"][name].append(evaluate(student, split))
+        print(
+            f"seed {seed}, validation: "
+            + ", ".join(f"{k} {v[-1][0]:.4f}" for k, v in splits["validation"]["rows"].items())
+        )
 
     total = time.perf_counter() - start
     print()
@@ -221,24 +266,12 @@ def main():
         f"student {args.student_layers}x{args.student_width} ({args.steps} steps of "
         f"{args.batch}x{args.seq} bytes = {args.steps * args.batch * args.seq:,} tokens), "
         f"alpha={args.alpha}, T=1, seeds {seeds}; train {len(train[1])} windows "
-        f"({args.train_bytes:,} bytes), test {len(test[1])} windows; wall time {total:.0f} s"
+        f"({args.train_bytes:,} bytes); wall time {total:.0f} s"
         + (f"; GKD warm start {args.gkd_warm_start:g}" if GKD in names else "")
     )
-    print()
-    print("| student | test bits/byte | top-1 agreement with teacher | R | better than alone |")
-    print("|---|---|---|---|---|")
-    print(f"| teacher | {teacher_bits:.4f} | 1 | - | - |")
-    alone_bits = [bits for bits, _ in rows["alone"]]
-    for name, results in rows.items():
-        bits = [b for b, _ in results]
-        agreement = [a for _, a in results]
-        if name == "alone":
-            recovered, better = "0", "-"
-        else:
-            gaps = [(a - b) / (a - teacher_bits) for a, b in zip(alone_bits, bits)]
-            recovered = spread(gaps)
-            better = f"{sum(b < a for a, b in zip(alone_bits, bits))}/{len(bits)} seeds"
-        print(f"| {name} | {spread(bits)} | {spread(agreement)} | {recovered} | {better} |")
+    for name, split in splits.items():
+        title = "Validation (settings chosen here)" if name == "validation" else "Test (held out)"
+        table(f"{title}, {len(split['data'][1])} windows", split["teacher_bits"], split["rows"])
 
 
 if __name__ == "__main__":
