@@ -9,12 +9,15 @@ coverage writes its data at exit.
 
 import os
 import sys
+import time
 
 import pytest
 
 if __name__ == "__main__":
+    started = time.monotonic()
     sys.path.insert(0, os.getcwd())  # As `python -m pytest` does.
     code = pytest.main(sys.argv[1:])
+    print(f"pytest returned {time.monotonic() - started:.0f} s after this process started")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code))
