@@ -5,9 +5,10 @@ on the train split of `keras_distill.data.text.stdlib_corpus`; then a student
 (`--student-layers`, `--student-width`) is trained for the same fixed token
 budget (`--steps` steps of `--batch` windows of `--seq` bytes) alone
 (cross-entropy) and distilled with each divergence (`alpha` = weight of the
-divergence, the rest cross-entropy, T = 1), for each seed. Reported on two
-splits of files never seen in training: the validation split, on which
-settings are chosen, and the test split, held out from that choice:
+divergence, the rest cross-entropy; 1 by default; T = 1), for each seed.
+Reported on two splits of files never seen in training: the validation
+split, on which settings are chosen, and the test split, held out from that
+choice:
 
 - **bits per byte**: mean next-byte cross-entropy / ln 2 over the counted
   positions (a token is a byte; the end-of-file token counts too);
@@ -202,7 +203,7 @@ def main():
     parser.add_argument("--validation-bytes", type=int, default=60_000)
     parser.add_argument("--test-bytes", type=int, default=60_000)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--gkd-lmbda", type=float, default=0.5, help="gkd: on-policy share")
     parser.add_argument("--gkd-beta", type=float, default=0.5, help="gkd: the JSD's beta")
     parser.add_argument(
