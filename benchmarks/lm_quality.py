@@ -141,12 +141,12 @@ def logits_of(model, x, batch=64):
 
 def evaluate(model, split):
     """`(bits per byte, top-1 agreement)` of `model` on a split `{"data", "teacher_top1"}`."""
-    return agreement_and_bits(
+    return bits_and_agreement(
         logits_of(model, split["data"][0]), split["teacher_top1"], split["data"]
     )
 
 
-def agreement_and_bits(logits, teacher_top1, data):
+def bits_and_agreement(logits, teacher_top1, data):
     _, y, weights = data
     shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
@@ -231,7 +231,7 @@ def main():
     for split in splits.values():
         teacher_logits = logits_of(teacher, split["data"][0])
         split["teacher_top1"] = teacher_logits.argmax(-1)
-        split["teacher_bits"], _ = agreement_and_bits(
+        split["teacher_bits"], _ = bits_and_agreement(
             teacher_logits, split["teacher_top1"], split["data"]
         )
         split["rows"] = {name: [] for name in ["alone", *names]}
