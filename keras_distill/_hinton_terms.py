@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras_distill import _kl_forms
 from keras_distill import _positions
 from keras_distill import losses
+from keras_distill._add_at import add_at
 
 
 def hard_and_soft(labels, teacher_logits, student_logits, temperature):
@@ -96,21 +97,23 @@ def _top_k_terms(labels, values, indices, student, temperature):
     def gradient(upstream_hard, upstream_soft):
         amounts = (upstream_soft * temperature)[..., None]
 
-        def from_the_cross_entropy():
-            rows = hard_gradient * (upstream_hard + upstream_soft)[..., None]
-            classes = tf.concat([labels[..., None], indices], axis=-1)
-            return losses._add_at(rows, classes, tf.concat([amounts, -p_teacher * amounts], -1))
-
         def from_the_tempered_softmax():
             q_student = tf.exp(student / temperature - log_normalizer[..., None])
-            kl_gradient = losses._add_at(q_student * amounts, indices, -p_teacher * amounts)
-            return upstream_hard[..., None] * hard_gradient + kl_gradient
+            return upstream_hard[..., None] * hard_gradient + q_student * amounts
 
-        if sparse:
-            student_gradient = tf.cond(at_one, from_the_cross_entropy, from_the_tempered_softmax)
-        else:
-            student_gradient = from_the_tempered_softmax()
-        return None, None, None, student_gradient, None
+        if not sparse:
+            rows = from_the_tempered_softmax()
+            return None, None, None, add_at(rows, indices, -p_teacher * amounts), None
+
+        def from_the_cross_entropy():
+            return hard_gradient * (upstream_hard + upstream_soft)[..., None]
+
+        # Only the dense rows depend on T: the sparse values are added once, after the branch.
+        rows = tf.cond(at_one, from_the_cross_entropy, from_the_tempered_softmax)
+        label_amounts = tf.where(at_one, amounts, tf.zeros_like(amounts))
+        classes = tf.concat([labels[..., None], indices], axis=-1)
+        sparse_amounts = tf.concat([label_amounts, -p_teacher * amounts], axis=-1)
+        return None, None, None, add_at(rows, classes, sparse_amounts), None
 
     return (hard, soft), gradient
 

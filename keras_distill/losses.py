@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras_distill import _checks
 from keras_distill import _kl_forms
 from keras_distill import divergences
+from keras_distill._add_at import add_at
 from keras_distill._keras import keras
 from keras_distill._keras import register_serializable
 from keras_distill.divergences import generalized_jsd
@@ -154,7 +155,7 @@ def _top_k_kl(values, indices, student, temperature):
     def gradient(upstream):
         amounts = upstream[..., None] * temperature
         q_student = tf.exp(tempered - log_normalizer[..., None])
-        return None, None, _add_at(q_student * amounts, indices, -p_teacher * amounts), None
+        return None, None, add_at(q_student * amounts, indices, -p_teacher * amounts), None
 
     return value, gradient
 
@@ -167,17 +168,6 @@ def _top_k_kl_parts(values, indices, student, temperature, log_normalizer):
     # sum_j p_t (log p_t - z_s/T) + logsumexp(z_s/T), since sum_j p_t = 1; p_t = 0 adds 0.
     terms = tf.where(p_teacher > 0.0, p_teacher * (log_p_teacher - gathered), 0.0)
     return (tf.reduce_sum(terms, axis=-1) + log_normalizer) * temperature**2, p_teacher
-
-
-def _add_at(rows, indices, amounts):
-    """`rows` `(..., classes)` plus `amounts` `(..., k)` at the classes `indices` `(..., k)`."""
-    classes = tf.shape(rows)[-1]
-    flat = tf.reshape(rows, [-1, classes])
-    k = tf.shape(indices)[-1]
-    row_ids = tf.repeat(tf.range(tf.shape(flat)[0]), k)
-    positions = tf.stack([row_ids, tf.reshape(indices, [-1])], axis=1)
-    flat = tf.tensor_scatter_nd_add(flat, positions, tf.reshape(amounts, [-1]))
-    return tf.reshape(flat, tf.shape(rows))
 
 
 def soft_target_cross_entropy(teacher_logits, student_logits, temperature=1.0):

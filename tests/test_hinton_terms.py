@@ -160,6 +160,29 @@ def test_top_k_terms_match_numpy_at_and_away_from_temperature_one(temperature, k
         np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("compile_as", ["eager", "xla"])
+def test_top_k_terms_eagerly_and_under_xla_with_the_label_among_the_kept_classes(
+    temperature, compile_as
+):
+    teacher, student = logits(3.0, 1), logits(2.0, 2)
+    indices = np.argsort(-teacher, axis=-1)  # Every class: the label is always among them.
+    values = np.take_along_axis(teacher, indices, axis=-1)
+    labels = np.random.default_rng(3).integers(0, CLASSES, size=(BATCH, POSITIONS))
+    up_hard, up_soft = upstream(4)
+    got = terms_and_gradient(
+        lambda y, s: _hinton_terms.hard_and_top_k_soft(y, values, indices, s, temperature),
+        labels,
+        student,
+        up_hard,
+        up_soft,
+        None if compile_as == "eager" else compile_as,
+    )
+    want = np_expected(labels, teacher, student, temperature, up_hard, up_soft)
+    for value, expected in zip(got, want):
+        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_no_gradient_reaches_the_teacher_or_the_labels():
     teacher = tf.constant(logits(3.0, 1))
     labels = tf.constant(np.eye(CLASSES, dtype=np.float32)[np.zeros((BATCH, POSITIONS), int)])

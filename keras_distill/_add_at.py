@@ -1,0 +1,73 @@
+"""Dense rows plus a few values per row, added where the rows already are when that is safe.
+
+`add_at(rows, indices, amounts)` returns `rows[..., indices[..., j]] += amounts[..., j]`
+(repeated classes in a row add up): the student gradient of a top-k KL, a dense
+softmax row plus `k + 1` sparse values per position. TensorFlow's
+`tensor_scatter_nd_add` copies its dense input on CPU (it never takes over a
+buffer another kernel allocated), which for a language model's logits costs as
+much as the loss itself; `InplaceAdd` adds into the buffer it is given, one
+index at a time. It is used when all of these hold:
+
+- no GPU or other accelerator is visible (its GPU kernel adds repeated indices
+  without atomics, and GPU scatters are fast anyway);
+- the graph is not compiled by XLA, which has no `InplaceAdd` (and whose own
+  scatter reuses its buffer);
+- `rows` has fewer than 2^31 elements (`InplaceAdd` takes int32 indices into
+  the flattened rows).
+
+Otherwise it is `tensor_scatter_nd_add`. Either way the caller passes a
+`rows` tensor that nothing else reads: an intermediate made for this sum.
+"""
+
+import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
+
+INT32_LIMIT = 2**31 - 1
+
+
+def add_at(rows, indices, amounts):
+    """`rows` `(..., classes)` plus `amounts` `(..., k)` at the classes `indices` `(..., k)`."""
+    if not _in_place_allowed():
+        return _scatter_add(rows, indices, amounts)
+    size = rows.shape.num_elements()
+    if size is not None:
+        if size < INT32_LIMIT:
+            return _in_place_add(rows, indices, amounts)
+        return _scatter_add(rows, indices, amounts)
+    fits = tf.size(rows, out_type=tf.int64) < INT32_LIMIT
+    return tf.cond(
+        fits,
+        lambda: _in_place_add(rows, indices, amounts),
+        lambda: _scatter_add(rows, indices, amounts),
+    )
+
+
+def _in_place_allowed():
+    if tf.executing_eagerly():
+        return _cpu_only()
+    graph = tf.compat.v1.get_default_graph()
+    return _cpu_only() and not control_flow_util.GraphOrParentsInXlaContext(graph)
+
+
+def _cpu_only():
+    return all(device.device_type == "CPU" for device in tf.config.list_logical_devices())
+
+
+def _in_place_add(rows, indices, amounts):
+    classes = tf.shape(rows)[-1]
+    flat = tf.reshape(rows, [-1, 1])
+    k = tf.shape(indices)[-1]
+    row_starts = tf.range(tf.shape(flat)[0] // classes) * classes
+    positions = tf.reshape(tf.reshape(indices, [-1, k]) + row_starts[:, None], [-1])
+    flat = tf.raw_ops.InplaceAdd(x=flat, i=positions, v=tf.reshape(amounts, [-1, 1]))
+    return tf.reshape(flat, tf.shape(rows))
+
+
+def _scatter_add(rows, indices, amounts):
+    classes = tf.shape(rows)[-1]
+    flat = tf.reshape(rows, [-1, classes])
+    k = tf.shape(indices)[-1]
+    row_ids = tf.repeat(tf.range(tf.shape(flat)[0]), k)
+    positions = tf.stack([row_ids, tf.reshape(indices, [-1])], axis=1)
+    flat = tf.tensor_scatter_nd_add(flat, positions, tf.reshape(amounts, [-1]))
+    return tf.reshape(flat, tf.shape(rows))
