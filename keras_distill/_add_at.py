@@ -13,7 +13,11 @@ index at a time. It is used when all of these hold:
 - the graph is not compiled by XLA, which has no `InplaceAdd` (and whose own
   scatter reuses its buffer);
 - `rows` has fewer than 2^31 elements (`InplaceAdd` takes int32 indices into
-  the flattened rows).
+  the flattened rows);
+- `rows` depends on a value known only when the graph runs (a function
+  argument, a variable, a stateful op). Grappler folds whatever else into a
+  constant, and adding into a folded constant would change it for every later
+  call.
 
 Otherwise it is `tensor_scatter_nd_add`. Either way the caller passes a
 `rows` tensor that nothing else reads: an intermediate made for this sum.
@@ -27,7 +31,7 @@ INT32_LIMIT = 2**31 - 1
 
 def add_at(rows, indices, amounts):
     """`rows` `(..., classes)` plus `amounts` `(..., k)` at the classes `indices` `(..., k)`."""
-    if not _in_place_allowed():
+    if not _in_place_allowed(rows):
         return _scatter_add(rows, indices, amounts)
     size = rows.shape.num_elements()
     if size is not None:
@@ -42,11 +46,43 @@ def add_at(rows, indices, amounts):
     )
 
 
-def _in_place_allowed():
+def _in_place_allowed(rows):
+    if not _cpu_only():
+        return False
     if tf.executing_eagerly():
-        return _cpu_only()
+        return True
     graph = tf.compat.v1.get_default_graph()
-    return _cpu_only() and not control_flow_util.GraphOrParentsInXlaContext(graph)
+    return not control_flow_util.GraphOrParentsInXlaContext(graph) and _known_at_run_time(rows)
+
+
+def _known_at_run_time(tensor):
+    """Whether `tensor` depends on a function argument, a variable or a stateful op."""
+    stack, seen = [tensor], set()
+    while stack:
+        tensor = stack.pop()
+        operation = tensor.op
+        if id(operation) in seen:
+            continue
+        seen.add(id(operation))
+        if operation.type == "Placeholder":
+            outer = _captured(tensor)
+            if outer is None:  # An argument, or a value captured from eager code.
+                return True
+            stack.append(outer)
+        elif operation.op_def.is_stateful:
+            return True
+        else:
+            stack.extend(operation.inputs)
+    return False
+
+
+def _captured(placeholder):
+    """The tensor of an enclosing graph that `placeholder` stands for (a `tf.cond` branch's
+    input), or `None`."""
+    for outer, inner in getattr(placeholder.graph, "captures", ()):
+        if inner is placeholder and tf.is_symbolic_tensor(outer):
+            return outer
+    return None
 
 
 def _cpu_only():

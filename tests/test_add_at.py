@@ -84,3 +84,37 @@ def test_rows_past_int32_indices_take_the_scatter(monkeypatch, signature):
         assert "TensorScatterAdd" in types and "InplaceAdd" not in types
     else:  # Unknown size: both, chosen by the size of each batch.
         assert {"TensorScatterAdd", "InplaceAdd"} <= types
+
+
+def test_rows_folded_into_a_constant_are_not_changed_from_call_to_call():
+    _, indices, amounts = example()
+
+    @tf.function
+    def constant_rows(amounts):  # Grappler folds `tf.ones(SHAPE) * 2.0` into one constant.
+        return _add_at.add_at(tf.ones(SHAPE) * 2.0, tf.constant(indices), amounts)
+
+    want = np_add_at(np.full(SHAPE, 2.0), indices, amounts)
+    for _ in range(3):
+        got = constant_rows(tf.constant(amounts)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_only_rows_known_at_run_time_are_added_in_place():
+    rows, indices, amounts = example()
+    arguments = [tf.constant(value) for value in (rows, indices, amounts)]
+
+    def types(fn, *args):
+        definition = tf.function(fn).get_concrete_function(*args).graph.as_graph_def()
+        return {node.op for node in definition.node}
+
+    folded = types(lambda: _add_at.add_at(tf.ones(SHAPE) * 2.0, *arguments[1:]))
+    assert "InplaceAdd" not in folded and "TensorScatterAdd" in folded
+    assert "InplaceAdd" in types(lambda r: _add_at.add_at(r * 2.0, *arguments[1:]), arguments[0])
+
+    def in_a_branch(flag):  # A `tf.cond` branch's rows, captured from outside the branch.
+        outer = tf.ones(SHAPE) * 2.0
+        return tf.cond(flag, lambda: _add_at.add_at(outer * 1.0, *arguments[1:]), lambda: outer)
+
+    graph = tf.function(in_a_branch).get_concrete_function(tf.constant(True)).graph
+    branches = {node.op for f in graph.as_graph_def().library.function for node in f.node_def}
+    assert "InplaceAdd" not in branches and "TensorScatterAdd" in branches
