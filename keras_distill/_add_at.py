@@ -30,6 +30,8 @@ from tensorflow.python.ops import control_flow_util
 INT32_LIMIT = 2**31 - 1
 
 
+# It runs while a step is traced; AutoGraph must leave its walk over the graph alone.
+@tf.autograph.experimental.do_not_convert
 def add_at(rows, indices, amounts):
     """`rows` `(..., classes)` plus `amounts` `(..., k)` at the classes `indices` `(..., k)`."""
     if not _in_place_allowed(rows):

@@ -110,6 +110,8 @@ def test_only_rows_known_at_run_time_are_added_in_place():
     folded = types(lambda: _add_at.add_at(tf.ones(SHAPE) * 2.0, *arguments[1:]))
     assert "InplaceAdd" not in folded and "TensorScatterAdd" in folded
     assert "InplaceAdd" in types(lambda r: _add_at.add_at(r * 2.0, *arguments[1:]), arguments[0])
+    drawn = types(lambda: _add_at.add_at(tf.random.uniform(SHAPE) * 2.0, *arguments[1:]))
+    assert "InplaceAdd" in drawn  # A stateful op: never folded.
 
     def in_a_branch(flag):  # A `tf.cond` branch's rows, captured from outside the branch.
         outer = tf.ones(SHAPE) * 2.0
