@@ -39,15 +39,27 @@ def token_data(n=20, seed=0):
     return {"tokens": tokens, "padding_mask": mask}, labels, weights
 
 
-def distil(make_student, cache, x, y, weights, expand, loss="kl", **options):
+def distil(
+    make_student,
+    cache,
+    x,
+    y,
+    weights,
+    expand,
+    loss="kl",
+    temperature=2.0,
+    run_eagerly=False,
+    **options,
+):
     """`(fit history, evaluate results, student weights)` of one Distiller on the cache."""
     distiller = Distiller(student=make_student(), teacher=cache, **options)
     distiller.compile(
         optimizer=keras.optimizers.SGD(0.1),
         metrics=["accuracy"],
         alpha=0.5,
-        temperature=2.0,
+        temperature=temperature,
         distillation_loss=loss,
+        run_eagerly=run_eagerly,
     )
     data = cache.dataset(x, y, weights, batch_size=8, shuffle=False, expand_top_k=expand)
     history = distiller.fit(data, epochs=1, verbose=0)
@@ -87,6 +99,21 @@ def test_the_top_k_kl_trains_as_the_expanded_rows(no_full_rows):
     full = distil(student, cache, x, y, weights, expand=True, **options)
     assert_same_results(sparse, full)
     assert sparse[0]["distillation_loss"][0] > 0.0
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True], ids=["graph", "eager"])
+def test_the_top_k_kl_at_temperature_one_trains_as_the_expanded_rows(no_full_rows, run_eagerly):
+    """At `T = 1` the step reuses the cross-entropy's softmax and adds the label with the kept
+    classes (`_add_at`, in place when eager or in a graph on CPU)."""
+    x, y, weights = token_data()
+    cache = TeacherCache.build(tagger("teacher", 8, 1), x, top_k=TOP_K)
+    options = {"padding_mask_input": "padding_mask", "temperature": 1.0}
+
+    def student():
+        return tagger("student", 4, 2)
+
+    sparse = distil(student, cache, x, y, weights, False, run_eagerly=run_eagerly, **options)
+    assert_same_results(sparse, distil(student, cache, x, y, weights, True, **options))
 
 
 def test_a_cache_keeping_every_class_without_labels(no_full_rows):
