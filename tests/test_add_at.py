@@ -9,6 +9,14 @@ from keras_distill import _add_at
 SHAPE, K = (3, 5, 11), 4
 
 
+@pytest.fixture(autouse=True)
+def on_cpu(monkeypatch):
+    """The CPU paths, also on a machine with a GPU (where `add_at` would always scatter)."""
+    monkeypatch.setattr(_add_at, "_cpu_only", lambda: True)
+    with tf.device("/CPU:0"):
+        yield
+
+
 def example(seed=0):
     rng = np.random.default_rng(seed)
     rows = rng.normal(size=SHAPE).astype(np.float32)
