@@ -86,34 +86,26 @@ def no_full_rows(monkeypatch):
     monkeypatch.setattr(top_k.TopKLogits, "dense", refuse)
 
 
-def test_the_top_k_kl_trains_as_the_expanded_rows(no_full_rows):
-    x, y, weights = token_data()
-    teacher = tagger("teacher", 8, 1)
-    cache = TeacherCache.build(teacher, x, top_k=TOP_K)
-    options = {"padding_mask_input": "padding_mask"}
-
-    def student():
-        return tagger("student", 4, 2)
-
-    sparse = distil(student, cache, x, y, weights, expand=False, **options)
-    full = distil(student, cache, x, y, weights, expand=True, **options)
-    assert_same_results(sparse, full)
-    assert sparse[0]["distillation_loss"][0] > 0.0
-
-
-@pytest.mark.parametrize("run_eagerly", [False, True], ids=["graph", "eager"])
-def test_the_top_k_kl_at_temperature_one_trains_as_the_expanded_rows(no_full_rows, run_eagerly):
+@pytest.mark.parametrize(
+    "temperature,run_eagerly",
+    [(2.0, False), (1.0, False), (1.0, True)],
+    ids=["T=2", "T=1", "T=1-eager"],
+)
+def test_the_top_k_kl_trains_as_the_expanded_rows(no_full_rows, temperature, run_eagerly):
     """At `T = 1` the step reuses the cross-entropy's softmax and adds the label with the kept
     classes (`_add_at`, in place when eager or in a graph on CPU)."""
     x, y, weights = token_data()
-    cache = TeacherCache.build(tagger("teacher", 8, 1), x, top_k=TOP_K)
-    options = {"padding_mask_input": "padding_mask", "temperature": 1.0}
+    teacher = tagger("teacher", 8, 1)
+    cache = TeacherCache.build(teacher, x, top_k=TOP_K)
+    options = {"padding_mask_input": "padding_mask", "temperature": temperature}
 
     def student():
         return tagger("student", 4, 2)
 
     sparse = distil(student, cache, x, y, weights, False, run_eagerly=run_eagerly, **options)
-    assert_same_results(sparse, distil(student, cache, x, y, weights, True, **options))
+    full = distil(student, cache, x, y, weights, expand=True, **options)
+    assert_same_results(sparse, full)
+    assert sparse[0]["distillation_loss"][0] > 0.0
 
 
 def test_a_cache_keeping_every_class_without_labels(no_full_rows):
