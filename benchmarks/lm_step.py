@@ -25,6 +25,7 @@ Keras 3 only (keras_hub).
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -135,16 +136,22 @@ def build(kind, args):
 
 
 def time_alternated(args, runs):
-    """`{name: [ms per step of each repeat]}` of `runs = {name: (model, dataset)}`."""
+    """`({name: [ms per step]}, {name: [MiB of page faults per step]})`, one value per repeat,
+    of `runs = {name: (model, dataset)}`. Page faults (`ru_minflt`) count the fresh memory a
+    step touches: one per new 4 KiB page."""
     for model, data in runs.values():
         model.fit(data, epochs=1, verbose=0)  # trace and warm up
     times = {name: [] for name in runs}
+    faults = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, (model, data) in runs.items():
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             model.fit(data, epochs=1, verbose=0)
             times[name].append((time.perf_counter() - start) * 1000.0 / args.steps)
-    return times
+            pages = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+            faults[name].append(pages * resource.getpagesize() / 2**20 / args.steps)
+    return times, faults
 
 
 def cached_and_alone(args):
@@ -174,15 +181,15 @@ def cached_and_alone(args):
     return {**runs, ALONE: (alone, batches(args))}
 
 
-def print_times(times, args):
+def print_times(times, faults, args):
     tokens = args.batch * args.length
-    print("| run | ms/step (min / median) | tokens/s (at the min) |")
-    print("|---|---|---|")
+    print("| run | ms/step (min / median) | tokens/s (at the min) | page faults, MiB/step |")
+    print("|---|---|---|---|")
     for name, values in times.items():
         best = min(values)
         print(
             f"| {name} | {best:.0f} / {statistics.median(values):.0f} | "
-            f"{tokens / best * 1000.0:,.0f} |"
+            f"{tokens / best * 1000.0:,.0f} | {statistics.median(faults[name]):.0f} |"
         )
 
 
@@ -263,7 +270,7 @@ def main(argv=None):
         memory_child(args.memory_child, args)
         return
     data = batches(args)
-    times = time_alternated(
+    times, faults = time_alternated(
         args, {OURS: (build("ours", args), data), LIMIT: (build("limit", args), data)}
     )
     print(kl_precision(args))
@@ -273,14 +280,14 @@ def main(argv=None):
         f"{args.repeats} repeats, alternated"
     )
     print()
-    print_times(times, args)
+    print_times(times, faults, args)
     ratio = min(times[OURS]) / min(times[LIMIT])
     print(f"\nratio of minima, ours / limit: {ratio:.2f} (goal <= 1.10)")
     print()
-    times = time_alternated(args, cached_and_alone(args))
+    times, faults = time_alternated(args, cached_and_alone(args))
     print(f"Top-{args.top_k} teacher cache (`top_k_rest='renormalize'`) against the student alone")
     print()
-    print_times(times, args)
+    print_times(times, faults, args)
     ratio = min(times[CACHED]) / min(times[ALONE])
     full = min(times[CACHED_FULL]) / min(times[ALONE])
     print(f"\nratio of minima, cached / alone: {ratio:.2f} (goal <= 1.15)")
