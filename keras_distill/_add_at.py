@@ -25,7 +25,8 @@ Otherwise it is `tensor_scatter_nd_add`. Either way the caller passes a
 """
 
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util
+
+from keras_distill._xla import compiled_by_xla
 
 INT32_LIMIT = 2**31 - 1
 
@@ -54,8 +55,7 @@ def _in_place_allowed(rows):
         return False
     if tf.executing_eagerly():
         return True
-    graph = tf.compat.v1.get_default_graph()
-    return not control_flow_util.GraphOrParentsInXlaContext(graph) and _known_at_run_time(rows)
+    return not compiled_by_xla() and _known_at_run_time(rows)
 
 
 def _known_at_run_time(tensor):

@@ -13,7 +13,11 @@ CPU, every elementwise op is one pass over `(batch, positions, classes)`),
 this reads the logits far fewer times than the two losses differentiated
 separately. `hard_and_top_k_soft` does the same for a batch of top-k teacher
 logits (`losses.top_k_distillation_kl`); at `T = 1` its KL reuses the
-cross-entropy's softmax and reads the student's row no further.
+cross-entropy's softmax and reads the student's row no further. Outside XLA
+its gradient never reads the student's logits and every other reader runs
+before the cross-entropy kernel, so the kernel writes its gradient into the
+logits' buffer: the step allocates no `(batch, positions, classes)` tensor
+beyond what the student trained alone does (`benchmarks/lm_step.py`).
 
 Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015.
 https://arxiv.org/abs/1503.02531
@@ -25,6 +29,7 @@ from keras_distill import _kl_forms
 from keras_distill import _positions
 from keras_distill import losses
 from keras_distill._add_at import add_at
+from keras_distill._xla import compiled_by_xla
 
 
 def hard_and_soft(labels, teacher_logits, student_logits, temperature):
@@ -78,28 +83,49 @@ def _terms(labels, teacher, student, temperature32, temperature64):
 
 @tf.custom_gradient
 def _top_k_terms(labels, values, indices, student, temperature):
-    hard, hard_gradient = _cross_entropy(labels, student)
     sparse = labels.shape.rank < student.shape.rank
+    kept_logits = tf.gather(student, indices, batch_dims=indices.shape.rank - 1)
+    # Outside XLA the tempered softmax is made here, so that the gradient never reads the
+    # student's logits: the cross-entropy kernel, their last reader, then writes its gradient
+    # into their buffer instead of a new one (XLA plans its buffers itself).
+    keep_softmax = not compiled_by_xla()
+    nothing = tf.zeros([0], tf.float32)  # Stands for the softmax where it is not made.
 
-    def tempered_log_normalizer():
-        return tf.reduce_logsumexp(student / temperature, axis=-1)
+    def tempered():
+        log_normalizer = tf.reduce_logsumexp(student / temperature, axis=-1)
+        if not keep_softmax:
+            return log_normalizer, nothing
+        return log_normalizer, tf.exp(student / temperature - log_normalizer[..., None])
 
-    # At T = 1 (sparse labels) the cross-entropy's softmax is the KL's: logsumexp(z_s) = H + z_s[y]
-    # and q_s = (q_s - y) + y, so the student's row is read no further.
     if sparse:
+        # At T = 1 the cross-entropy's softmax is the KL's: logsumexp(z_s) = H + z_s[y] and
+        # q_s = (q_s - y) + y, so the student's row is read no further.
         at_one = tf.equal(temperature, 1.0)
-        gathered = tf.gather(student, labels, batch_dims=labels.shape.rank)
-        log_normalizer = tf.cond(at_one, lambda: hard + gathered, tempered_log_normalizer)
+        label_logits = tf.gather(student, labels, batch_dims=labels.shape.rank)
+        tempered_normalizer, q_student = tf.cond(
+            at_one, lambda: (tf.zeros_like(label_logits), nothing), tempered
+        )
+        earlier_readers = [kept_logits, label_logits, tempered_normalizer, q_student]
     else:
-        log_normalizer = tempered_log_normalizer()
-    soft, p_teacher = losses._top_k_kl_parts(values, indices, student, temperature, log_normalizer)
+        tempered_normalizer, q_student = tempered()
+        earlier_readers = [kept_logits, tempered_normalizer, q_student]
+    with tf.control_dependencies(earlier_readers):
+        hard, hard_gradient = _cross_entropy(labels, student)
+    if sparse:
+        log_normalizer = tf.where(at_one, hard + label_logits, tempered_normalizer)
+    else:
+        log_normalizer = tempered_normalizer
+    soft, p_teacher = losses._top_k_kl_parts(values, kept_logits, temperature, log_normalizer)
 
     def gradient(upstream_hard, upstream_soft):
         amounts = (upstream_soft * temperature)[..., None]
 
         def from_the_tempered_softmax():
-            q_student = tf.exp(student / temperature - log_normalizer[..., None])
-            return upstream_hard[..., None] * hard_gradient + q_student * amounts
+            if keep_softmax:
+                q_rows = tf.reshape(q_student, tf.shape(hard_gradient))
+            else:
+                q_rows = tf.exp(student / temperature - log_normalizer[..., None])
+            return upstream_hard[..., None] * hard_gradient + q_rows * amounts
 
         if not sparse:
             rows = from_the_tempered_softmax()
@@ -120,17 +146,17 @@ def _top_k_terms(labels, values, indices, student, temperature):
 
 def _cross_entropy(labels, student):
     """`(H(y, q_s), q_s - y)` from TensorFlow's fused kernel, which returns both."""
-    classes = tf.shape(student)[-1]
-    rows = tf.reshape(student, [-1, classes])
+    shape = tf.shape(student)
+    rows = tf.reshape(student, [-1, shape[-1]])
     if labels.shape.rank == student.shape.rank:
-        labels = tf.reshape(tf.cast(labels, tf.float32), [-1, classes])
+        labels = tf.reshape(tf.cast(labels, tf.float32), [-1, shape[-1]])
         value, gradient = tf.raw_ops.SoftmaxCrossEntropyWithLogits(features=rows, labels=labels)
     else:
         labels = tf.reshape(labels, [-1])
         value, gradient = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
             features=rows, labels=labels
         )
-    return tf.reshape(value, tf.shape(student)[:-1]), tf.reshape(gradient, tf.shape(student))
+    return tf.reshape(value, shape[:-1]), tf.reshape(gradient, shape)
 
 
 def _labels(labels, logits):

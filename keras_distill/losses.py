@@ -150,7 +150,8 @@ def _top_k_kl(values, indices, student, temperature):
     """`top_k_distillation_kl` with its student gradient `T (q_s - p_t)` written out."""
     tempered = student / temperature
     log_normalizer = tf.reduce_logsumexp(tempered, axis=-1)
-    value, p_teacher = _top_k_kl_parts(values, indices, student, temperature, log_normalizer)
+    kept_logits = tf.gather(student, indices, batch_dims=indices.shape.rank - 1)
+    value, p_teacher = _top_k_kl_parts(values, kept_logits, temperature, log_normalizer)
 
     def gradient(upstream):
         amounts = upstream[..., None] * temperature
@@ -160,11 +161,12 @@ def _top_k_kl(values, indices, student, temperature):
     return value, gradient
 
 
-def _top_k_kl_parts(values, indices, student, temperature, log_normalizer):
-    """`(T^2 * KL, p_t over the kept classes)`, given `logsumexp(z_s / T)` per row."""
+def _top_k_kl_parts(values, kept_logits, temperature, log_normalizer):
+    """`(T^2 * KL, p_t over the kept classes)`, given the student's logits at the kept classes
+    and `logsumexp(z_s / T)` per row."""
     log_p_teacher = tf.nn.log_softmax(values / temperature, axis=-1)
     p_teacher = tf.exp(log_p_teacher)
-    gathered = tf.gather(student, indices, batch_dims=indices.shape.rank - 1) / temperature
+    gathered = kept_logits / temperature
     # sum_j p_t (log p_t - z_s/T) + logsumexp(z_s/T), since sum_j p_t = 1; p_t = 0 adds 0.
     terms = tf.where(p_teacher > 0.0, p_teacher * (log_p_teacher - gathered), 0.0)
     return (tf.reduce_sum(terms, axis=-1) + log_normalizer) * temperature**2, p_teacher

@@ -187,3 +187,69 @@ def test_no_gradient_reaches_the_teacher_or_the_labels():
     )
     assert teacher_gradient is None and label_gradient is None
     assert student_gradient is not None
+
+
+def ops_reading(tensor, operations):
+    """The operations that read `tensor` or a reshape of it (the same buffer)."""
+    views, readers = {id(tensor)}, []
+    for operation in operations:
+        if any(id(t) in views for t in operation.inputs):
+            readers.append(operation)
+            if operation.type in ("Reshape", "Identity"):
+                views.update(id(t) for t in operation.outputs)
+    return readers
+
+
+def ancestors(operation):
+    """Every operation `operation` waits for, through its inputs and control inputs."""
+    pending, seen = [operation], set()
+    while pending:
+        current = pending.pop()
+        for before in [t.op for t in current.inputs] + list(current.control_inputs):
+            if before not in seen:
+                seen.add(before)
+                pending.append(before)
+    return seen
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_the_cross_entropy_kernel_is_the_top_k_terms_last_reader_of_the_student_logits(one_hot):
+    # Then the kernel writes its gradient into the logits' buffer, which nothing reads later:
+    # one `(batch, positions, classes)` tensor less per step (benchmarks/lm_step.py, page faults).
+    teacher = logits(3.0, 1)
+    indices = np.argsort(-teacher, axis=-1)[..., :4]
+    values = np.take_along_axis(teacher, indices, axis=-1)
+    labels = np.random.default_rng(3).integers(0, CLASSES, size=(BATCH, POSITIONS))
+    if one_hot:
+        labels = np.eye(CLASSES, dtype=np.float32)[labels]
+    forward_size = []
+
+    @tf.function
+    def step(student, temperature):
+        with tf.GradientTape() as tape:
+            tape.watch(student)
+            hard, soft = _hinton_terms.hard_and_top_k_soft(
+                labels, values, indices, student, temperature
+            )
+            total = tf.reduce_sum(hard + soft)
+        forward_size.append(len(tf.compat.v1.get_default_graph().get_operations()))
+        return tape.gradient(total, student)
+
+    graph = step.get_concrete_function(
+        tf.TensorSpec((BATCH, POSITIONS, CLASSES)), tf.TensorSpec(())
+    ).graph
+    operations = graph.get_operations()
+    forward, backward = operations[: forward_size[0]], operations[forward_size[0] :]
+    student = graph.inputs[0]
+    assert ops_reading(student, backward) == []
+    readers = ops_reading(student, forward)
+    kernels = [op for op in readers if "SoftmaxCrossEntropyWithLogits" in op.type]
+    assert len(kernels) == 1
+    before_the_kernel = ancestors(kernels[0])
+    # IdentityN: `tf.custom_gradient`'s own pass-through of the inputs, which Grappler removes.
+    later = [
+        op.type
+        for op in readers
+        if op not in before_the_kernel | {kernels[0]} and op.type != "IdentityN"
+    ]
+    assert later == []
