@@ -13,11 +13,14 @@ CPU, every elementwise op is one pass over `(batch, positions, classes)`),
 this reads the logits far fewer times than the two losses differentiated
 separately. `hard_and_top_k_soft` does the same for a batch of top-k teacher
 logits (`losses.top_k_distillation_kl`); at `T = 1` its KL reuses the
-cross-entropy's softmax and reads the student's row no further. Outside XLA
-its gradient never reads the student's logits and every other reader runs
-before the cross-entropy kernel, so the kernel writes its gradient into the
-logits' buffer: the step allocates no `(batch, positions, classes)` tensor
-beyond what the student trained alone does (`benchmarks/lm_step.py`).
+cross-entropy's softmax and reads the student's row no further.
+
+In both, the cross-entropy kernel is the last reader of the student's logits:
+their other readers run first, and the gradient reads them not at all (the
+top-k terms make their tempered softmax in the forward pass for that, outside
+XLA, which plans its buffers itself). The kernel then writes its gradient into
+the logits' buffer instead of a new `(batch, positions, classes)` one
+(`benchmarks/lm_step.py` counts the fresh memory of a step).
 
 Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015.
 https://arxiv.org/abs/1503.02531
@@ -66,11 +69,12 @@ def hard_and_top_k_soft(labels, teacher_values, teacher_indices, student_logits,
 
 @tf.custom_gradient
 def _terms(labels, teacher, student, temperature32, temperature64):
-    hard, hard_gradient = _cross_entropy(labels, student)
     form = _kl_forms.choose(teacher, student, temperature32)
     soft, soft_gradient = _kl_forms.values_and_student_gradients(
         form, teacher, student, temperature32, temperature64
     )
+    with tf.control_dependencies([soft, soft_gradient]):  # The logits' last reader.
+        hard, hard_gradient = _cross_entropy(labels, student)
 
     def gradient(upstream_hard, upstream_soft):
         student_gradient = (

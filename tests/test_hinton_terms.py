@@ -212,10 +212,18 @@ def ancestors(operation):
     return seen
 
 
+def full_rows_terms(labels, values, indices, student, temperature):
+    teacher = tf.constant(np_top_k_rows(values, indices), tf.float32)
+    teacher = tf.where(tf.math.is_inf(teacher), -1e4, teacher)
+    return _hinton_terms.hard_and_soft(labels, teacher, student, temperature)
+
+
+@pytest.mark.parametrize("terms", ["top_k", "full_rows"])
 @pytest.mark.parametrize("one_hot", [False, True])
-def test_the_cross_entropy_kernel_is_the_top_k_terms_last_reader_of_the_student_logits(one_hot):
+def test_the_cross_entropy_kernel_is_the_last_reader_of_the_student_logits(terms, one_hot):
     # Then the kernel writes its gradient into the logits' buffer, which nothing reads later:
     # one `(batch, positions, classes)` tensor less per step (benchmarks/lm_step.py, page faults).
+    make_terms = _hinton_terms.hard_and_top_k_soft if terms == "top_k" else full_rows_terms
     teacher = logits(3.0, 1)
     indices = np.argsort(-teacher, axis=-1)[..., :4]
     values = np.take_along_axis(teacher, indices, axis=-1)
@@ -228,9 +236,7 @@ def test_the_cross_entropy_kernel_is_the_top_k_terms_last_reader_of_the_student_
     def step(student, temperature):
         with tf.GradientTape() as tape:
             tape.watch(student)
-            hard, soft = _hinton_terms.hard_and_top_k_soft(
-                labels, values, indices, student, temperature
-            )
+            hard, soft = make_terms(labels, values, indices, student, temperature)
             total = tf.reduce_sum(hard + soft)
         forward_size.append(len(tf.compat.v1.get_default_graph().get_operations()))
         return tape.gradient(total, student)
