@@ -74,7 +74,7 @@ def values_and_student_gradients(form, teacher, student, temperature32, temperat
     functions = (
         functools.partial(float32_kl, student_gradient=True),
         functools.partial(flat_kl, student_gradient=True),
-        lambda *args: (float64_kl(*args), float64_gradients(*args)[1]),
+        functools.partial(float64_kl, student_gradient=True),
     )
     return _in_form(form, functions, teacher, student, temperature32, temperature64)
 
@@ -174,8 +174,10 @@ def float64_gradients(teacher, student, temperature):
     return teacher_gradient, student_gradient
 
 
-def float64_kl(teacher, student, temperature):
-    """`T^2 * KL(p || q)` in float64, exact for `-inf` logits, quadratic where tiny."""
+def float64_kl(teacher, student, temperature, student_gradient=False):
+    """`T^2 * KL(p || q)` in float64, exact for `-inf` logits, quadratic where tiny; with
+    `student_gradient`, also its gradient for the student's logits: `T (q - p)` (exact) or
+    `-p * c` (quadratic, `c` the centred difference below)."""
     teacher = tf.cast(teacher, tf.float64)
     student = tf.cast(student, tf.float64)
     temperature = tf.cast(temperature, tf.float64)
@@ -193,7 +195,12 @@ def float64_kl(teacher, student, temperature):
     quadratic = 0.5 * tf.reduce_sum(p_teacher * tf.square(centred), axis=-1)
     scale = tf.maximum(spread(teacher), spread(student)) / temperature
     use_quadratic = (scale < HIGH_T_SCALE) & tf.reduce_all(finite, axis=-1)
-    return tf.cast(tf.where(use_quadratic, quadratic, exact), tf.float32)
+    kl = tf.cast(tf.where(use_quadratic, quadratic, exact), tf.float32)
+    if not student_gradient:
+        return kl
+    exact_gradient = temperature * (tf.exp(log_p_student) - p_teacher)
+    gradient = tf.where(use_quadratic[..., None], -p_teacher * centred, exact_gradient)
+    return kl, tf.cast(gradient, tf.float32)
 
 
 def logit_range(logits):

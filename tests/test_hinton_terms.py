@@ -64,6 +64,7 @@ FORMS = [
     (3.0, 2.0, 2.0, _kl_forms.FLOAT32),
     (0.05, 0.04, 1.0, _kl_forms.FLAT_FLOAT32),
     (0.05, 0.04, 4.0, _kl_forms.FLOAT64),
+    (0.05, 0.04, 4000.0, _kl_forms.FLOAT64),  # Its quadratic expansion: spread / T < 1e-4.
 ]
 
 
