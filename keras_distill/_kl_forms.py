@@ -16,6 +16,7 @@ form uses automatic differentiation).
 """
 
 import functools
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -166,18 +167,46 @@ def _flat_student_gradient(p_teacher, shifted, mean, temperature):
 
 
 def float64_gradients(teacher, student, temperature):
-    """`(d/dz_t, d/dz_s)` of `float64_kl`, by automatic differentiation (float32)."""
-    with tf.GradientTape() as tape:
-        tape.watch([teacher, student])
-        value = float64_kl(teacher, student, temperature)
-    teacher_gradient, student_gradient = tape.gradient(value, [teacher, student])
-    return teacher_gradient, student_gradient
+    """`(d/dz_t, d/dz_s)` of `float64_kl`, per unit of upstream gradient, in float32.
+
+    Exact form: `T p (r - KL)` with `r = log p - log q` (0 where `p = 0`), and
+    `T (q - p)`. Quadratic form `V = 1/2 sum p c^2`: `p c + p (c^2 / 2 - V) / T`
+    (through `c` and through `p`) and `-p c`.
+    """
+    parts = _float64_parts(teacher, student, temperature)
+    temperature, p_teacher, centred = parts.temperature, parts.p_teacher, parts.centred
+    log_ratio = tf.where(p_teacher > 0.0, parts.log_p_teacher - parts.log_p_student, 0.0)
+    kl = (parts.exact / temperature**2)[..., None]
+    exact = temperature * p_teacher * (log_ratio - kl)
+    quadratic = p_teacher * centred
+    quadratic += p_teacher * (0.5 * tf.square(centred) - parts.quadratic[..., None]) / temperature
+    teacher_gradient = tf.where(parts.use_quadratic[..., None], quadratic, exact)
+    return tf.cast(teacher_gradient, tf.float32), _float64_student_gradient(parts)
 
 
 def float64_kl(teacher, student, temperature, student_gradient=False):
     """`T^2 * KL(p || q)` in float64, exact for `-inf` logits, quadratic where tiny; with
-    `student_gradient`, also its gradient for the student's logits: `T (q - p)` (exact) or
-    `-p * c` (quadratic, `c` the centred difference below)."""
+    `student_gradient`, also its gradient for the student's logits (`float64_gradients`)."""
+    parts = _float64_parts(teacher, student, temperature)
+    kl = tf.cast(tf.where(parts.use_quadratic, parts.quadratic, parts.exact), tf.float32)
+    if not student_gradient:
+        return kl
+    return kl, _float64_student_gradient(parts)
+
+
+class _Float64Parts(NamedTuple):
+    temperature: tf.Tensor
+    log_p_teacher: tf.Tensor
+    log_p_student: tf.Tensor
+    p_teacher: tf.Tensor
+    exact: tf.Tensor  # T^2 KL, per row.
+    centred: tf.Tensor  # c = d - E_p[d], d = z_t - z_s (0 where a logit is not finite).
+    quadratic: tf.Tensor  # V = 1/2 sum p c^2, per row.
+    use_quadratic: tf.Tensor  # Per row: finite logits spread by less than HIGH_T_SCALE * T.
+
+
+def _float64_parts(teacher, student, temperature):
+    """The intermediates of `float64_kl` and `float64_gradients`, in float64."""
     teacher = tf.cast(teacher, tf.float64)
     student = tf.cast(student, tf.float64)
     temperature = tf.cast(temperature, tf.float64)
@@ -185,7 +214,7 @@ def float64_kl(teacher, student, temperature, student_gradient=False):
     log_p_student = divergences.tempered_log_probs(student, temperature)
     exact = divergences.kl_from_log_probs(log_p_teacher, log_p_student) * temperature**2
     # The expansion needs finite logits: rows with a masked (-inf) entry use
-    # the exact form, and the expansion sees zeros there (no NaN to backprop).
+    # the exact form, and the expansion sees zeros there (no NaN in its terms).
     finite = tf.math.is_finite(teacher) & tf.math.is_finite(student)
     teacher = tf.where(finite, teacher, tf.zeros_like(teacher))
     student = tf.where(finite, student, tf.zeros_like(student))
@@ -195,12 +224,23 @@ def float64_kl(teacher, student, temperature, student_gradient=False):
     quadratic = 0.5 * tf.reduce_sum(p_teacher * tf.square(centred), axis=-1)
     scale = tf.maximum(spread(teacher), spread(student)) / temperature
     use_quadratic = (scale < HIGH_T_SCALE) & tf.reduce_all(finite, axis=-1)
-    kl = tf.cast(tf.where(use_quadratic, quadratic, exact), tf.float32)
-    if not student_gradient:
-        return kl
-    exact_gradient = temperature * (tf.exp(log_p_student) - p_teacher)
-    gradient = tf.where(use_quadratic[..., None], -p_teacher * centred, exact_gradient)
-    return kl, tf.cast(gradient, tf.float32)
+    return _Float64Parts(
+        temperature,
+        log_p_teacher,
+        log_p_student,
+        p_teacher,
+        exact,
+        centred,
+        quadratic,
+        use_quadratic,
+    )
+
+
+def _float64_student_gradient(parts):
+    """`T (q - p)` (exact) or `-p c` (quadratic), in float32."""
+    exact = parts.temperature * (tf.exp(parts.log_p_student) - parts.p_teacher)
+    gradient = tf.where(parts.use_quadratic[..., None], -parts.p_teacher * parts.centred, exact)
+    return tf.cast(gradient, tf.float32)
 
 
 def logit_range(logits):

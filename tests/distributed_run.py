@@ -2,7 +2,8 @@
 
 Run as a separate process (strategies and logical devices must be set up
 before TensorFlow starts); one process runs every case asked for, one after
-the other, each into `OUT_DIR/CASE.npz`:
+the other, each into `OUT_DIR/CASE.npz`. The `single` mode needs no set-up
+and also runs in the test process (`main("single", OUT_DIR, CASES)`):
 
     python tests/distributed_run.py {single|mirrored|multiworker} OUT_DIR [CASE,...]
 

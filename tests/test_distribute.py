@@ -13,7 +13,8 @@ from helpers import subprocess_env
 
 from keras_distill._keras import IS_LEGACY
 
-# Every test here starts Python processes with their own devices or cluster settings.
+# Every test here starts Python processes with their own devices or cluster settings (the
+# single-device reference runs in this process).
 pytestmark = pytest.mark.subprocess
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_run.py")
@@ -55,9 +56,11 @@ CASES = "plain,positions,nan"
 
 @pytest.fixture(scope="module")
 def single_device(tmp_path_factory):
-    """The folder of every case's results on one device (one process for all of them)."""
+    """The folder of every case's results on one device, computed in this process."""
+    import distributed_run
+
     out_dir = tmp_path_factory.mktemp("single")
-    run("single", out_dir, CASES)
+    distributed_run.main("single", str(out_dir), CASES)
     return out_dir
 
 

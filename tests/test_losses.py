@@ -107,8 +107,8 @@ def kl_gradients(teacher, student, temperature, graph=False):
 
 @pytest.mark.parametrize(
     "scale,temperature",
-    [(3.0, 1.0), (3.0, 4.0), (0.01, 1.0), (0.01, 4.0)],
-    ids=["float32", "float64", "nearly-flat", "nearly-flat-hot"],
+    [(3.0, 1.0), (3.0, 4.0), (0.01, 1.0), (0.01, 4.0), (0.01, 1e5)],
+    ids=["float32", "float64", "nearly-flat", "nearly-flat-hot", "float64-quadratic"],
 )
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
 def test_distillation_kl_gradients_of_teacher_and_student_match_numpy(scale, temperature, graph):
