@@ -12,9 +12,8 @@
 
 Each form has its gradients written out: `T (p_s - p_t)` for the student's
 logits and `T p_t (log p_t - log p_s - KL)` for the teacher's (the float64
-form's quadratic expansion has its own, `float64_gradients`). Written out, a
-training step traces in about two thirds of the time a gradient tape over the
-float64 form took, and computes nothing twice.
+form's quadratic expansion has its own, `float64_gradients`), so that no form
+computes its value twice or differentiates through its float64 graph.
 """
 
 import functools
