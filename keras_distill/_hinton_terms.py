@@ -18,9 +18,11 @@ cross-entropy's softmax and reads the student's row no further.
 In both, the cross-entropy kernel is the last reader of the student's logits:
 their other readers run first, and the gradient reads them not at all (the
 top-k terms make their tempered softmax in the forward pass for that, outside
-XLA, which plans its buffers itself). The kernel then writes its gradient into
-the logits' buffer instead of a new `(batch, positions, classes)` one
-(`benchmarks/lm_step.py` counts the fresh memory of a step).
+XLA, which plans its buffers itself), so that TensorFlow may write the
+kernel's gradient into the logits' buffer instead of a new `(batch, positions,
+classes)` one. `benchmarks/lm_step.py` counts the fresh memory of a step: the
+top-k step now touches as much as the student trained alone (the full-row
+step's count did not change).
 
 Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015.
 https://arxiv.org/abs/1503.02531
