@@ -98,10 +98,11 @@ def _top_k_terms(labels, values, indices, student, temperature):
     nothing = tf.zeros([0], tf.float32)  # Stands for the softmax where it is not made.
 
     def tempered():
-        log_normalizer = tf.reduce_logsumexp(student / temperature, axis=-1)
+        scaled = student / temperature
+        log_normalizer = tf.reduce_logsumexp(scaled, axis=-1)
         if not keep_softmax:
             return log_normalizer, nothing
-        return log_normalizer, tf.exp(student / temperature - log_normalizer[..., None])
+        return log_normalizer, tf.exp(scaled - log_normalizer[..., None])
 
     if sparse:
         # At T = 1 the cross-entropy's softmax is the KL's: logsumexp(z_s) = H + z_s[y] and
