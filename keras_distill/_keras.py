@@ -85,6 +85,21 @@ def scale_loss(optimizer, loss):
     return optimizer.scale_loss(loss)
 
 
+def build_optimizer(optimizer, variables):
+    """Creates `optimizer`'s state (Adam's moments, loss scales) for `variables`, once.
+
+    Keras otherwise creates it inside the first traced training step, and a
+    variable created while `tf.function` traces makes TensorFlow trace the
+    step a second time. tf_keras's legacy optimizers (`optimizers.legacy`)
+    keep creating it there.
+    """
+    if IS_LEGACY:
+        if hasattr(optimizer, "build"):  # Its own `_built` flag makes this a no-op once built.
+            optimizer.build(variables)
+    elif not optimizer.built:
+        optimizer.build(variables)
+
+
 def apply_gradients(optimizer, gradients, variables):
     """Unscales (mixed precision) and applies `gradients` to `variables`."""
     if IS_LEGACY and isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):

@@ -318,6 +318,7 @@ class Distiller(keras.Model):
         kwargs["callbacks"] = callbacks
         if retrace:
             _keras.forget_compiled_steps(self)
+        self._build_optimizer()
         with self._step_checks.reporting(self, position):
             history = super().fit(x, y, *args, **kwargs)
         return history
@@ -458,6 +459,21 @@ class Distiller(keras.Model):
             teacher_value = teacher_features[(match.teacher_layer, match.kind)]
             shapes[match.name] = (captured_shape(student_value), captured_shape(teacher_value))
         self._build_adapters(shapes)
+
+    def _build_optimizer(self):
+        """Gives the optimizer its state before `fit()` traces the step, which then traces once.
+
+        Only when every variable the step trains exists: a student whose
+        layers build on their first call, or adapters still waiting for their
+        first batch, leave it to the step.
+        """
+        layers = [self.student, *_keras.all_layers(self.student)]
+        if self.optimizer is None or not all(layer.built for layer in layers):
+            return
+        if self.matches and not self._adapters_built:
+            return
+        with self.distribute_strategy.scope():
+            _keras.build_optimizer(self.optimizer, self._student_side_variables())
 
     def _student_side_variables(self):
         variables = list(self.student.trainable_variables)
@@ -786,12 +802,8 @@ class Distiller(keras.Model):
             self.teacher,
             "teacher",
         )
-        student = _select(
-            self._run("student", self.student, x_batch),
-            self.student_output,
-            self.student,
-            "student",
-        )
+        student_outputs = self._run("student", self.student, x_batch)
+        student = _select(student_outputs, self.student_output, self.student, "student")
         _checks.check_class_counts(tuple(student.shape), tuple(teacher.shape), self.shared_classes)
         _checks.check_finite("teacher outputs", teacher)
         _checks.check_output_kinds(self.teacher_from_logits, teacher, student)
@@ -803,7 +815,18 @@ class Distiller(keras.Model):
                 self.label_mask_value,
                 logits_rank=len(student.shape),
             )
+        if y_batch is not None:
+            self._build_metrics(x_batch, y_batch, student_outputs)
         self._first_batch_checked = True
+
+    def _build_metrics(self, x_batch, y_batch, student_outputs):
+        """Creates the compiled metrics' variables on the first batch, then resets them.
+
+        Keras otherwise creates them inside the first traced step, which makes
+        TensorFlow trace it twice (see `_build_optimizer`).
+        """
+        self.compute_metrics(x_batch, y_batch, student_outputs)
+        self.reset_metrics()
 
 
 def _check_matches(matches, cls, argument):
