@@ -820,13 +820,13 @@ class Distiller(keras.Model):
         self._first_batch_checked = True
 
     def _build_metrics(self, x_batch, y_batch, student_outputs):
-        """Creates the compiled metrics' variables on the first batch, then resets them.
+        """Creates the compiled metrics' variables on the first batch.
 
         Keras otherwise creates them inside the first traced step, which makes
-        TensorFlow trace it twice (see `_build_optimizer`).
+        TensorFlow trace it twice (see `_build_optimizer`). `fit()` resets
+        every metric as each epoch starts, so this batch is not counted.
         """
         self.compute_metrics(x_batch, y_batch, student_outputs)
-        self.reset_metrics()
 
 
 def _check_matches(matches, cls, argument):
