@@ -8,6 +8,7 @@ from keras_distill import _data_checks
 from keras_distill import _hinton_terms
 from keras_distill import _keras
 from keras_distill import _positions
+from keras_distill import _trace_once
 from keras_distill import losses as losses_lib
 from keras_distill._keras import keras
 from keras_distill._outputs import is_nested as _is_nested
@@ -25,7 +26,6 @@ from keras_distill.teachers.top_k import first_dimension as _first_dimension
 HINTON = "hinton"
 KERAS_IO = "keras_io"
 _DEFAULTS = {HINTON: (0.5, 4.0), KERAS_IO: (0.1, 3.0)}
-_PREFLIGHT_BATCH = 64
 _COUNTED = "counted_weight"
 """Key of the batch's total position weight among the loss components (positions only)."""
 
@@ -461,19 +461,17 @@ class Distiller(keras.Model):
         self._build_adapters(shapes)
 
     def _build_optimizer(self):
-        """Gives the optimizer its state before `fit()` traces the step, which then traces once.
+        """Gives the optimizer its state before `fit()` traces the step (`_trace_once`).
 
         Only when every variable the step trains exists: a student whose
         layers build on their first call, or adapters still waiting for their
         first batch, leave it to the step.
         """
-        layers = [self.student, *_keras.all_layers(self.student)]
-        if self.optimizer is None or not all(layer.built for layer in layers):
+        if self.optimizer is None or not _trace_once.is_built(self.student):
             return
         if self.matches and not self._adapters_built:
             return
-        with self.distribute_strategy.scope():
-            _keras.build_optimizer(self.optimizer, self._student_side_variables())
+        _trace_once.build_optimizer(self, self._student_side_variables())
 
     def _student_side_variables(self):
         variables = list(self.student.trainable_variables)
@@ -786,7 +784,7 @@ class Distiller(keras.Model):
         Arrays are checked whole (lengths, finiteness, label range); datasets
         on their first batch. Generators and `PyDataset`s are not checked.
         """
-        batch = _first_batch(x, y)
+        batch = _trace_once.first_batch(x, y)
         if batch is None or self.teacher_source.is_cached:
             return
         x_batch, y_batch = batch
@@ -816,17 +814,8 @@ class Distiller(keras.Model):
                 logits_rank=len(student.shape),
             )
         if y_batch is not None:
-            self._build_metrics(x_batch, y_batch, student_outputs)
+            _trace_once.build_metrics(self, x_batch, y_batch, student_outputs)
         self._first_batch_checked = True
-
-    def _build_metrics(self, x_batch, y_batch, student_outputs):
-        """Creates the compiled metrics' variables on the first batch.
-
-        Keras otherwise creates them inside the first traced step, which makes
-        TensorFlow trace it twice (see `_build_optimizer`). `fit()` resets
-        every metric as each epoch starts, so this batch is not counted.
-        """
-        self.compute_metrics(x_batch, y_batch, student_outputs)
 
 
 def _check_matches(matches, cls, argument):
@@ -877,29 +866,3 @@ def _queries_weighted(captured, weights):
 def _rows(features):
     """Features `(batch, ..., channels)` as rows `(positions, channels)`."""
     return tf.reshape(features, [-1, tf.shape(features)[-1]])
-
-
-def _first_batch(x, y=None):
-    """`(x, y)` of the first batch, or `None` for generators and the like.
-
-    Raises:
-        ValueError: when the data holds no example.
-    """
-    if isinstance(x, tf.data.Dataset):
-        for element in x.take(1):
-            x_batch, y_batch, _ = _keras.unpack_x_y_sample_weight(element)
-            return x_batch, y_batch
-        raise ValueError(
-            "The dataset is empty: there is nothing to train on. Received: x=<empty "
-            "tf.data.Dataset>"
-        )
-    leaves = tf.nest.flatten(x) if x is not None else []
-    if not leaves or not all(isinstance(leaf, (np.ndarray, tf.Tensor)) for leaf in leaves):
-        return None
-    if any(len(leaf) == 0 for leaf in leaves):
-        raise ValueError("`x` is empty: there is nothing to train on. Received: x with 0 examples")
-
-    def head(array):
-        return array[:_PREFLIGHT_BATCH]
-
-    return tf.nest.map_structure(head, x), None if y is None else tf.nest.map_structure(head, y)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_distill import _trace_once
 from keras_distill._keras import keras
 
 
@@ -39,6 +40,7 @@ def fit(model, x, y, teacher, options):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
+        _trace_once.prepare_fit(model, x, y)
         return model.fit(x, y, **fit_arguments)
     from keras_distill.distiller import Distiller
 

@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from keras_distill import _checks
+from keras_distill import _trace_once
 from keras_distill._clone import clone_with_weights
 from keras_distill._keras import GENERATION
 from keras_distill._keras import keras
@@ -320,6 +321,7 @@ class _Recipe:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         stopper = None if epochs else self.stopper(baseline)
+        _trace_once.prepare_fit(baseline, *(data or self.fit_data))
         keras.utils.set_random_seed(s.training.seed)
         baseline.fit(
             *(data or self.fit_data),

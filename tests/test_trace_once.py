@@ -1,0 +1,71 @@
+"""A first `fit()` traces its step once when the training state is made before it."""
+
+import numpy as np
+import pytest
+from helpers import make_mlp
+
+from keras_distill import _trace_once
+from keras_distill._keras import keras
+
+
+def traced(model):
+    """The list that records each call of `model.train_step` (one per trace)."""
+    calls = []
+    train_step = model.train_step
+
+    def counting(data):
+        calls.append(1)
+        return train_step(data)
+
+    model.train_step = counting
+    return calls
+
+
+def compiled(model):
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+@pytest.mark.parametrize("prepared, traces", [(False, 2), (True, 1)])
+def test_a_prepared_plain_model_traces_its_step_once(data, prepared, traces):
+    x, y = data
+    model = compiled(make_mlp(8, "student", seed=2))
+    calls = traced(model)
+    if prepared:
+        _trace_once.prepare_fit(model, x, y)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert len(calls) == traces
+
+
+def test_the_first_batch_is_not_counted_in_the_first_epoch(data):
+    """`fit()` resets the metrics that `prepare_fit` built on the first batch."""
+    x, y = data
+    model = compiled(make_mlp(8, "student", seed=2))
+    model.optimizer.learning_rate = 0.0
+    correct = np.argmax(model.predict(x, verbose=0), -1) == y
+    assert correct[: _trace_once.FIRST_BATCH_SIZE].mean() != correct.mean()
+    _trace_once.prepare_fit(model, x, y)
+    history = model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["accuracy"][0], correct.mean(), rtol=1e-6)
+
+
+class Unbuilt(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_model_that_builds_on_its_first_call_is_left_to_fit(data):
+    x, y = data
+    model = compiled(Unbuilt())
+    assert not _trace_once.is_built(model)
+    _trace_once.prepare_fit(model, x, y)  # An optimizer built for no variables would fail fit().
+    history = model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
