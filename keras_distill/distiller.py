@@ -312,6 +312,7 @@ class Distiller(keras.Model):
         y = _checks.check_fit_arguments(self, x, y, kwargs.get("class_weight"))
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
+        self._require_adapters(x)
         callbacks, position, retrace = _data_checks.fit_callbacks(
             self._step_checks, kwargs.get("callbacks")
         )
@@ -325,6 +326,11 @@ class Distiller(keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         y = _checks.labels_as_array(y)
+        if self.matches and not self._adapters_built:
+            batch = _trace_once.first_batch(x)
+            if batch is not None:
+                self.build_adapters(batch[0])
+        self._require_adapters(x)
         with self._step_checks.reporting(self):
             results = super().evaluate(x, y, *args, **kwargs)
         return results
@@ -460,18 +466,26 @@ class Distiller(keras.Model):
             shapes[match.name] = (captured_shape(student_value), captured_shape(teacher_value))
         self._build_adapters(shapes)
 
+    def _require_adapters(self, x):
+        """Raises unless the matches' adapters are built (from shapes the step cannot give)."""
+        if self.matches and not self._adapters_built:
+            raise ValueError(
+                "The matches' adapters take their shapes from a batch of inputs, and this data "
+                "cannot be read before training (a subclassed student does not tell its layers' "
+                "shapes). Call `distiller.build_adapters(x_batch)` with one batch of inputs "
+                f"first, or pass arrays or a tf.data.Dataset. Received: x of type "
+                f"{type(x).__name__}"
+            )
+
     def _build_optimizer(self):
         """Gives the optimizer its state before `fit()` traces the step (`_trace_once`).
 
-        Only when every variable the step trains exists: a student whose
-        layers build on their first call, or adapters still waiting for their
-        first batch, leave it to the step.
+        Only when every variable the step trains exists (a layer of the
+        student not yet built leaves it to the step). Without `compile()`,
+        `fit()` says so.
         """
-        if self.optimizer is None or not _trace_once.is_built(self.student):
-            return
-        if self.matches and not self._adapters_built:
-            return
-        _trace_once.build_optimizer(self, self._student_side_variables())
+        if self.optimizer is not None and _trace_once.is_built(self.student):
+            _trace_once.build_optimizer(self, self._student_side_variables())
 
     def _student_side_variables(self):
         variables = list(self.student.trainable_variables)
