@@ -452,9 +452,10 @@ class Distiller(keras.Model):
     def build_adapters(self, x):
         """Builds the matches' adapters from one forward pass on inputs `x`.
 
-        `fit()` does this on its first batch; call it yourself before a
-        custom training loop when a model cannot tell its layers' shapes
-        (subclassed models).
+        `fit()` and `evaluate()` do this on the first batch of arrays or a
+        `tf.data.Dataset`; call it yourself when a model cannot tell its
+        layers' shapes (subclassed models) before a custom training loop or a
+        `fit()` on a generator.
         """
         x, _, teacher_features = self._teacher_forward(x)
         with self._student_capture.recording() as student_features:
