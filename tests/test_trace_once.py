@@ -60,7 +60,7 @@ def test_the_first_batch_is_not_counted_in_the_first_epoch(data):
 class Unbuilt(keras.Model):
     def __init__(self):
         super().__init__()
-        self.dense = keras.layers.Dense(3)
+        self.dense = keras.layers.Dense(NUM_CLASSES)
 
     def call(self, x):
         return self.dense(x)
