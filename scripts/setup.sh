@@ -2,7 +2,7 @@
 # Creates .venv (if missing) and installs keras_distill with every extra, pinned by constraints.txt.
 # The install runs with uv (itself installed into .venv by pip), which fetches and unpacks the
 # packages in parallel and compiles their bytecode ahead (each test process then imports
-# TensorFlow from .pyc files). Where uv cannot be installed, pip does the same install.
+# TensorFlow from .pyc files). Where uv cannot be installed or cannot install, pip does it.
 # pip runs quietly. Two known notices are silenced, nothing else: setuptools' "Editable
 # installation" build warning (a PYTHONWARNINGS filter on that message only, for the editable
 # install), and pip's line about a configured package location missing on this machine.
@@ -17,11 +17,12 @@ MISSING_LOCATION="^WARNING: Location '[^']*' is ignored: it is neither a file no
 quiet_pip() {
     .venv/bin/python -m pip "$@" 2> >(grep -v -E "$MISSING_LOCATION" >&2)
 }
-if quiet_pip install --quiet -c constraints.txt uv; then
+if quiet_pip install --quiet -c constraints.txt uv &&
     .venv/bin/uv pip install --quiet --python .venv/bin/python --compile-bytecode \
-        -c constraints.txt -e ".[dev]"
+        -c constraints.txt -e ".[dev]"; then
+    :
 else
-    echo "uv could not be installed; installing with pip"
+    echo "uv could not install the packages; installing with pip"
     quiet_pip install --quiet --upgrade pip
     PYTHONWARNINGS="ignore:Editable installation" \
         quiet_pip install --quiet -c constraints.txt -e ".[dev]"
