@@ -312,7 +312,7 @@ class Distiller(keras.Model):
         y = _checks.check_fit_arguments(self, x, y, kwargs.get("class_weight"))
         if not self._first_batch_checked:
             self._check_first_batch(x, y)
-        self._require_adapters(x)
+        self._ensure_adapters(x)
         callbacks, position, retrace = _data_checks.fit_callbacks(
             self._step_checks, kwargs.get("callbacks")
         )
@@ -326,11 +326,7 @@ class Distiller(keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         y = _checks.labels_as_array(y)
-        if self.matches and not self._adapters_built:
-            batch = _trace_once.first_batch(x)
-            if batch is not None:
-                self.build_adapters(batch[0])
-        self._require_adapters(x)
+        self._ensure_adapters(x)
         with self._step_checks.reporting(self):
             results = super().evaluate(x, y, *args, **kwargs)
         return results
@@ -467,9 +463,16 @@ class Distiller(keras.Model):
             shapes[match.name] = (captured_shape(student_value), captured_shape(teacher_value))
         self._build_adapters(shapes)
 
-    def _require_adapters(self, x):
-        """Raises unless the matches' adapters are built (from shapes the step cannot give)."""
-        if self.matches and not self._adapters_built:
+    def _ensure_adapters(self, x):
+        """Builds the matches' adapters from `x`'s first batch if they still wait for one.
+
+        Raises where `x` cannot give a batch before training (a generator):
+        the step cannot shape them.
+        """
+        if not self.matches or self._adapters_built:
+            return
+        batch = _trace_once.first_batch(x)
+        if batch is None:
             raise ValueError(
                 "The matches' adapters take their shapes from a batch of inputs, and this data "
                 "cannot be read before training (a subclassed student does not tell its layers' "
@@ -477,6 +480,7 @@ class Distiller(keras.Model):
                 f"first, or pass arrays or a tf.data.Dataset. Received: x of type "
                 f"{type(x).__name__}"
             )
+        self.build_adapters(batch[0])
 
     def _build_optimizer(self):
         """Gives the optimizer its state before `fit()` traces the step (`_trace_once`).
