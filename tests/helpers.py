@@ -73,6 +73,19 @@ def make_data(num_examples=128, seed=0):
     return x, y
 
 
+def calls_of(model, method_name):
+    """The list that records each call of `model.<method_name>` (a step: one per trace)."""
+    calls = []
+    method = getattr(model, method_name)
+
+    def counting(data):
+        calls.append(method_name)
+        return method(data)
+
+    setattr(model, method_name, counting)
+    return calls
+
+
 def make_mlp(units, name, num_classes=NUM_CLASSES, seed=0, final_activation=None):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((NUM_FEATURES,), name=f"{name}_input")

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from helpers import NUM_CLASSES
 from helpers import assert_message
+from helpers import calls_of
 from helpers import make_mlp
 from helpers import np_log_softmax
 
@@ -344,25 +345,10 @@ def test_a_refused_teacher_stays_refused_on_the_next_fit(teacher, student, data)
             distiller.fit(x, y, epochs=1, verbose=0)
 
 
-def counted(monkeypatch, name):
-    """The list that records each call of `Distiller.<name>` (one per trace of the step)."""
-    calls = []
-    method = getattr(Distiller, name)
-
-    def counting(self, data):
-        calls.append(name)
-        return method(self, data)
-
-    monkeypatch.setattr(Distiller, name, counting)
-    return calls
-
-
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
-def test_fit_traces_each_step_once(teacher, data, monkeypatch, precision):
+def test_fit_traces_each_step_once(teacher, data, precision):
     """Adam's moments, the loss scale, the adapter and the metrics exist before the trace."""
     x, y = data
-    train_traces = counted(monkeypatch, "train_step")
-    test_traces = counted(monkeypatch, "test_step")
     keras.mixed_precision.set_global_policy(precision)
     try:
         student = make_mlp(8, "student", seed=2)
@@ -372,6 +358,8 @@ def test_fit_traces_each_step_once(teacher, data, monkeypatch, precision):
             feature_matches=[FeatureMatch("student_hidden", "teacher_hidden", loss="mse")],
         )
         distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+        train_traces = calls_of(distiller, "train_step")
+        test_traces = calls_of(distiller, "test_step")
         distiller.fit(x, y, epochs=2, batch_size=32, validation_data=(x, y), verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -4,25 +4,13 @@ import numpy as np
 import pytest
 from helpers import NUM_CLASSES
 from helpers import assert_message
+from helpers import calls_of
 from helpers import make_mlp
 
 from keras_distill import Distiller
 from keras_distill import FeatureMatch
 from keras_distill import _trace_once
 from keras_distill._keras import keras
-
-
-def traced(model):
-    """The list that records each call of `model.train_step` (one per trace)."""
-    calls = []
-    train_step = model.train_step
-
-    def counting(data):
-        calls.append(1)
-        return train_step(data)
-
-    model.train_step = counting
-    return calls
 
 
 def compiled(model):
@@ -38,7 +26,7 @@ def compiled(model):
 def test_a_prepared_plain_model_traces_its_step_once(data, prepared, traces):
     x, y = data
     model = compiled(make_mlp(8, "student", seed=2))
-    calls = traced(model)
+    calls = calls_of(model, "train_step")
     if prepared:
         _trace_once.prepare_fit(model, x, y)
     model.fit(x, y, epochs=2, batch_size=32, verbose=0)
